@@ -1,0 +1,3 @@
+from nnscratch.cli import main
+
+raise SystemExit(main())
