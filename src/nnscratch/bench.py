@@ -1,0 +1,239 @@
+"""``nnscratch bench``: seconds per epoch of every engine, against this machine's physical limit.
+
+In one process, one sitting, on the real MNIST training images:
+
+1. the float32 and float64 GEMM peak of this machine (a large square matmul, through NumPy's BLAS
+   and through SciPy's; the higher one counts, so the limit is never flattered);
+2. the FLOPs one epoch of an architecture needs: per dense layer ``2 * N * D_in * D_out`` for the
+   forward product, the same for the weight gradient, and the same for the input gradient
+   except in the first layer (whose input needs no gradient); hence the **limit**, seconds per
+   epoch if every FLOP ran at peak;
+3. seconds per epoch (median of ``--epochs`` epochs after one warm-up epoch) of each engine:
+   NumPy float32 and float64 (ours), PyTorch eager, ``torch.compile``, scikit-learn's
+   ``MLPClassifier`` (sgd, no momentum, no L2, same batch size), and optionally our NumPy engine
+   with Numba-compiled element-wise kernels (``--jit``).
+
+All engines run with the same number of threads (``--threads``, default: every usable core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from nnscratch.errors import UsageError
+
+ALL_ENGINES = ("numpy-float32", "numpy-float64", "torch-eager", "torch-compile", "sklearn")
+
+
+@dataclass
+class BenchRow:
+    engine: str
+    dtype: str
+    arch: str
+    batch_size: int
+    s_per_epoch: float | None = None
+    samples_per_s: float | None = None
+    pct_of_peak: float | None = None
+    ratio_to_torch_eager: float | None = None   # torch-eager s/epoch divided by this row's: >1 is faster
+    epochs_s: list[float] | None = None
+    note: str = ""
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, default=3, help="measured epochs per engine, after one warm-up (default: 3)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256, 1024], metavar="B",
+                   help="batch sizes for the seed architecture (default: 64 256 1024)")
+    p.add_argument("--deep", type=int, nargs="*", default=[1024, 1024], metavar="N",
+                   help="hidden sizes of the deeper net, measured at the first batch size "
+                        "(default: 1024 1024; give no value to skip)")
+    p.add_argument("--engines", nargs="+", default=list(ALL_ENGINES), choices=ALL_ENGINES, metavar="E",
+                   help=f"engines to measure (default: all of {', '.join(ALL_ENGINES)})")
+    p.add_argument("--jit", action="store_true", help="also measure the NumPy engine with Numba element-wise kernels")
+    p.add_argument("--train-subset", type=int, default=None, metavar="N", help="use the first N training images")
+    p.add_argument("--threads", type=int, default=None, help="threads for every engine (default: all usable cores)")
+    p.add_argument("--data-dir", default=None, metavar="DIR", help="folder holding the MNIST files")
+    p.add_argument("--json", default=None, metavar="PATH", help="write the table and machine facts as JSON")
+    p.add_argument("--plot", default=None, metavar="PATH", help="write a bar chart (e.g. docs/benchmark.png)")
+
+
+def gemm_peak(dtype, n: int = 4096, repeats: int = 3) -> dict:
+    """Best GFLOP/s of an ``n x n`` matmul through NumPy's BLAS and through SciPy's."""
+    from scipy.linalg import blas
+
+    rng = np.random.default_rng(0)
+    a = rng.random((n, n)).astype(dtype)
+    b = rng.random((n, n)).astype(dtype)
+    scipy_gemm = blas.sgemm if np.dtype(dtype) == np.float32 else blas.dgemm
+    af, bf = np.asfortranarray(a), np.asfortranarray(b)
+    out = {}
+    for name, f in (("numpy", lambda: a @ b), ("scipy", lambda: scipy_gemm(1.0, af, bf))):
+        f()
+        best = min(_timed(f) for _ in range(repeats))
+        out[name] = 2.0 * n ** 3 / best / 1e9
+    out["peak"] = max(out["numpy"], out["scipy"])
+    return out
+
+
+def _timed(f) -> float:
+    t = time.perf_counter()
+    f()
+    return time.perf_counter() - t
+
+
+def epoch_flops(sizes: tuple[int, ...], n: int) -> float:
+    """FLOPs of one epoch of ``n`` samples: forward, weight gradients, input gradients but the first layer's."""
+    total = 0.0
+    for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        total += 2.0 * n * d_in * d_out * (2 if i == 0 else 3)
+    return total
+
+
+def _time_engine_epochs(engine, x, y, batch_size: int, epochs: int) -> list[float]:
+    from nnscratch.train import batch_orders, fit
+
+    orders = batch_orders(np.random.default_rng(0), len(y), epochs + 1)
+    history = fit(engine, (x, y), None, orders, batch_size, 10, progress=False)
+    return [e.time_s for e in history.epochs[1:]]  # the first epoch is the warm-up
+
+
+def _time_sklearn(x, y, hidden, batch_size: int, epochs: int) -> list[float]:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    clf = MLPClassifier(hidden_layer_sizes=hidden, activation="relu", solver="sgd", learning_rate_init=0.01,
+                        momentum=0.0, nesterovs_momentum=False, alpha=0.0, batch_size=batch_size, max_iter=1,
+                        shuffle=True, warm_start=True, tol=0.0, n_iter_no_change=10 ** 9, random_state=0)
+    times = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for _ in range(epochs + 1):
+            times.append(_timed(lambda: clf.fit(x, y)))
+    return times[1:]
+
+
+def measure(engine: str, spec, x32, y, batch_size: int, epochs: int) -> tuple[list[float], str]:
+    """Per-epoch seconds of ``engine``; an engine that cannot run here returns ``([], reason)``."""
+    from nnscratch.engines import make_engine
+    from nnscratch.numpy_engine import initial_state
+
+    initial = initial_state(spec, np.random.default_rng(0))
+    try:
+        if engine == "sklearn":
+            return _time_sklearn(x32, y, spec.hidden, batch_size, epochs), ""
+        if engine.startswith("numpy"):
+            dtype = np.float64 if engine.endswith("float64") else np.float32
+            options = {"jit": True} if engine == "numpy-float32-jit" else {}
+            e = make_engine("numpy", spec, initial, 0.01, dtype, **options)
+            return _time_engine_epochs(e, x32.astype(dtype), y, batch_size, epochs), ""
+        e = make_engine("torch", spec, initial, 0.01, np.float32, device="cpu",
+                        compile=engine == "torch-compile")
+        return _time_engine_epochs(e, x32, y, batch_size, epochs), ""
+    except (ImportError, UsageError) as exc:
+        return [], f"unavailable: {exc}"
+    except Exception as exc:  # torch.compile can fail for reasons of its own (no compiler, ...)
+        if engine == "torch-compile":
+            return [], f"unavailable: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        raise
+
+
+def run_benchmark(x, y, *, engines, batch_sizes, deep, epochs, jit=False, progress=True) -> dict:
+    """Measure everything; return ``{"peak": ..., "rows": [...], ...}`` (plain data)."""
+    from nnscratch.spec import ModelSpec
+
+    peaks = {"float32": gemm_peak(np.float32), "float64": gemm_peak(np.float64)}
+    configs = [(ModelSpec(x.shape[1], (533,), 10), b) for b in batch_sizes]
+    if deep:
+        configs.append((ModelSpec(x.shape[1], tuple(deep), 10), batch_sizes[0]))
+    engine_list = list(engines) + (["numpy-float32-jit"] if jit else [])
+    rows, limits = [], {}
+    for spec, batch in configs:
+        arch = "-".join(map(str, (spec.input_dim, *spec.hidden, spec.num_classes)))
+        flops = epoch_flops((spec.input_dim, *spec.hidden, spec.num_classes), len(y))
+        for dtype in ("float32", "float64"):
+            limits[f"{arch} {dtype}"] = flops / (peaks[dtype]["peak"] * 1e9)
+        group = []
+        for engine in engine_list:
+            if progress:
+                print(f"  measuring {engine:<18} {arch:<16} batch {batch:<5}", file=sys.stderr, flush=True)
+            times, note = measure(engine, spec, x, y, batch, epochs)
+            dtype = "float64" if engine.endswith("float64") else "float32"
+            row = BenchRow(engine, dtype, arch, batch, note=note, epochs_s=times or None)
+            if times:
+                row.s_per_epoch = statistics.median(times)
+                row.samples_per_s = len(y) / row.s_per_epoch
+                row.pct_of_peak = 100.0 * limits[f"{arch} {dtype}"] / row.s_per_epoch
+            group.append(row)
+        eager = next((r.s_per_epoch for r in group if r.engine == "torch-eager" and r.s_per_epoch), None)
+        for r in group:
+            if eager and r.s_per_epoch:
+                r.ratio_to_torch_eager = eager / r.s_per_epoch
+        rows.extend(group)
+    return {"peak_gflops": peaks, "limit_s_per_epoch": limits, "epochs_measured": epochs,
+            "train_images": int(len(y)), "rows": [asdict(r) for r in rows]}
+
+
+def format_table(result: dict) -> str:
+    head = ("engine", "dtype", "arch", "batch", "s/epoch", "samples/s", "% of peak", "vs torch eager")
+    lines = []
+    for r in result["rows"]:
+        if r["s_per_epoch"] is None:
+            lines.append((r["engine"], r["dtype"], r["arch"], str(r["batch_size"]), r["note"], "", "", ""))
+            continue
+        ratio = f"{r['ratio_to_torch_eager']:.2f}x" if r["ratio_to_torch_eager"] else "-"
+        lines.append((r["engine"], r["dtype"], r["arch"], str(r["batch_size"]), f"{r['s_per_epoch']:.3f}",
+                      f"{r['samples_per_s']:,.0f}", f"{r['pct_of_peak']:.0f} %", ratio))
+    widths = [max(len(head[i]), *(len(l[i]) for l in lines if not l[4].startswith("unavailable")))
+              for i in range(len(head))]
+    fmt = lambda row: " | ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa: E731
+    out = [fmt(head), "-|-".join("-" * w for w in widths)] + [fmt(l) for l in lines]
+    p = result["peak_gflops"]
+    out.append("")
+    out.append(f"GEMM peak: float32 {p['float32']['peak']:.0f} GFLOP/s, float64 {p['float64']['peak']:.0f} GFLOP/s; "
+               "limit (s/epoch at peak): " + ", ".join(f"{k} {v:.3f}" for k, v in result["limit_s_per_epoch"].items()
+                                                       if k.endswith("float32")))
+    return "\n".join(out)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from nnscratch.cli import set_threads
+    from nnscratch.data import load_dataset
+    from nnscratch.experiment import to_features
+    from nnscratch.io import write_json
+    from nnscratch.report import machine_info
+
+    if args.epochs < 1:
+        raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
+    if any(b < 1 for b in args.batch_sizes):
+        raise UsageError(f"--batch-sizes must be positive, got {args.batch_sizes}")
+    threads = set_threads(args.threads)
+    data = load_dataset("mnist", args.data_dir, progress=True)
+    n = args.train_subset or len(data.train_labels)
+    x = to_features(data.train_images[:n], np.float32)
+    y = data.train_labels[:n].astype(np.int64)
+    print(f"nnscratch bench: {n:,} MNIST training images, {threads} threads, {args.epochs} measured epochs "
+          "per engine after one warm-up", flush=True)
+    result = run_benchmark(x, y, engines=args.engines, batch_sizes=args.batch_sizes, deep=args.deep,
+                           epochs=args.epochs, jit=args.jit)
+    result["threads"] = threads
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["machine"] = machine_info()
+    result["date"] = time.strftime("%Y-%m-%d")
+    result["command"] = "nnscratch bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "nnscratch bench"
+    print()
+    print(format_table(result))
+    print(f"threads: {threads} for every engine; peak resident memory of this process: {result['peak_rss_mb']:.0f} MB")
+    if args.json:
+        write_json(args.json, result)
+    if args.plot:
+        from nnscratch.bench_plot import plot_benchmark
+
+        plot_benchmark(result, args.plot)
+    return 0

@@ -1,0 +1,305 @@
+"""Our own reader for the IDX format, the file format of MNIST and Fashion-MNIST.
+
+An IDX file is a tiny header followed by one big array, all big-endian::
+
+    offset  size        content
+    0       2           two zero bytes
+    2       1           data type code (see below)
+    3       1           number of dimensions, ``ndim`` (at least 1)
+    4       4 * ndim    the size of each dimension, unsigned 32-bit big-endian
+    ...     prod(dims) * itemsize
+                        the values, big-endian, in C (row-major) order
+
+Data type codes: ``0x08`` uint8, ``0x09`` int8, ``0x0B`` int16, ``0x0C`` int32,
+``0x0D`` float32, ``0x0E`` float64. The first four bytes together are the "magic number":
+``0x00000803`` for the MNIST image files (uint8, 3 dimensions: count x rows x columns) and
+``0x00000801`` for the label files (uint8, 1 dimension: count).
+
+The files are usually distributed gzip-compressed. :func:`read_idx` recognises gzip by its
+magic bytes ``1f 8b``, never by the file name, so a ``.gz`` that was decompressed in place
+(or an uncompressed file that was renamed) still reads correctly.
+
+Everything that can be wrong with a file raises a subclass of :class:`IDXError`, itself a
+:class:`~nnscratch.errors.DataError`, whose message is one line naming the file, the problem
+and the fix; the command line prints it and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from nnscratch.errors import DataError
+
+__all__ = [
+    "IDX_DTYPES",
+    "IDXError",
+    "EmptyFileError",
+    "BadMagicError",
+    "TruncatedFileError",
+    "TrailingBytesError",
+    "DimensionError",
+    "ChecksumError",
+    "read_idx",
+    "read_idx_bytes",
+    "parse_idx",
+    "sha256_of_idx",
+    "verify_sha256",
+    "encode_idx",
+]
+
+#: IDX data type code -> big-endian NumPy dtype of the stored values.
+IDX_DTYPES: dict[int, np.dtype] = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_REDOWNLOAD = "delete it and download it again"
+
+
+class IDXError(DataError):
+    """Base class: an IDX file is missing, unreadable or malformed."""
+
+
+class EmptyFileError(IDXError):
+    """The file (or its decompressed content) holds zero bytes."""
+
+
+class BadMagicError(IDXError):
+    """The magic number is not that of an IDX file (wrong leading bytes or unknown dtype)."""
+
+
+class TruncatedFileError(IDXError):
+    """The header or the payload is shorter than the header promises (e.g. a cut-off download)."""
+
+
+class TrailingBytesError(IDXError):
+    """The file holds more bytes than the header promises."""
+
+
+class DimensionError(IDXError):
+    """Bad dimensions: ``ndim`` of 0, a zero-length dimension, or not the shape the caller needs."""
+
+
+class ChecksumError(IDXError):
+    """The SHA-256 of the (decompressed) file content is not the expected one."""
+
+
+def is_gzip(data: bytes) -> bool:
+    """Return True when ``data`` starts with the gzip magic bytes ``1f 8b``."""
+    return data[:2] == _GZIP_MAGIC
+
+
+def decompress_if_gzip(data: bytes, source: str) -> bytes:
+    """Return ``data`` decompressed when it is gzip, else unchanged.
+
+    Raises
+    ------
+    TruncatedFileError
+        The gzip stream ends early (a cut-off download).
+    IDXError
+        The gzip stream is corrupt (bad CRC, bad deflate data).
+    """
+    if not is_gzip(data):
+        return data
+    try:
+        return gzip.decompress(data)
+    except EOFError as exc:
+        raise TruncatedFileError(
+            f"{source}: gzip stream ends early (file truncated?); {_REDOWNLOAD}"
+        ) from exc
+    except (gzip.BadGzipFile, zlib.error, OSError) as exc:
+        raise IDXError(f"{source}: corrupt gzip data ({exc}); {_REDOWNLOAD}") from exc
+
+
+def read_idx_bytes(path: str | os.PathLike) -> bytes:
+    """Read a file and return its content, decompressed when it is gzip.
+
+    Raises
+    ------
+    IDXError
+        The file cannot be read, or its gzip stream is corrupt.
+    EmptyFileError
+        The file is empty.
+    """
+    source = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise IDXError(f"{source}: no such file; check the path") from exc
+    except OSError as exc:
+        raise IDXError(f"{source}: cannot read ({exc.strerror or exc})") from exc
+    if not data:
+        raise EmptyFileError(f"{source}: file is empty (0 bytes); {_REDOWNLOAD}")
+    return decompress_if_gzip(data, source)
+
+
+def sha256_of_idx(path: str | os.PathLike) -> str:
+    """Return the hex SHA-256 of a file's decompressed content (the content itself if raw).
+
+    This is the checksum listed in ``SHA256SUMS.uncompressed``: it is the same for the official
+    ``.gz`` files, for a re-compressed copy and for the decompressed file.
+    """
+    return hashlib.sha256(read_idx_bytes(path)).hexdigest()
+
+
+def verify_sha256(data: bytes, expected: str, source: str) -> None:
+    """Raise :class:`ChecksumError` unless ``sha256(data)`` is ``expected`` (hex, any case)."""
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected.lower():
+        raise ChecksumError(
+            f"{source}: SHA-256 of the decompressed content is {actual}, "
+            f"expected {expected.lower()} (corrupt or a different file); {_REDOWNLOAD}"
+        )
+
+
+def read_idx(path: str | os.PathLike, *, sha256: str | None = None) -> np.ndarray:
+    """Read an IDX file (gzip-compressed or raw) into a native-endian NumPy array.
+
+    Parameters
+    ----------
+    path
+        The file. Gzip is recognised by its magic bytes, not by the name.
+    sha256
+        If given, the expected hex SHA-256 of the decompressed content; checked before parsing.
+
+    Returns
+    -------
+    numpy.ndarray
+        A writeable, native-endian array of the shape stored in the header.
+
+    Raises
+    ------
+    IDXError
+        Or one of its subclasses; see :func:`parse_idx` and :class:`ChecksumError`.
+    """
+    data = read_idx_bytes(path)
+    if sha256 is not None:
+        verify_sha256(data, sha256, str(path))
+    return parse_idx(data, str(path))
+
+
+def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
+    """Parse the (decompressed) bytes of an IDX file.
+
+    Parameters
+    ----------
+    data
+        The whole file content, header included, not compressed.
+    source
+        What to call the data in error messages, usually the file path.
+
+    Returns
+    -------
+    numpy.ndarray
+        A writeable, native-endian array of shape ``dims``.
+
+    Raises
+    ------
+    EmptyFileError
+        ``data`` is empty.
+    BadMagicError
+        The first two bytes are not zero, or the data type code is unknown.
+    DimensionError
+        The header declares 0 dimensions, or a dimension of size 0.
+    TruncatedFileError
+        The header or the payload is shorter than announced.
+    TrailingBytesError
+        The payload is longer than announced.
+    """
+    dtype, ndim = _parse_magic(data, source)
+    dims = _parse_dims(data, ndim, source)
+    offset = 4 + 4 * ndim
+    expected = math.prod(dims) * dtype.itemsize
+    _check_payload_size(len(data) - offset, expected, source)
+    array = np.frombuffer(data, dtype=dtype, count=math.prod(dims), offset=offset)
+    # astype copies: the result is writeable and owns its memory in native byte order.
+    return array.astype(dtype.newbyteorder("="), copy=True).reshape(dims)
+
+
+def _parse_magic(data: bytes, source: str) -> tuple[np.dtype, int]:
+    """Check the 4-byte magic number; return (big-endian dtype, ndim)."""
+    if not data:
+        raise EmptyFileError(f"{source}: file is empty (0 bytes); {_REDOWNLOAD}")
+    if data[:2] != b"\x00\x00"[: len(data[:2])]:
+        raise BadMagicError(
+            f"{source}: not an IDX file (starts with bytes {data[:4].hex(' ')}, "
+            f"expected 00 00 <type> <ndim>); check that the path points at an IDX file"
+        )
+    if len(data) < 4:
+        raise TruncatedFileError(
+            f"{source}: only {len(data)} bytes, shorter than the 4-byte IDX magic number "
+            f"(file truncated?); {_REDOWNLOAD}"
+        )
+    code, ndim = data[2], data[3]
+    if code not in IDX_DTYPES:
+        known = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
+        raise BadMagicError(
+            f"{source}: unknown IDX data type code 0x{code:02X} (known: {known}); "
+            f"the file is corrupt or not an IDX file, {_REDOWNLOAD}"
+        )
+    if ndim == 0:
+        raise DimensionError(
+            f"{source}: IDX header declares 0 dimensions (at least 1 needed); "
+            f"the file is corrupt, {_REDOWNLOAD}"
+        )
+    return IDX_DTYPES[code], ndim
+
+
+def _parse_dims(data: bytes, ndim: int, source: str) -> tuple[int, ...]:
+    """Read the ``ndim`` big-endian uint32 dimension sizes after the magic number."""
+    header_size = 4 + 4 * ndim
+    if len(data) < header_size:
+        raise TruncatedFileError(
+            f"{source}: header of {ndim} dimensions needs {header_size:,} bytes, file has "
+            f"{len(data):,} (file truncated?); {_REDOWNLOAD}"
+        )
+    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    if 0 in dims:
+        shape = " x ".join(str(d) for d in dims)
+        raise DimensionError(
+            f"{source}: IDX header declares a dimension of size 0 ({shape}); "
+            f"the file is corrupt, {_REDOWNLOAD}"
+        )
+    return dims
+
+
+def _check_payload_size(actual: int, expected: int, source: str) -> None:
+    """Raise unless the payload after the header is exactly ``expected`` bytes."""
+    if actual < expected:
+        raise TruncatedFileError(
+            f"{source}: payload is {actual:,} bytes, header promises {expected:,} "
+            f"(file truncated?); {_REDOWNLOAD}"
+        )
+    if actual > expected:
+        raise TrailingBytesError(
+            f"{source}: payload is {actual:,} bytes, header promises {expected:,} "
+            f"({actual - expected:,} trailing bytes: corrupt or not an IDX file); {_REDOWNLOAD}"
+        )
+
+
+def encode_idx(array: np.ndarray) -> bytes:
+    """Return the IDX bytes (uncompressed) of ``array``, the inverse of :func:`parse_idx`.
+
+    Useful to write test fixtures and small datasets. The array's dtype must be one of the six
+    IDX types (uint8, int8, int16, int32, float32, float64) and it must have at least 1 dimension.
+    """
+    array = np.asarray(array)
+    codes = {dt.newbyteorder("=").str: code for code, dt in IDX_DTYPES.items()}
+    key = array.dtype.newbyteorder("=").str
+    if key not in codes or array.ndim == 0:
+        raise ValueError(f"cannot encode an array of dtype {array.dtype}, ndim {array.ndim} as IDX")
+    code = codes[key]
+    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    return header + np.ascontiguousarray(array, dtype=IDX_DTYPES[code]).tobytes()

@@ -1,0 +1,52 @@
+"""Softmax + categorical cross-entropy, computed stably, with its fused gradient."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nnscratch.numpy_engine.buffers import Buffers
+
+
+class SoftmaxCrossEntropy:
+    """Mean cross-entropy of ``softmax(z)`` against integer labels (``torch.nn.CrossEntropyLoss``).
+
+    Shapes: logits ``z (N, C)``, labels ``y (N,)`` integers in ``[0, C)``; the loss is a scalar.
+
+    Forward, stable through log-sum-exp (``exp`` never sees a positive number, so never overflows)::
+
+        m_i   = max_j z_ij
+        lse_i = m_i + log sum_j exp(z_ij - m_i)          = log sum_j exp(z_ij)
+        L     = (1/N) sum_i (lse_i - z_{i, y_i})        = mean of -log softmax(z)_{i, y_i}
+
+    Backward, the fused gradient::
+
+        dL/dz = (softmax(z) - onehot(y)) / N
+
+    Why so simple: ``d lse_i / d z_ij = softmax_ij`` and ``d z_{i,y_i} / d z_ij = [j == y_i]``;
+    computing softmax and the log separately would need the full ``C x C`` softmax Jacobian and
+    lose precision in ``log`` of a tiny probability. The logits are left untouched.
+    """
+
+    def __init__(self, dtype=np.float32) -> None:
+        self._buffers = Buffers(dtype)
+
+    def forward_backward(self, z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """Return ``(loss, dL/dz)``; ``dL/dz`` is a reused buffer of the shape of ``z``."""
+        n = z.shape[0]
+        rows = np.arange(n)
+        p = self._buffers.get("dz", z.shape)
+        np.subtract(z, z.max(axis=1, keepdims=True), out=p)  # z - m
+        picked = p[rows, y]                                   # z_{i,y_i} - m_i
+        np.exp(p, out=p)
+        sums = p.sum(axis=1, keepdims=True)                   # sum_j exp(z_ij - m_i)
+        loss = float(np.mean(np.log(sums[:, 0]) - picked))
+        p /= sums                                             # softmax(z)
+        p[rows, y] -= 1.0                                     # - onehot(y)
+        p *= 1.0 / n
+        return loss, p
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    """``log softmax(z)`` row-wise, stable: ``z - m - log sum exp(z - m)``. Allocates; for evaluation."""
+    shifted = z - z.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))

@@ -1,0 +1,118 @@
+"""The training loop, written once for both engines. It returns data and never prints or plots.
+
+The loop owns the batch order: ``batch_orders`` draws every epoch's permutation from one seeded
+generator up front, and both engines are handed the same list, so they see the same batches in
+the same order. Progress bars (tqdm) are the one side channel.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from nnscratch.metrics import weighted_f1
+from nnscratch.numpy_engine.losses import log_softmax
+
+
+@dataclass
+class EpochRecord:
+    """One epoch's figures. ``train_*`` are averages over the epoch's mini-batches as they were
+    trained (as Keras reports them); ``val_*`` are measured after the epoch; ``time_s`` is the
+    wall time of the epoch's optimisation steps."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    val_f1: float
+    time_s: float
+
+
+@dataclass
+class History:
+    engine: str
+    step_loss: list[float] = field(default_factory=list)
+    epochs: list[EpochRecord] = field(default_factory=list)
+    train_time_s: float = 0.0   # optimisation steps only (sum of the epochs' time_s)
+    wall_time_s: float = 0.0    # with per-epoch validation
+
+    def records(self) -> list[dict]:
+        return [asdict(e) for e in self.epochs]
+
+
+def batch_orders(rng: np.random.Generator, n: int, epochs: int) -> list[np.ndarray]:
+    """Every epoch's shuffled sample order, drawn from ``rng``: the one source of batch order."""
+    return [rng.permutation(n) for _ in range(epochs)]
+
+
+class BatchGatherer:
+    """Copies the rows of a batch into reused arrays, in the memory order the engine prefers.
+
+    Rows are gathered into a C-ordered array (contiguous rows: the fast gather); an engine that
+    wants column-major batches (``input_order == "F"``) gets them copied once more into a
+    Fortran-ordered array, which pays for itself in its matrix products (see ``numpy_engine.buffers``).
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, order: str) -> None:
+        self.x, self.y, self.order = x, y, order
+        self._rows = np.empty((batch_size, x.shape[1]), dtype=x.dtype)
+        self._labels = np.empty(batch_size, dtype=y.dtype)
+        self._fortran: dict[int, np.ndarray] = {}  # batch length -> column-major copy
+
+    def batch(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = len(idx)
+        rows, labels = self._rows[:n], self._labels[:n]
+        np.take(self.x, idx, axis=0, out=rows)
+        np.take(self.y, idx, out=labels)
+        if self.order == "C":
+            return rows, labels
+        if n not in self._fortran:
+            self._fortran[n] = np.empty_like(rows, order="F")
+        np.copyto(self._fortran[n], rows)
+        return self._fortran[n], labels
+
+
+def evaluate(engine, x: np.ndarray, y: np.ndarray, num_classes: int) -> dict:
+    """Loss, accuracy and weighted F1 of ``engine`` on ``(x, y)``, plus its logits."""
+    logits = engine.predict_logits(x)
+    logp = log_softmax(logits.astype(np.float64))
+    pred = logits.argmax(axis=1)
+    return {"loss": float(-logp[np.arange(len(y)), y].mean()), "accuracy": float(np.mean(pred == y)),
+            "f1": weighted_f1(y, pred, num_classes), "logits": logits}
+
+
+def fit(engine, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray] | None,
+        orders: list[np.ndarray], batch_size: int, num_classes: int, progress: bool = True,
+        on_epoch: Callable[[EpochRecord], None] | None = None) -> History:
+    """Train ``engine`` for ``len(orders)`` epochs on ``train`` and return its :class:`History`."""
+    x, y = train
+    gather = BatchGatherer(x, y, batch_size, engine.input_order)
+    history = History(engine.name)
+    start_all = time.perf_counter()
+    for epoch, order in enumerate(orders, start=1):
+        starts = range(0, len(order), batch_size)
+        bar = tqdm(starts, desc=f"{engine.name:>5} epoch {epoch}/{len(orders)}", unit="step",
+                   disable=not progress, leave=False, mininterval=0.5)
+        t0 = time.perf_counter()
+        for s in bar:
+            engine.train_step(*gather.batch(order[s:s + batch_size]))
+        losses, correct = engine.take_epoch_stats()
+        dt = time.perf_counter() - t0
+        bar.close()
+        val_stats = evaluate(engine, *val, num_classes) if val is not None else \
+            {"loss": float("nan"), "accuracy": float("nan"), "f1": float("nan")}
+        weights = np.diff(np.r_[list(starts), len(order)])  # batch sizes: the last one may be short
+        record = EpochRecord(epoch, float(np.average(losses, weights=weights)), correct / len(order),
+                             val_stats["loss"], val_stats["accuracy"], val_stats["f1"], dt)
+        history.step_loss.extend(losses.tolist())
+        history.epochs.append(record)
+        history.train_time_s += dt
+        if on_epoch is not None:
+            on_epoch(record)
+    history.wall_time_s = time.perf_counter() - start_all
+    return history
