@@ -1,0 +1,155 @@
+"""Twin parity on real MNIST: the NumPy engine and the torch twin, from the same initial weights
+and the same batch order, trained through the same ``train.fit``, must agree to float rounding.
+
+One epoch on the first 2,000 training images (32 steps of 64), validated on the 10,000
+validation images. Weight differences are ``max|diff| / max|w|`` per tensor (see
+:func:`helpers.rel_error`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import rel_error
+from nnscratch.engines import make_engine
+from nnscratch.experiment import seeded_generators, to_features
+from nnscratch.numpy_engine import initial_state
+from nnscratch.spec import ModelSpec
+from nnscratch.train import batch_orders, fit
+
+pytest.importorskip("torch")
+
+N_TRAIN = 2000
+BATCH = 64
+LR = 0.01
+SPEC = ModelSpec()  # 784-533-10, the seed architecture
+
+
+@pytest.fixture(scope="module")
+def arrays(mnist):
+    """Features per dtype: ``arrays(dtype) -> (x_train, y_train, x_val, y_val)``."""
+    cache = {}
+
+    def get(dtype):
+        dtype = np.dtype(dtype)
+        if dtype not in cache:
+            cache[dtype] = (to_features(mnist.train_images[:N_TRAIN], dtype.type),
+                            mnist.train_labels[:N_TRAIN].astype(np.int64),
+                            to_features(mnist.val_images, dtype.type), mnist.val_labels.astype(np.int64))
+        return cache[dtype]
+
+    return get
+
+
+def _train(arrays, engine: str, dtype, seed: int = 0, **options):
+    x, y, xv, yv = arrays(dtype)
+    init_rng, order_rng = seeded_generators(seed)
+    initial = initial_state(SPEC, init_rng)
+    orders = batch_orders(order_rng, N_TRAIN, 1)
+    eng = make_engine(engine, SPEC, initial, LR, np.dtype(dtype), device="cpu", **options)
+    history = fit(eng, (x, y), (xv, yv), orders, BATCH, SPEC.num_classes, progress=False)
+    return {"history": history, "state": eng.state_dict(), "initial": initial, "orders": orders}
+
+
+@pytest.fixture(scope="module")
+def runs(arrays):
+    """Each run trained once per module, on demand."""
+    cache = {}
+
+    def get(key):
+        if key not in cache:
+            engine, dtype, seed, *rest = key
+            options = {"fuse_sgd": rest[0]} if rest else {}
+            cache[key] = _train(arrays, engine, dtype, seed, **options)
+        return cache[key]
+
+    return get
+
+
+def _assert_twins(a, b, tol):
+    ha, hb = a["history"], b["history"]
+    assert len(ha.step_loss) == len(hb.step_loss) == -(-N_TRAIN // BATCH)
+    la, lb = np.asarray(ha.step_loss), np.asarray(hb.step_loss)
+    assert np.all(np.isfinite(la))
+    step_rel = float(np.max(np.abs(la - lb) / np.abs(lb)))
+    assert step_rel < tol, f"per-step losses differ by {step_rel:.3g} relative"
+    assert sorted(a["state"]) == sorted(b["state"]) == ["0.bias", "0.weight", "2.bias", "2.weight"]
+    for name in a["state"]:
+        err = rel_error(a["state"][name], b["state"][name])
+        assert err < tol, f"{name}: weights differ by {err:.3g} relative"
+    return ha.epochs[0], hb.epochs[0]
+
+
+@pytest.mark.parametrize("fuse_sgd", [True, False], ids=["fused-sgd", "plain-sgd"])
+def test_float64_twins_agree_to_rounding(runs, fuse_sgd):
+    a, b = runs(("numpy", np.float64, 0, fuse_sgd)), runs(("torch", np.float64, 0))
+    ra, rb = _assert_twins(a, b, 1e-12)
+    # validation metrics in the history: the same predictions, the same loss up to rounding
+    assert ra.epoch == rb.epoch == 1
+    assert ra.train_accuracy == rb.train_accuracy
+    assert ra.val_accuracy == rb.val_accuracy
+    assert ra.val_f1 == rb.val_f1
+    assert ra.train_loss == pytest.approx(rb.train_loss, rel=1e-12)
+    assert ra.val_loss == pytest.approx(rb.val_loss, rel=1e-12)
+    # training did something: weights moved, loss went down, better than chance
+    assert rel_error(a["state"]["0.weight"], a["initial"]["0.weight"]) > 1e-4
+    losses = a["history"].step_loss
+    assert np.mean(losses[-8:]) < np.mean(losses[:8])
+    assert ra.val_accuracy > 0.2
+
+
+def test_fused_and_plain_sgd_agree(runs):
+    a, b = runs(("numpy", np.float64, 0, True)), runs(("numpy", np.float64, 0, False))
+    _assert_twins(a, b, 1e-12)
+
+
+def test_train_loss_is_the_batch_weighted_mean_of_step_losses(runs):
+    h = runs(("numpy", np.float64, 0, True))["history"]
+    sizes = np.diff(np.r_[np.arange(0, N_TRAIN, BATCH), N_TRAIN])
+    assert sizes[-1] == N_TRAIN - 31 * BATCH  # the last batch is short
+    assert h.epochs[0].train_loss == pytest.approx(np.average(h.step_loss, weights=sizes), rel=1e-14)
+
+
+def test_float32_twins_agree_loosely(runs):
+    a, b = runs(("numpy", np.float32, 0)), runs(("torch", np.float32, 0))
+    assert a["state"]["0.weight"].dtype == b["state"]["0.weight"].dtype == np.float32
+    ra, rb = _assert_twins(a, b, 1e-4)
+    assert abs(ra.val_accuracy - rb.val_accuracy) <= 0.002  # at most a few of 10,000 flip
+    assert ra.val_loss == pytest.approx(rb.val_loss, rel=1e-4)
+    # float32 and float64 runs of the same engine agree loosely too
+    c = runs(("numpy", np.float64, 0, True))
+    _assert_twins(a, c, 1e-4)
+
+
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+def test_same_seed_same_run(arrays, runs, engine):
+    first = runs((engine, np.float64, 0) + ((True,) if engine == "numpy" else ()))
+    again = _train(arrays, engine, np.float64, 0)
+    assert again["history"].step_loss == first["history"].step_loss  # bit for bit
+    for name in first["state"]:
+        np.testing.assert_array_equal(again["state"][name], first["state"][name])
+    ra, rb = first["history"].epochs[0], again["history"].epochs[0]
+    assert (ra.train_loss, ra.train_accuracy, ra.val_loss, ra.val_accuracy, ra.val_f1) == \
+        (rb.train_loss, rb.train_accuracy, rb.val_loss, rb.val_accuracy, rb.val_f1)
+
+
+def test_different_seed_different_run(runs):
+    a, b = runs(("numpy", np.float64, 0, True)), runs(("numpy", np.float64, 1, True))
+    assert not np.array_equal(a["initial"]["0.weight"], b["initial"]["0.weight"])
+    assert not np.array_equal(a["orders"][0], b["orders"][0])
+    assert sorted(a["orders"][0]) == sorted(b["orders"][0]) == list(range(N_TRAIN))
+    assert a["history"].step_loss != b["history"].step_loss
+    assert rel_error(a["state"]["0.weight"], b["state"]["0.weight"]) > 1e-3
+
+
+def test_seeded_generators_are_reproducible_and_independent():
+    a_init, a_order = seeded_generators(0)
+    b_init, b_order = seeded_generators(0)
+    wa, wb = initial_state(SPEC, a_init), initial_state(SPEC, b_init)
+    for name in wa:
+        np.testing.assert_array_equal(wa[name], wb[name])
+    np.testing.assert_array_equal(batch_orders(a_order, 100, 3)[2], batch_orders(b_order, 100, 3)[2])
+    # the two streams of one seed differ from each other
+    c_init, c_order = seeded_generators(0)
+    assert not np.array_equal(c_init.permutation(100), c_order.permutation(100))
