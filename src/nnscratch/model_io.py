@@ -16,7 +16,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from nnscratch.errors import DataError
+from nnscratch.errors import DataError, UsageError
 from nnscratch.io import atomic_path
 from nnscratch.spec import ModelSpec
 
@@ -35,7 +35,8 @@ def load_model(path: str | Path) -> tuple[dict[str, np.ndarray], ModelSpec, dict
     """Return ``(state, spec, info)`` from a file written by :func:`save_model`."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"model file {path} does not exist; pass the .safetensors file a run wrote "
+        problem = "is not a file" if path.exists() else "does not exist"
+        raise DataError(f"model file {path} {problem}; pass the .safetensors file a run wrote "
                         "(e.g. runs/<timestamp>-compare/numpy_model.safetensors)")
     try:
         from safetensors import safe_open
@@ -52,6 +53,29 @@ def load_model(path: str | Path) -> tuple[dict[str, np.ndarray], ModelSpec, dict
     try:
         spec = ModelSpec.from_json(metadata["spec"])
         info = json.loads(metadata.get("info", "{}"))
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, UsageError) as exc:
         raise DataError(f"{path}: its model spec is damaged ({exc})") from None
+    _check_fits(path, state, spec)
     return state, spec, info
+
+
+def expected_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+    """Parameter name -> shape for ``spec``, as both engines (and torch) lay them out."""
+    shapes = {}
+    for i, layer in enumerate(spec.layers()):
+        if layer.kind == "dense":
+            shapes[f"{i}.weight"] = (layer.out_features, layer.in_features)
+            shapes[f"{i}.bias"] = (layer.out_features,)
+    return shapes
+
+
+def _check_fits(path: Path, state: dict[str, np.ndarray], spec: ModelSpec) -> None:
+    expected = expected_shapes(spec)
+    problems = [f"missing {n}" for n in expected if n not in state]
+    problems += [f"unexpected {n}" for n in state if n not in expected]
+    problems += [f"{n} has shape {tuple(state[n].shape)}, not {shape}" for n, shape in expected.items()
+                 if n in state and tuple(state[n].shape) != shape]
+    problems += [f"{n} is {state[n].dtype}, not float32/float64" for n in expected
+                 if n in state and state[n].dtype not in (np.float32, np.float64)]
+    if problems:
+        raise DataError(f"{path}: its tensors do not fit its spec {spec.describe()}: {'; '.join(problems)}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnscratch.numpy_engine.layers import LAYERS, Dense
+from nnscratch.numpy_engine.layers import LAYERS, Dense, ReLU
 from nnscratch.numpy_engine.losses import SoftmaxCrossEntropy
 from nnscratch.numpy_engine.optim import SGD
 from nnscratch.spec import ModelSpec
@@ -76,10 +76,15 @@ class NumpyEngine:
     input_order = "F"  # the training loop gathers batches column-major for us (see Buffers)
 
     def __init__(self, spec: ModelSpec, initial: dict[str, np.ndarray], lr: float, dtype=np.float32,
-                 fuse_sgd: bool = True) -> None:
+                 fuse_sgd: bool = True, jit: bool = False) -> None:
         self.model = Sequential(spec, dtype)
         self.model.load_state_dict(initial)
         self.loss = SoftmaxCrossEntropy(dtype)
+        if jit:  # the Numba experiment (see numpy_engine/jit.py): same math, compiled element-wise loops
+            from nnscratch.numpy_engine.jit import JitReLU, JitSoftmaxCrossEntropy
+
+            self.model.layers = [JitReLU(dtype) if isinstance(l, ReLU) else l for l in self.model.layers]
+            self.loss = JitSoftmaxCrossEntropy(dtype)
         self.optimizer = SGD(lr)
         self.fuse_sgd = fuse_sgd and self.optimizer.fusable
         self._losses: list[float] = []
