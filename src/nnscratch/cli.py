@@ -38,6 +38,8 @@ def _add_run_flags(p: argparse.ArgumentParser, default_out: str) -> None:
                    help="device of the torch twin (default: auto = cuda if available)")
     r.add_argument("--threads", type=int, default=None,
                    help="CPU threads for every engine (default: all usable cores)")
+    r.add_argument("--jit", action="store_true",
+                   help="NumPy engine: Numba-compiled element-wise kernels (needs numba; see README Performance)")
     r.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
 
 
@@ -85,7 +87,7 @@ def _config_from(args: argparse.Namespace, engines: tuple[str, ...]):
 
     return RunConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, hidden=tuple(args.hidden),
                      seed=args.seed, dtype=args.dtype, train_subset=args.train_subset, device=args.device,
-                     threads=args.threads, data_dir=args.data_dir, engines=engines)
+                     threads=args.threads, data_dir=args.data_dir, engines=engines, jit=args.jit)
 
 
 def set_threads(threads: int | None) -> int:

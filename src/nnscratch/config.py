@@ -27,6 +27,7 @@ class RunConfig:
     threads: int | None = None
     data_dir: str | None = None
     engines: tuple[str, ...] = field(default=("numpy", "torch"))
+    jit: bool = False  # NumPy engine only: Numba element-wise kernels
 
     def __post_init__(self) -> None:
         self.hidden = tuple(self.hidden)

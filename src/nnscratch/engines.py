@@ -1,7 +1,6 @@
 """The two engines behind one contract, and the one place that builds them.
 
-An engine has: ``name``, ``input_order`` ("C" or "F": the batch memory layout it prefers),
-``train_step(x, y)``, ``take_epoch_stats() -> (step losses, correct count)``,
+An engine has: ``name``, ``train_step(x, y)``, ``take_epoch_stats() -> (step losses, correct count)``,
 ``predict_logits(x)`` and ``state_dict()`` (numpy arrays named as torch's ``state_dict()``).
 """
 
@@ -28,6 +27,11 @@ def make_engine(name: str, spec: ModelSpec, initial: dict[str, np.ndarray], lr: 
                 device: str = "auto", **options):
     """Build engine ``name`` from ``spec``, starting from the weights ``initial``."""
     if name == "numpy":
+        if options.get("jit"):
+            try:
+                import numba  # noqa: F401
+            except ImportError:
+                raise UsageError("--jit needs numba: pip install 'nnscratch[bench]' (or run without --jit)") from None
         return NumpyEngine(spec, initial, lr, dtype=dtype, **options)
     if name == "torch":
         if not torch_available():

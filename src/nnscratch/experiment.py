@@ -97,7 +97,8 @@ def run_experiment(cfg: RunConfig, out_dir: Path, progress: bool = True,
 
     results: dict = {}
     for name in cfg.engines:
-        engine = make_engine(name, spec, initial, cfg.lr, cfg.np_dtype, device=cfg.device)
+        options = {"jit": True} if cfg.jit and name == "numpy" else {}
+        engine = make_engine(name, spec, initial, cfg.lr, cfg.np_dtype, device=cfg.device, **options)
         history = fit(engine, (arrays.x_train, arrays.y_train), (arrays.x_val, arrays.y_val), orders,
                       cfg.batch_size, spec.num_classes, progress=progress,
                       on_epoch=(lambda rec, n=name: on_epoch(n, rec)) if on_epoch else None)

@@ -51,30 +51,19 @@ def batch_orders(rng: np.random.Generator, n: int, epochs: int) -> list[np.ndarr
 
 
 class BatchGatherer:
-    """Copies the rows of a batch into reused arrays, in the memory order the engine prefers.
+    """Copies the rows of each batch into one reused array (``np.take`` with ``out=``, no allocation)."""
 
-    Rows are gathered into a C-ordered array (contiguous rows: the fast gather); an engine that
-    wants column-major batches (``input_order == "F"``) gets them copied once more into a
-    Fortran-ordered array, which pays for itself in its matrix products (see ``numpy_engine.buffers``).
-    """
-
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, order: str) -> None:
-        self.x, self.y, self.order = x, y, order
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> None:
+        self.x, self.y = x, y
         self._rows = np.empty((batch_size, x.shape[1]), dtype=x.dtype)
         self._labels = np.empty(batch_size, dtype=y.dtype)
-        self._fortran: dict[int, np.ndarray] = {}  # batch length -> column-major copy
 
     def batch(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n = len(idx)
-        rows, labels = self._rows[:n], self._labels[:n]
+        """``(x[idx], y[idx])`` as views of the reused arrays: valid until the next call."""
+        rows, labels = self._rows[:len(idx)], self._labels[:len(idx)]
         np.take(self.x, idx, axis=0, out=rows)
         np.take(self.y, idx, out=labels)
-        if self.order == "C":
-            return rows, labels
-        if n not in self._fortran:
-            self._fortran[n] = np.empty_like(rows, order="F")
-        np.copyto(self._fortran[n], rows)
-        return self._fortran[n], labels
+        return rows, labels
 
 
 def evaluate(engine, x: np.ndarray, y: np.ndarray, num_classes: int) -> dict:
@@ -91,7 +80,7 @@ def fit(engine, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.
         on_epoch: Callable[[EpochRecord], None] | None = None) -> History:
     """Train ``engine`` for ``len(orders)`` epochs on ``train`` and return its :class:`History`."""
     x, y = train
-    gather = BatchGatherer(x, y, batch_size, engine.input_order)
+    gather = BatchGatherer(x, y, batch_size)
     history = History(engine.name)
     start_all = time.perf_counter()
     for epoch, order in enumerate(orders, start=1):

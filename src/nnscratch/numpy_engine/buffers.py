@@ -9,8 +9,9 @@ class Buffers:
     """A small cache of work arrays, one per ``(name, shape)``.
 
     Activations are kept in Fortran (column-major) order: measured on this project's reference
-    machine, ``x @ W.T`` for a batch of 64 runs ~25 % faster through BLAS when ``x`` and the
-    result are column-major (see ``benchmarks/engines.py``). Element-wise NumPy code does not care.
+    machine (2-core AMD EPYC, OpenBLAS), ``x @ W.T`` for a batch of 64 runs ~15 % faster through
+    BLAS when the result is column-major (296 vs 347 us for 784-533). Element-wise NumPy code
+    does not care about the order.
     """
 
     def __init__(self, dtype: np.dtype) -> None:

@@ -73,7 +73,6 @@ class NumpyEngine:
     """
 
     name = "numpy"
-    input_order = "F"  # the training loop gathers batches column-major for us (see Buffers)
 
     def __init__(self, spec: ModelSpec, initial: dict[str, np.ndarray], lr: float, dtype=np.float32,
                  fuse_sgd: bool = True, jit: bool = False) -> None:

@@ -47,7 +47,6 @@ class TorchEngine:
     """
 
     name = "torch"
-    input_order = "C"
 
     def __init__(self, spec: ModelSpec, initial: dict[str, np.ndarray], lr: float, dtype=np.float32,
                  device: str = "cpu", compile: bool = False) -> None:
