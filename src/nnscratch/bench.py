@@ -8,7 +8,8 @@ In one process, one sitting, on the real MNIST training images:
    forward product, the same for the weight gradient, and the same for the input gradient
    except in the first layer (whose input needs no gradient); hence the **limit**, seconds per
    epoch if every FLOP ran at peak;
-3. seconds per epoch (median of ``--epochs`` epochs after one warm-up epoch) of each engine:
+3. seconds per epoch (median of ``--epochs`` epochs after one warm-up epoch, the engines taking
+   turns epoch by epoch) of each engine:
    NumPy float32 and float64 (ours), PyTorch eager, ``torch.compile``, scikit-learn's
    ``MLPClassifier`` (sgd, no momentum, no L2, same batch size), and optionally our NumPy engine
    with Numba-compiled element-wise kernels (``--jit``).
@@ -96,56 +97,70 @@ def epoch_flops(sizes: tuple[int, ...], n: int) -> float:
     return total
 
 
-def _time_engine_epochs(engine, x, y, batch_size: int, epochs: int) -> list[float]:
-    from nnscratch.train import batch_orders, fit
+def _engine_runner(engine, x, y, batch_size: int):
+    """A function that trains ``engine`` for one epoch (a fresh shuffle) and returns its seconds."""
+    from nnscratch.train import fit
 
-    orders = batch_orders(np.random.default_rng(0), len(y), epochs + 1)
-    history = fit(engine, (x, y), None, orders, batch_size, 10, progress=False)
-    return [e.time_s for e in history.epochs[1:]]  # the first epoch is the warm-up
+    rng = np.random.default_rng(0)
+    return lambda: fit(engine, (x, y), None, [rng.permutation(len(y))], batch_size, 10,
+                       progress=False).epochs[0].time_s
 
 
-def _time_sklearn(x, y, hidden, batch_size: int, epochs: int) -> list[float]:
+def _sklearn_runner(x, y, hidden, batch_size: int):
+    """One ``MLPClassifier.fit`` call with ``max_iter=1`` and ``warm_start`` is one more epoch."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
     clf = MLPClassifier(hidden_layer_sizes=hidden, activation="relu", solver="sgd", learning_rate_init=0.01,
                         momentum=0.0, nesterovs_momentum=False, alpha=0.0, batch_size=batch_size, max_iter=1,
                         shuffle=True, warm_start=True, tol=0.0, n_iter_no_change=10 ** 9, random_state=0)
-    times = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        for _ in range(epochs + 1):
-            times.append(_timed(lambda: clf.fit(x, y)))
-    return times[1:]
+
+    def one_epoch() -> float:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return _timed(lambda: clf.fit(x, y))
+    return one_epoch
 
 
-def measure(engine: str, spec, x32, y, batch_size: int, epochs: int) -> tuple[list[float], str]:
-    """Per-epoch seconds of ``engine``; an engine that cannot run here returns ``([], reason)``."""
+def make_runner(engine: str, spec, x32, y, batch_size: int):
+    """``(one-epoch function, "")`` for ``engine``, or ``(None, reason)`` where it cannot run here.
+
+    The first call of the function is the warm-up (Numba and ``torch.compile`` compile there); an
+    engine that fails in it is reported unavailable too.
+    """
     from nnscratch.engines import make_engine
     from nnscratch.numpy_engine import initial_state
 
     initial = initial_state(spec, np.random.default_rng(0))
     try:
         if engine == "sklearn":
-            return _time_sklearn(x32, y, spec.hidden, batch_size, epochs), ""
-        if engine.startswith("numpy"):
+            run = _sklearn_runner(x32, y, spec.hidden, batch_size)
+        elif engine.startswith("numpy"):
             dtype = np.float64 if engine.endswith("float64") else np.float32
             options = {"jit": True} if engine == "numpy-float32-jit" else {}
             e = make_engine("numpy", spec, initial, 0.01, dtype, **options)
-            return _time_engine_epochs(e, x32.astype(dtype), y, batch_size, epochs), ""
-        e = make_engine("torch", spec, initial, 0.01, np.float32, device="cpu",
-                        compile=engine == "torch-compile")
-        return _time_engine_epochs(e, x32, y, batch_size, epochs), ""
+            run = _engine_runner(e, x32.astype(dtype) if dtype != np.float32 else x32, y, batch_size)
+        else:
+            e = make_engine("torch", spec, initial, 0.01, np.float32, device="cpu",
+                            compile=engine == "torch-compile")
+            run = _engine_runner(e, x32, y, batch_size)
+        run()  # warm-up epoch
+        return run, ""
     except (ImportError, UsageError) as exc:
-        return [], f"unavailable: {exc}"
+        return None, f"unavailable: {exc}"
     except Exception as exc:  # torch.compile can fail for reasons of its own (no compiler, ...)
         if engine == "torch-compile":
-            return [], f"unavailable: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            return None, f"unavailable: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
         raise
 
 
 def run_benchmark(x, y, *, engines, batch_sizes, deep, epochs, jit=False, progress=True) -> dict:
-    """Measure everything; return ``{"peak": ..., "rows": [...], ...}`` (plain data)."""
+    """Measure everything; return ``{"peak_gflops": ..., "rows": [...], ...}`` (plain data).
+
+    Within one configuration the engines take turns, one epoch each, ``epochs`` rounds after a
+    warm-up epoch: a slow spell of a shared machine then hits every engine alike instead of
+    whichever happened to be running.
+    """
     from nnscratch.spec import ModelSpec
 
     peaks = {"float32": gemm_peak(np.float32), "float64": gemm_peak(np.float64)}
@@ -159,15 +174,22 @@ def run_benchmark(x, y, *, engines, batch_sizes, deep, epochs, jit=False, progre
         flops = epoch_flops((spec.input_dim, *spec.hidden, spec.num_classes), len(y))
         for dtype in ("float32", "float64"):
             limits[f"{arch} {dtype}"] = flops / (peaks[dtype]["peak"] * 1e9)
+        if progress:
+            print(f"  measuring {arch} batch {batch}: {', '.join(engine_list)}", file=sys.stderr, flush=True)
+        runners, notes = {}, {}
+        for engine in engine_list:
+            runners[engine], notes[engine] = make_runner(engine, spec, x, y, batch)
+        times = {engine: [] for engine in engine_list}
+        for _ in range(epochs):
+            for engine, run in runners.items():
+                if run is not None:
+                    times[engine].append(run())
         group = []
         for engine in engine_list:
-            if progress:
-                print(f"  measuring {engine:<18} {arch:<16} batch {batch:<5}", file=sys.stderr, flush=True)
-            times, note = measure(engine, spec, x, y, batch, epochs)
             dtype = "float64" if engine.endswith("float64") else "float32"
-            row = BenchRow(engine, dtype, arch, batch, note=note, epochs_s=times or None)
-            if times:
-                row.s_per_epoch = statistics.median(times)
+            row = BenchRow(engine, dtype, arch, batch, note=notes[engine], epochs_s=times[engine] or None)
+            if times[engine]:
+                row.s_per_epoch = statistics.median(times[engine])
                 row.samples_per_s = len(y) / row.s_per_epoch
                 row.pct_of_peak = 100.0 * limits[f"{arch} {dtype}"] / row.s_per_epoch
             group.append(row)
@@ -176,6 +198,7 @@ def run_benchmark(x, y, *, engines, batch_sizes, deep, epochs, jit=False, progre
             if eager and r.s_per_epoch:
                 r.ratio_to_torch_eager = eager / r.s_per_epoch
         rows.extend(group)
+        runners.clear()
     return {"peak_gflops": peaks, "limit_s_per_epoch": limits, "epochs_measured": epochs,
             "train_images": int(len(y)), "rows": [asdict(r) for r in rows]}
 
