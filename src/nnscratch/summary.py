@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
+from nnscratch.report.markdown import format_duration
+
 ENGINE_TITLES = {"numpy": "NumPy", "torch": "PyTorch"}
-
-
-def format_duration(seconds: float) -> str:
-    """``172.4`` -> ``2m52s``; under a minute ``12.3 s``."""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes}m{secs:02d}s"
 
 
 def results_table(metrics: dict) -> str:
