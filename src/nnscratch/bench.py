@@ -97,13 +97,15 @@ def epoch_flops(sizes: tuple[int, ...], n: int) -> float:
     return total
 
 
-def _engine_runner(engine, x, y, batch_size: int):
-    """A function that trains ``engine`` for one epoch (a fresh shuffle) and returns its seconds."""
+def _engine_runner(engine, pixels, y, batch_size: int, dtype):
+    """A function that trains ``engine`` for one epoch (a fresh shuffle) and returns its seconds.
+
+    It is the training loop of ``nnscratch compare`` itself: uint8 pixels, scaled per batch."""
     from nnscratch.train import fit
 
     rng = np.random.default_rng(0)
-    return lambda: fit(engine, (x, y), None, [rng.permutation(len(y))], batch_size, 10,
-                       progress=False).epochs[0].time_s
+    return lambda: fit(engine, (pixels, y), None, [rng.permutation(len(y))], batch_size, 10,
+                       progress=False, dtype=dtype).epochs[0].time_s
 
 
 def _sklearn_runner(x, y, hidden, batch_size: int):
@@ -122,7 +124,7 @@ def _sklearn_runner(x, y, hidden, batch_size: int):
     return one_epoch
 
 
-def make_runner(engine: str, spec, x32, y, batch_size: int):
+def make_runner(engine: str, spec, pixels, y, batch_size: int):
     """``(one-epoch function, "")`` for ``engine``, or ``(None, reason)`` where it cannot run here.
 
     The first call of the function is the warm-up (Numba and ``torch.compile`` compile there); an
@@ -130,20 +132,22 @@ def make_runner(engine: str, spec, x32, y, batch_size: int):
     """
     from nnscratch.engines import make_engine
     from nnscratch.numpy_engine import initial_state
+    from nnscratch.train import scale_pixels
 
     initial = initial_state(spec, np.random.default_rng(0))
     try:
-        if engine == "sklearn":
-            run = _sklearn_runner(x32, y, spec.hidden, batch_size)
+        if engine == "sklearn":  # sklearn takes the whole float32 training set, as its users give it
+            run = _sklearn_runner(scale_pixels(pixels, np.empty(pixels.shape, np.float32)), y, spec.hidden,
+                                  batch_size)
         elif engine.startswith("numpy"):
             dtype = np.float64 if engine.endswith("float64") else np.float32
             options = {"jit": True} if engine == "numpy-float32-jit" else {}
             e = make_engine("numpy", spec, initial, 0.01, dtype, **options)
-            run = _engine_runner(e, x32.astype(dtype) if dtype != np.float32 else x32, y, batch_size)
+            run = _engine_runner(e, pixels, y, batch_size, dtype)
         else:
             e = make_engine("torch", spec, initial, 0.01, np.float32, device="cpu",
                             compile=engine == "torch-compile")
-            run = _engine_runner(e, x32, y, batch_size)
+            run = _engine_runner(e, pixels, y, batch_size, np.float32)
         run()  # warm-up epoch
         return run, ""
     except (ImportError, UsageError) as exc:
@@ -154,8 +158,9 @@ def make_runner(engine: str, spec, x32, y, batch_size: int):
         raise
 
 
-def run_benchmark(x, y, *, engines, batch_sizes, deep, epochs, jit=False, progress=True) -> dict:
-    """Measure everything; return ``{"peak_gflops": ..., "rows": [...], ...}`` (plain data).
+def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, progress=True) -> dict:
+    """Measure everything on ``pixels`` (uint8, ``(N, D)``) and labels ``y``; return
+    ``{"peak_gflops": ..., "rows": [...], ...}`` (plain data).
 
     Within one configuration the engines take turns, one epoch each, ``epochs`` rounds after a
     warm-up epoch: a slow spell of a shared machine then hits every engine alike instead of
@@ -164,9 +169,9 @@ def run_benchmark(x, y, *, engines, batch_sizes, deep, epochs, jit=False, progre
     from nnscratch.spec import ModelSpec
 
     peaks = {"float32": gemm_peak(np.float32), "float64": gemm_peak(np.float64)}
-    configs = [(ModelSpec(x.shape[1], (533,), 10), b) for b in batch_sizes]
+    configs = [(ModelSpec(pixels.shape[1], (533,), 10), b) for b in batch_sizes]
     if deep:
-        configs.append((ModelSpec(x.shape[1], tuple(deep), 10), batch_sizes[0]))
+        configs.append((ModelSpec(pixels.shape[1], tuple(deep), 10), batch_sizes[0]))
     engine_list = list(engines) + (["numpy-float32-jit"] if jit else [])
     rows, limits = [], {}
     for spec, batch in configs:
@@ -178,7 +183,7 @@ def run_benchmark(x, y, *, engines, batch_sizes, deep, epochs, jit=False, progre
             print(f"  measuring {arch} batch {batch}: {', '.join(engine_list)}", file=sys.stderr, flush=True)
         runners, notes = {}, {}
         for engine in engine_list:
-            runners[engine], notes[engine] = make_runner(engine, spec, x, y, batch)
+            runners[engine], notes[engine] = make_runner(engine, spec, pixels, y, batch)
         times = {engine: [] for engine in engine_list}
         for _ in range(epochs):
             for engine, run in runners.items():
@@ -228,7 +233,6 @@ def format_table(result: dict) -> str:
 def run_bench(args: argparse.Namespace) -> int:
     from nnscratch.cli import set_threads
     from nnscratch.data import load_dataset
-    from nnscratch.experiment import to_features
     from nnscratch.io import write_json
     from nnscratch.report import machine_info
 
@@ -239,11 +243,11 @@ def run_bench(args: argparse.Namespace) -> int:
     threads = set_threads(args.threads)
     data = load_dataset("mnist", args.data_dir, progress=True)
     n = args.train_subset or len(data.train_labels)
-    x = to_features(data.train_images[:n], np.float32)
+    pixels = data.train_images[:n].reshape(n, -1)
     y = data.train_labels[:n].astype(np.int64)
     print(f"nnscratch bench: {n:,} MNIST training images, {threads} threads, {args.epochs} measured epochs "
           "per engine after one warm-up", flush=True)
-    result = run_benchmark(x, y, engines=args.engines, batch_sizes=args.batch_sizes, deep=args.deep,
+    result = run_benchmark(pixels, y, engines=args.engines, batch_sizes=args.batch_sizes, deep=args.deep,
                            epochs=args.epochs, jit=args.jit)
     result["threads"] = threads
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -22,12 +22,14 @@ from nnscratch.metrics import classification_report
 from nnscratch.model_io import save_model
 from nnscratch.numpy_engine import initial_state
 from nnscratch.spec import ModelSpec
-from nnscratch.train import EpochRecord, batch_orders, fit
+from nnscratch.train import EpochRecord, batch_orders, fit, scale_pixels
 
 
 @dataclass
 class Arrays:
-    """The splits as model inputs: flattened, scaled to [0, 1], in the run's dtype."""
+    """The splits, flattened. ``x_val``/``x_test`` are model inputs (scaled to [0, 1], in the run's
+    dtype); ``x_train`` stays ``uint8`` pixels, scaled batch by batch as training gathers them
+    (see :class:`~nnscratch.train.BatchGatherer`): the same numbers, a quarter of the memory."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -39,9 +41,8 @@ class Arrays:
 
 def to_features(images: np.ndarray, dtype) -> np.ndarray:
     """``uint8 (N, H, W)`` -> ``(N, H*W)`` floats in ``[0, 1]`` (pixel / 255), C-ordered."""
-    out = images.reshape(len(images), -1).astype(dtype)
-    np.divide(out, 255, out=out)
-    return out
+    pixels = images.reshape(len(images), -1)
+    return scale_pixels(pixels, np.empty(pixels.shape, dtype=dtype))
 
 
 def prepare_arrays(data: Dataset, cfg: RunConfig) -> Arrays:
@@ -50,7 +51,8 @@ def prepare_arrays(data: Dataset, cfg: RunConfig) -> Arrays:
         raise UsageError(f"--train-subset {cfg.train_subset} is larger than the {n:,} training images")
     keep = slice(0, cfg.train_subset or n)
     dt = cfg.np_dtype.type
-    return Arrays(to_features(data.train_images[keep], dt), data.train_labels[keep].astype(np.int64),
+    train_pixels = data.train_images[keep].reshape(-1, data.train_images[0].size)
+    return Arrays(train_pixels, data.train_labels[keep].astype(np.int64),
                   to_features(data.val_images, dt), data.val_labels.astype(np.int64),
                   to_features(data.test_images, dt), data.test_labels.astype(np.int64))
 
@@ -100,7 +102,7 @@ def run_experiment(cfg: RunConfig, out_dir: Path, progress: bool = True,
         options = {"jit": True} if cfg.jit and name == "numpy" else {}
         engine = make_engine(name, spec, initial, cfg.lr, cfg.np_dtype, device=cfg.device, **options)
         history = fit(engine, (arrays.x_train, arrays.y_train), (arrays.x_val, arrays.y_val), orders,
-                      cfg.batch_size, spec.num_classes, progress=progress,
+                      cfg.batch_size, spec.num_classes, progress=progress, dtype=cfg.np_dtype,
                       on_epoch=(lambda rec, n=name: on_epoch(n, rec)) if on_epoch else None)
         logits = engine.predict_logits(arrays.x_test)
         state = engine.state_dict()

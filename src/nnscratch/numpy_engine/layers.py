@@ -50,8 +50,8 @@ class Dense:
     def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
         W, b = self.params["weight"], self.params["bias"]
         y = self._buffers.get("y", (x.shape[0], self.out_features))
-        gemm(x, W.T, out=y)
-        y += b
+        y[...] = b                       # every row starts as the bias ...
+        gemm(x, W.T, out=y, beta=1.0)    # ... and BLAS adds x @ W.T to it (torch's addmm does the same)
         self._x = x if train else None
         return y
 
