@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from nnscratch.bench import epoch_flops, format_table, run_benchmark
+from nnscratch.bench import PeakProbe, epoch_flops, format_table, gemm_peak, run_benchmark
 
 
 def test_epoch_flops_counts_forward_weight_and_input_gradients():
@@ -25,10 +25,24 @@ def test_run_benchmark_on_a_tiny_problem():
                          for a in ("784-533-10", "784-16-10")}
     for r in rows.values():
         assert len(r["epochs_s"]) == 2 and r["s_per_epoch"] == pytest.approx(np.median(r["epochs_s"]))
-        limit = result["limit_s_per_epoch"][f"{r['arch']} float32"]
-        assert r["pct_of_peak"] == pytest.approx(100 * limit / r["s_per_epoch"])
+        # % of peak: per round, the limit at that round's peak over that round's epoch time; median
+        assert len(r["round_peak_gflops"]) == 2
+        flops = epoch_flops(tuple(int(d) for d in r["arch"].split("-")), 640)
+        per_round = [100 * flops / (p * 1e9) / t for p, t in zip(r["round_peak_gflops"], r["epochs_s"])]
+        assert r["pct_of_peak"] == pytest.approx(np.median(per_round))
         assert 0 < r["pct_of_peak"] < 100  # nothing beats the measured peak
     eager = rows[("torch-eager", "784-533-10")]
     assert eager["ratio_to_torch_eager"] == pytest.approx(1.0)
     table = format_table(result)
     assert "numpy-float32" in table and "GEMM peak" in table
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_peak_probe_products_are_the_matmul_in_both_libraries(dtype):
+    probe = PeakProbe(dtype, n=64)
+    rng = np.random.default_rng(0)  # the probe's a and b, rebuilt
+    a, b = rng.random((64, 64)).astype(dtype), rng.random((64, 64)).astype(dtype)
+    for name in ("numpy", "scipy"):
+        np.testing.assert_allclose(probe.products[name](), a @ b, rtol=1e-5)
+    peak = gemm_peak(probe, repeats=1)
+    assert peak["peak"] == max(peak["numpy"], peak["scipy"]) > 0 and peak["library"] in ("numpy", "scipy")

@@ -39,10 +39,10 @@ class SoftmaxCrossEntropy:
         picked = p[rows, y]                                   # z_{i,y_i} - m_i
         np.exp(p, out=p)
         sums = p.sum(axis=1, keepdims=True)                   # sum_j exp(z_ij - m_i)
-        loss = float(np.mean(np.log(sums[:, 0]) - picked))
-        p /= sums                                             # softmax(z)
-        p[rows, y] -= 1.0                                     # - onehot(y)
-        p *= 1.0 / n
+        loss = float(np.log(sums).sum() - picked.sum()) / n   # mean_i (lse_i - z_{i,y_i})
+        sums *= n
+        p /= sums                                             # softmax(z) / N
+        p[rows, y] -= 1.0 / n                                 # - onehot(y) / N
         return loss, p
 
 
