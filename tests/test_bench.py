@@ -46,3 +46,14 @@ def test_peak_probe_products_are_the_matmul_in_both_libraries(dtype):
         np.testing.assert_allclose(probe.products[name](), a @ b, rtol=1e-5)
     peak = gemm_peak(probe, repeats=1)
     assert peak["peak"] == max(peak["numpy"], peak["scipy"]) > 0 and peak["library"] in ("numpy", "scipy")
+
+
+def test_command_line_records_the_settings_not_the_output_paths():
+    from nnscratch.bench import command_line
+    from nnscratch.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "--epochs", "5", "--jit", "--deep", "--json", "/tmp/x.json",
+                                      "--engines", "numpy-float32", "sklearn"])
+    cmd = command_line(args)
+    assert cmd == "nnscratch bench --epochs 5 --batch-sizes 64 256 1024 --deep --engines numpy-float32 sklearn --jit"
+    assert command_line(build_parser().parse_args(cmd.split()[1:])) == cmd  # it runs as printed

@@ -270,6 +270,16 @@ def format_table(result: dict) -> str:
     return "\n".join(out)
 
 
+def command_line(args: argparse.Namespace) -> str:
+    """The measurement settings of this run as an ``nnscratch bench`` command (output paths left out)."""
+    parts = ["nnscratch bench", f"--epochs {args.epochs}", "--batch-sizes " + " ".join(map(str, args.batch_sizes)),
+             "--deep " + " ".join(map(str, args.deep or [])), "--engines " + " ".join(args.engines)]
+    parts += ["--jit"] if args.jit else []
+    parts += [f"--train-subset {args.train_subset}"] if args.train_subset else []
+    parts += [f"--threads {args.threads}"] if args.threads else []
+    return " ".join(p.strip() for p in parts)
+
+
 def run_bench(args: argparse.Namespace) -> int:
     from nnscratch.cli import set_threads
     from nnscratch.data import load_dataset
@@ -293,7 +303,7 @@ def run_bench(args: argparse.Namespace) -> int:
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["machine"] = machine_info()
     result["date"] = time.strftime("%Y-%m-%d")
-    result["command"] = "nnscratch bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "nnscratch bench"
+    result["command"] = command_line(args)
     print()
     print(format_table(result))
     print(f"threads: {threads} for every engine; peak resident memory of this process: {result['peak_rss_mb']:.0f} MB")
