@@ -19,7 +19,7 @@ def test_run_benchmark_on_a_tiny_problem():
     pixels = rng.integers(0, 256, (640, 784), dtype=np.uint8)
     y = rng.integers(0, 10, 640)
     result = run_benchmark(pixels, y, engines=["numpy-float32", "torch-eager", "sklearn"], batch_sizes=[64], deep=[16],
-                           epochs=2, progress=False)
+                           epochs=2, progress=False, settle_s=0.0)
     rows = {(r["engine"], r["arch"]): r for r in result["rows"]}
     assert set(rows) == {(e, a) for e in ("numpy-float32", "torch-eager", "sklearn")
                          for a in ("784-533-10", "784-16-10")}
@@ -35,6 +35,25 @@ def test_run_benchmark_on_a_tiny_problem():
     assert eager["ratio_to_torch_eager"] == pytest.approx(1.0)
     table = format_table(result)
     assert "numpy-float32" in table and "GEMM peak" in table
+
+
+def test_every_timed_epoch_and_peak_product_starts_after_a_pause(monkeypatch):
+    import nnscratch.bench as bench
+
+    events = []
+    monkeypatch.setattr(bench, "_settle", lambda seconds: events.append(("settle", seconds)))
+    monkeypatch.setattr(bench.PeakProbe, "__init__", lambda self, dtype: None)
+    monkeypatch.setattr(bench, "gemm_peak", lambda probe: {"peak": 100.0, "library": "numpy"})  # the start
+    monkeypatch.setattr(bench.PeakProbe, "gflops", lambda self, library: events.append(("peak",)) or 100.0)
+    monkeypatch.setattr(bench, "make_runner",
+                        lambda engine, *args: ((lambda: events.append(("epoch", engine)) or 1.0), ""))
+    run_benchmark(np.zeros((64, 784), np.uint8), np.zeros(64, np.int64), batch_sizes=[64], deep=[], epochs=3,
+                  engines=["numpy-float32", "numpy-float64", "sklearn"], progress=False, settle_s=0.25)
+    # each round: a float32 and a float64 peak product, then one epoch of each engine
+    assert [e[0] for e in events if e[0] != "settle"] == ["peak", "peak", "epoch", "epoch", "epoch"] * 3
+    for i, event in enumerate(events):
+        if event[0] != "settle":
+            assert events[i - 1] == ("settle", 0.25), f"{event} ran without a pause before it"
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -16,6 +16,14 @@ In one process, one sitting, on the real MNIST training images:
 
 All engines run with the same number of threads (``--threads``, default: every usable core).
 
+Every timed epoch and every peak product starts after a short pause (``--settle``, default 0.3 s).
+BLAS and OpenMP worker threads keep spinning for a while after their last job (OpenBLAS about
+0.1 s), and this process holds three such pools: NumPy's OpenBLAS, SciPy's OpenBLAS and torch's.
+Without the pause the pool of the engine just measured competes for the 2 cores with the next
+engine's: measured on the reference VM, our float32 epoch right after a NumPy matmul took
+0.04-0.08 s longer (of 0.46-0.70) than after a 0.2 s pause. The pause gives every engine, and
+the peak probe, an idle machine to start on.
+
 "% of peak" is ``limit / epoch time`` with the limit from the peak measured *in the same round*
 (median over the rounds), so a slow spell that slows the peak product too cancels out. It does
 not cancel everything: on the reference VM the slow spells mostly hit the small, cache-bound
@@ -37,6 +45,7 @@ import numpy as np
 
 from nnscratch.errors import UsageError
 
+SETTLE_S = 0.3  # seconds of pause before each timed run: see the module docstring
 ALL_ENGINES = ("numpy-float32", "numpy-float64", "torch-eager", "torch-compile", "sklearn")
 
 
@@ -64,6 +73,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: 1024 1024; give no value to skip)")
     p.add_argument("--engines", nargs="+", default=list(ALL_ENGINES), choices=ALL_ENGINES, metavar="E",
                    help=f"engines to measure (default: all of {', '.join(ALL_ENGINES)})")
+    p.add_argument("--settle", type=float, default=SETTLE_S, metavar="SECONDS",
+                   help=f"pause before every timed epoch and peak product, so that the thread pools of the "
+                        f"previous engine are idle (default: {SETTLE_S})")
     p.add_argument("--jit", action="store_true", help="also measure the NumPy engine with Numba element-wise kernels")
     p.add_argument("--train-subset", type=int, default=None, metavar="N", help="use the first N training images")
     p.add_argument("--threads", type=int, default=None, help="threads for every engine (default: all usable cores)")
@@ -105,6 +117,11 @@ def gemm_peak(probe: PeakProbe, repeats: int = 3) -> dict:
     out["peak"] = max(out["numpy"], out["scipy"])
     out["library"] = max(("numpy", "scipy"), key=out.get)
     return out
+
+
+def _settle(seconds: float) -> None:
+    """Wait until the worker threads of whatever ran last have stopped spinning (see the module docstring)."""
+    time.sleep(seconds)
 
 
 def _timed(f) -> float:
@@ -182,7 +199,8 @@ def make_runner(engine: str, spec, pixels, y, batch_size: int):
         raise
 
 
-def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, progress=True) -> dict:
+def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, progress=True,
+                  settle_s: float = SETTLE_S) -> dict:
     """Measure everything on ``pixels`` (uint8, ``(N, D)``) and labels ``y``; return
     ``{"peak_gflops": ..., "rows": [...], ...}`` (plain data).
 
@@ -190,7 +208,8 @@ def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, p
     warm-up epoch: a slow spell of a shared machine then hits every engine alike instead of
     whichever happened to be running. Each round starts by measuring the GEMM peak again (one
     product per dtype, through the library that won at the start), and "% of peak" is the median
-    over the rounds of ``limit in that round / epoch time in that round``.
+    over the rounds of ``limit in that round / epoch time in that round``. Each timed epoch and
+    each peak product starts after a pause of ``settle_s`` seconds.
     """
     from nnscratch.spec import ModelSpec
 
@@ -216,9 +235,11 @@ def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, p
         round_peaks = {dtype: [] for dtype in dtypes}
         for _ in range(epochs):
             for dtype in dtypes:
+                _settle(settle_s)
                 round_peaks[dtype].append(probes[dtype].gflops(peaks[dtype]["library"]))
             for engine, run in runners.items():
                 if run is not None:
+                    _settle(settle_s)
                     times[engine].append(run())
         group = []
         for engine in engine_list:
@@ -275,6 +296,7 @@ def command_line(args: argparse.Namespace) -> str:
     """The measurement settings of this run as an ``nnscratch bench`` command (output paths left out)."""
     parts = ["nnscratch bench", f"--epochs {args.epochs}", "--batch-sizes " + " ".join(map(str, args.batch_sizes)),
              "--deep " + " ".join(map(str, args.deep or [])), "--engines " + " ".join(args.engines)]
+    parts += [f"--settle {args.settle:g}"] if args.settle != SETTLE_S else []
     parts += ["--jit"] if args.jit else []
     parts += [f"--train-subset {args.train_subset}"] if args.train_subset else []
     parts += [f"--threads {args.threads}"] if args.threads else []
@@ -289,6 +311,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
     if args.epochs < 1:
         raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
+    if args.settle < 0:
+        raise UsageError(f"--settle must be 0 or more seconds, got {args.settle}")
     if any(b < 1 for b in args.batch_sizes):
         raise UsageError(f"--batch-sizes must be positive, got {args.batch_sizes}")
     threads = set_threads(args.threads)
@@ -299,7 +323,7 @@ def run_bench(args: argparse.Namespace) -> int:
     print(f"nnscratch bench: {n:,} MNIST training images, {threads} threads, {args.epochs} measured epochs "
           "per engine after one warm-up", flush=True)
     result = run_benchmark(pixels, y, engines=args.engines, batch_sizes=args.batch_sizes, deep=args.deep,
-                           epochs=args.epochs, jit=args.jit)
+                           epochs=args.epochs, jit=args.jit, settle_s=args.settle)
     result["threads"] = threads
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["machine"] = machine_info()
