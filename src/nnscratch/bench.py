@@ -26,9 +26,9 @@ the peak probe, an idle machine to start on.
 
 "% of peak" is ``limit / epoch time`` with the limit from the peak measured *in the same round*
 (median over the rounds), so a slow spell that slows the peak product too cancels out. It does
-not cancel everything: on the reference VM the slow spells mostly hit the small, cache-bound
-products of a 64-row batch while the large square product kept its speed (see the README). The
-peak printed at the top is the one measured at the start.
+not cancel everything: on the reference VM the slow spells hit two threads working together on
+the small products of a 64-row batch, while the large square product kept its speed (see the
+README). The peak printed at the top is the one measured at the start.
 """
 
 from __future__ import annotations
