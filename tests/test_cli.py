@@ -263,6 +263,13 @@ def test_bad_input_is_one_line_exit_2(args, tmp_path):
     assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.parametrize("value", ["-1", "nan"])
+def test_bench_refuses_a_bad_pause_before_measuring(value, tmp_path):
+    proc = run_cli(["bench", "--settle", value], cwd=tmp_path)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "--settle" in assert_one_line_error(proc.stderr, proc.stdout)
+
+
 def test_train_subset_larger_than_training_set(mnist, tmp_path):
     proc = run_cli(["compare", "--train-subset", "60000", "--epochs", "1", "--data-dir", mnist.source,
                     "--out", str(tmp_path / "out")], cwd=tmp_path)

@@ -20,8 +20,8 @@ Every timed epoch and every peak product starts after a short pause (``--settle`
 BLAS and OpenMP worker threads keep spinning for a while after their last job (OpenBLAS about
 0.1 s), and this process holds three such pools: NumPy's OpenBLAS, SciPy's OpenBLAS and torch's.
 Without the pause the pool of the engine just measured competes for the 2 cores with the next
-engine's: measured on the reference VM, our float32 epoch right after a NumPy matmul took
-0.04-0.08 s longer (of 0.46-0.70) than after a 0.2 s pause. The pause gives every engine, and
+engine's: measured on the reference VM, the two big products of one float32 epoch of ours took
+0.04-0.09 s longer (of 0.46-0.70 s) right after a NumPy matmul than after a 0.2 s pause. The pause gives every engine, and
 the peak probe, an idle machine to start on.
 
 "% of peak" is ``limit / epoch time`` with the limit from the peak measured *in the same round*
@@ -311,8 +311,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
     if args.epochs < 1:
         raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
-    if args.settle < 0:
-        raise UsageError(f"--settle must be 0 or more seconds, got {args.settle}")
+    if not 0 <= args.settle <= 60:  # also refuses nan
+        raise UsageError(f"--settle must be between 0 and 60 seconds, got {args.settle}")
     if any(b < 1 for b in args.batch_sizes):
         raise UsageError(f"--batch-sizes must be positive, got {args.batch_sizes}")
     threads = set_threads(args.threads)
