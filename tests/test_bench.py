@@ -20,6 +20,7 @@ def test_run_benchmark_on_a_tiny_problem():
     y = rng.integers(0, 10, 640)
     result = run_benchmark(pixels, y, engines=["numpy-float32", "torch-eager", "sklearn"], batch_sizes=[64], deep=[16],
                            epochs=2, progress=False, settle_s=0.0)
+    assert result["settle_s"] == 0.0
     rows = {(r["engine"], r["arch"]): r for r in result["rows"]}
     assert set(rows) == {(e, a) for e in ("numpy-float32", "torch-eager", "sklearn")
                          for a in ("784-533-10", "784-16-10")}
@@ -31,29 +32,58 @@ def test_run_benchmark_on_a_tiny_problem():
         per_round = [100 * flops / (p * 1e9) / t for p, t in zip(r["round_peak_gflops"], r["epochs_s"])]
         assert r["pct_of_peak"] == pytest.approx(np.median(per_round))
         assert 0 < r["pct_of_peak"] < 100  # nothing beats the measured peak
+        assert r["pct_of_start_peak"] == pytest.approx(
+            100 * result["limit_s_per_epoch"][f"{r['arch']} float32"] / r["s_per_epoch"])
     eager = rows[("torch-eager", "784-533-10")]
     assert eager["ratio_to_torch_eager"] == pytest.approx(1.0)
     table = format_table(result)
     assert "numpy-float32" in table and "GEMM peak" in table
 
 
-def test_every_timed_epoch_and_peak_product_starts_after_a_pause(monkeypatch):
+def test_every_timed_epoch_and_peak_measurement_starts_after_a_pause(monkeypatch):
     import nnscratch.bench as bench
 
     events = []
-    monkeypatch.setattr(bench, "_settle", lambda seconds: events.append(("settle", seconds)))
-    monkeypatch.setattr(bench.PeakProbe, "__init__", lambda self, dtype: None)
-    monkeypatch.setattr(bench, "gemm_peak", lambda probe: {"peak": 100.0, "library": "numpy"})  # the start
-    monkeypatch.setattr(bench.PeakProbe, "gflops", lambda self, library: events.append(("peak",)) or 100.0)
+    monkeypatch.setattr(bench.time, "sleep", lambda seconds: events.append(("sleep", seconds)))
+
+    def fake_probe(self, dtype):  # products that only record that they ran
+        self.n, self.products = 1, {lib: (lambda: events.append(("product",))) for lib in ("numpy", "scipy")}
+    monkeypatch.setattr(bench.PeakProbe, "__init__", fake_probe)
     monkeypatch.setattr(bench, "make_runner",
                         lambda engine, *args: ((lambda: events.append(("epoch", engine)) or 1.0), ""))
-    run_benchmark(np.zeros((64, 784), np.uint8), np.zeros(64, np.int64), batch_sizes=[64], deep=[], epochs=3,
-                  engines=["numpy-float32", "numpy-float64", "sklearn"], progress=False, settle_s=0.25)
-    # each round: a float32 and a float64 peak product, then one epoch of each engine
-    assert [e[0] for e in events if e[0] != "settle"] == ["peak", "peak", "epoch", "epoch", "epoch"] * 3
-    for i, event in enumerate(events):
-        if event[0] != "settle":
-            assert events[i - 1] == ("settle", 0.25), f"{event} ran without a pause before it"
+    result = run_benchmark(np.zeros((64, 784), np.uint8), np.zeros(64, np.int64), batch_sizes=[64], deep=[],
+                           epochs=3, engines=["numpy-float32", "numpy-float64", "sklearn"], progress=False,
+                           settle_s=0.25)
+    assert result["settle_s"] == 0.25
+    kinds = "".join({"sleep": "s", "product": "p", "epoch": "e"}[e[0]] for e in events)
+    # at the start, per dtype and library: a pause, a warm-up product and the best of 3;
+    # then each round: a pause and one product per dtype, a pause and one epoch per engine
+    assert kinds == "spppp" * 4 + ("sp" * 2 + "se" * 3) * 3
+    assert all(e == ("sleep", 0.25) for e in events if e[0] == "sleep")
+
+
+def test_run_benchmark_refuses_a_negative_pause():
+    with pytest.raises(ValueError, match="settle_s"):
+        run_benchmark(np.zeros((64, 784), np.uint8), np.zeros(64, np.int64), batch_sizes=[64], deep=[], epochs=1,
+                      engines=["numpy-float32"], progress=False, settle_s=-1.0)
+
+
+def test_bench_command_passes_its_pause_to_the_benchmark(monkeypatch):
+    import nnscratch.bench as bench
+    import nnscratch.data
+    from nnscratch.cli import main
+
+    class FakeData:
+        train_images, train_labels = np.zeros((64, 28, 28), np.uint8), np.zeros(64, np.uint8)
+    seen = {}
+
+    def fake_run_benchmark(pixels, y, **kwargs):
+        seen.update(kwargs)
+        raise KeyboardInterrupt  # stop here: only the hand-over is under test
+    monkeypatch.setattr(nnscratch.data, "load_dataset", lambda *args, **kwargs: FakeData())
+    monkeypatch.setattr(bench, "run_benchmark", fake_run_benchmark)
+    assert main(["bench", "--settle", "0.05", "--epochs", "1"]) == 130
+    assert seen["settle_s"] == 0.05 and seen["epochs"] == 1
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -76,3 +106,6 @@ def test_command_line_records_the_settings_not_the_output_paths():
     cmd = command_line(args)
     assert cmd == "nnscratch bench --epochs 5 --batch-sizes 64 256 1024 --deep --engines numpy-float32 sklearn --jit"
     assert command_line(build_parser().parse_args(cmd.split()[1:])) == cmd  # it runs as printed
+    cmd = command_line(build_parser().parse_args(["bench", "--settle", "0"]))
+    assert "--settle 0" in cmd  # a pause other than the default is part of the settings
+    assert command_line(build_parser().parse_args(cmd.split()[1:])) == cmd
