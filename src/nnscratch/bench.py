@@ -77,7 +77,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engines", nargs="+", default=list(ALL_ENGINES), choices=ALL_ENGINES, metavar="E",
                    help=f"engines to measure (default: all of {', '.join(ALL_ENGINES)})")
     p.add_argument("--settle", type=float, default=SETTLE_S, metavar="SECONDS",
-                   help=f"pause before every timed epoch and peak product, so that the thread pools of the "
+                   help=f"pause before every timed epoch and peak measurement, so that the thread pools of the "
                         f"previous engine are idle (default: {SETTLE_S})")
     p.add_argument("--jit", action="store_true", help="also measure the NumPy engine with Numba element-wise kernels")
     p.add_argument("--train-subset", type=int, default=None, metavar="N", help="use the first N training images")
@@ -212,9 +212,10 @@ def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, p
     Within one configuration the engines take turns, one epoch each, ``epochs`` rounds after a
     warm-up epoch: a slow spell of a shared machine then hits every engine alike instead of
     whichever happened to be running. Each round starts by measuring the GEMM peak again (one
-    product per dtype, through the library that won at the start), and "% of peak" is the median
-    over the rounds of ``limit in that round / epoch time in that round``. Each timed epoch and
-    each peak product starts after a pause of ``settle_s`` seconds.
+    product per dtype, through the library that won at the start). Each row gets ``pct_of_peak``
+    (% of round peak: the median over the rounds of ``limit in that round / epoch time in that
+    round``) and ``pct_of_start_peak`` (``limit at the start peak / median epoch time``). Each
+    timed epoch and each peak measurement starts after a pause of ``settle_s`` seconds.
     """
     from nnscratch.spec import ModelSpec
 
