@@ -23,7 +23,7 @@ SUBSET = 2000
 STEPS = math.ceil(SUBSET / 64)  # 32
 ENGINE_FILES = ("loss_curve.png", "metrics.png", "confusion_matrix.png", "correct_predictions.png",
                 "incorrect_predictions.png", "model.safetensors")
-TOP_KEYS = {"config", "dataset", "engines"}
+TOP_KEYS = {"config", "architecture", "dataset", "engines"}
 OPTIONAL_TOP_KEYS = {"machine", "created"}  # documented in report/markdown.py and written by experiment.py
 SMALL = ["--train-subset", str(SUBSET), "--epochs", "1", "--quiet", "--device", "cpu"]
 
@@ -144,8 +144,8 @@ def test_compare_stdout_has_results_table_and_hyperparameters(compare_run):
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     stdout = proc.stdout
-    assert "--epochs 1 --batch-size 64 --lr 0.01 --hidden 533 --seed 0 --dtype float32 --train-subset 2000" \
-        in stdout
+    assert "--epochs 1 --batch-size 64 --lr 0.01 --hidden 533 --activation relu --dropout 0.0 --no-batch-norm " \
+           "--init he_normal --label-smoothing 0.0 --seed 0 --dtype float32 --train-subset 2000" in stdout
     for word in ("Metric", "NumPy", "PyTorch", "Accuracy", "Precision", "Recall", "F1", "Errors",
                  "Training time"):
         assert word in stdout, word
@@ -172,7 +172,7 @@ def test_compare_models_load_and_reproduce_test_accuracy(compare_run, mnist):
         state, spec, info = load_model(out / f"{e}_model.safetensors")
         assert spec.describe() == "784-533-10 (relu)"
         assert info["engine"] == e and info["dtype"] == "float32"
-        engine = make_engine(e, spec, state, lr=0.01, dtype=np.float32, device="cpu")
+        engine = make_engine(e, spec, state, dtype=np.float32, device="cpu").eval()
         report = classification_report(mnist.test_labels, engine.predict_logits(x).argmax(axis=1),
                                        mnist.class_names)
         assert report == metrics["engines"][e]["test"]
@@ -289,11 +289,11 @@ def test_evaluate_on_a_text_file(tmp_path):
 def test_evaluate_on_a_model_whose_tensors_do_not_fit_its_spec(mnist, tmp_path):
     """A damaged model file must be a one-line error too, not a ValueError traceback."""
     from nnscratch.model_io import save_model
-    from nnscratch.numpy_engine import initial_state
-    from nnscratch.spec import ModelSpec
+    from nnscratch.registry import initial_state
+    from nnscratch.spec import mlp_spec
 
     path = tmp_path / "mismatch.safetensors"
-    save_model(path, initial_state(ModelSpec(hidden=(16,)), np.random.default_rng(0)), ModelSpec(hidden=(64, 32)),
+    save_model(path, initial_state(mlp_spec(hidden=(16,)), np.random.default_rng(0)), mlp_spec(hidden=(64, 32)),
                dtype="float32", dataset="mnist")
     proc = run_cli(["evaluate", "--model", str(path), "--data-dir", mnist.source], cwd=tmp_path)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)

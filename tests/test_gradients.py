@@ -1,7 +1,8 @@
 """The hand-written gradients of the NumPy engine, checked three ways, all in float64:
 
 * against central finite differences, layer by layer and for the whole network;
-* the fused-SGD backward against gradients + ``SGD.step``;
+* the fused-SGD step against gradients + ``SGD.step`` (float32 and float64, shallow and deep,
+  batches on both sides of the buffer memory-order switch);
 * against PyTorch autograd on the twin with the same weights and batch.
 
 Relative errors are norm-based (see :func:`helpers.rel_error`):
@@ -14,12 +15,13 @@ import numpy as np
 import pytest
 
 from helpers import numerical_gradient, rel_error
-from nnscratch.numpy_engine import SGD, Dense, ReLU, Sequential, SoftmaxCrossEntropy, initial_state
+from nnscratch.numpy_engine import Dense, NumpyEngine, ReLU, Sequential, SoftmaxCrossEntropy
 from nnscratch.numpy_engine.blas import gemm
-from nnscratch.spec import ModelSpec
+from nnscratch.registry import initial_state
+from nnscratch.spec import ModelSpec, mlp_spec
 
 FD_TOL = 1e-6
-SMALL_SPEC = ModelSpec(input_dim=12, hidden=(7, 5), num_classes=4)
+SMALL_SPEC = mlp_spec(input_dim=12, hidden=(7, 5), num_classes=4)
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -32,7 +34,7 @@ def _rng(seed: int = 0) -> np.random.Generator:
 def test_dense_backward_matches_finite_differences():
     rng = _rng(1)
     n, d_in, d_out = 5, 6, 4
-    layer = Dense(d_in, d_out, dtype=np.float64)
+    layer = Dense(d_in, dtype=np.float64, out_features=d_out)
     layer.params["weight"][...] = rng.normal(size=(d_out, d_in))
     layer.params["bias"][...] = rng.normal(size=d_out)
     x = rng.normal(size=(n, d_in))
@@ -59,7 +61,7 @@ def test_dense_backward_matches_finite_differences():
 
 def test_dense_forward_is_x_wt_plus_b():
     rng = _rng(2)
-    layer = Dense(6, 3, dtype=np.float64)
+    layer = Dense(6, dtype=np.float64, out_features=3)
     layer.params["weight"][...] = rng.normal(size=(3, 6))
     layer.params["bias"][...] = rng.normal(size=3)
     x = rng.normal(size=(4, 6))
@@ -116,7 +118,7 @@ def test_softmax_cross_entropy_gradient_matches_finite_differences():
 def _pre_activations(spec: ModelSpec, state: dict[str, np.ndarray], x: np.ndarray) -> list[np.ndarray]:
     """The inputs of every ReLU, computed independently of the engine."""
     out, h = [], x
-    dense = [i for i, layer in enumerate(spec.layers()) if layer.kind == "dense"]
+    dense = [i for i, layer, _, _ in spec.walk() if layer.kind == "dense"]
     for k, i in enumerate(dense):
         h = h @ state[f"{i}.weight"].T + state[f"{i}.bias"]
         if k < len(dense) - 1:
@@ -164,33 +166,38 @@ def test_whole_network_gradient_matches_finite_differences_for_every_parameter()
 # --------------------------------------------------------------------------- fused SGD
 
 
-def test_fused_sgd_equals_grads_plus_sgd_step():
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("hidden,batch", [((533,), 64), ((533,), 300), ((48, 32, 16), 64), ((48, 32, 16), 513)],
+                         ids=["seed-b64", "seed-b300", "deep-b64", "deep-b513"])
+def test_fused_sgd_equals_grads_plus_sgd_step(dtype, hidden, batch):
+    """Plain SGD fused into the gradient products (GradientSink alpha=-lr, beta=1) against the same
+    step done as gradients + ``SGD.step``, for three steps with a changing learning rate. Batches
+    of 300 and 513 rows use row-major activation buffers, 64 column-major (see buffers.py)."""
+    from nnscratch.numpy_engine.buffers import COLUMN_MAJOR_MAX_ROWS
+
+    assert (batch <= COLUMN_MAJOR_MAX_ROWS) == (batch == 64)
     rng = _rng(6)
-    spec = ModelSpec()  # the seed's 784-533-10
+    spec = mlp_spec(hidden=hidden)
     state = initial_state(spec, rng)
     state = {k: v + (rng.normal(scale=0.1, size=v.shape) if k.endswith("bias") else 0) for k, v in state.items()}
-    x = np.asfortranarray(rng.uniform(0, 1, size=(64, 784)))
-    y = rng.integers(0, 10, size=64)
-    lr = 0.05
-
-    fused, plain = Sequential(spec, np.float64), Sequential(spec, np.float64)
-    fused.load_state_dict(state)
-    plain.load_state_dict(state)
-
-    loss_a, dz_a = SoftmaxCrossEntropy(np.float64).forward_backward(fused.forward(x), y)
-    fused.backward(dz_a, sgd_lr=lr)
-
-    loss_b, dz_b = SoftmaxCrossEntropy(np.float64).forward_backward(plain.forward(x), y)
-    plain.backward(dz_b)
-    SGD(lr).step(plain.named_params(), plain.named_grads())
-
-    assert loss_a == loss_b
+    fused = NumpyEngine(spec, state, dtype, fuse=True)
+    plain = NumpyEngine(spec, state, dtype, fuse=False)
+    assert fused.fused and not plain.fused
+    for lr in (0.05, 0.02, 0.1):
+        x = rng.uniform(0, 1, size=(batch, 784)).astype(dtype)
+        y = rng.integers(0, 10, size=batch)
+        fused.train_step(x, y, lr)
+        plain.train_step(x, y, lr)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    losses_a, losses_b = fused.take_epoch_stats()[0], plain.take_epoch_stats()[0]
+    np.testing.assert_allclose(losses_a, losses_b, rtol=tol)
     for name in state:
-        new_a, new_b = fused.named_params()[name], plain.named_params()[name]
-        assert rel_error(new_a, new_b) < 1e-14, name
-        assert rel_error(new_a, state[name]) > 1e-6, f"{name} did not move"
-    # the fused step must not have touched the stored gradients
-    assert all(not np.any(g) for g in fused.named_grads().values())
+        new_a, new_b = fused.model.named_params()[name], plain.model.named_params()[name]
+        assert new_a.dtype == dtype
+        assert rel_error(new_a, new_b) < tol, name
+        assert rel_error(new_a, state[name]) > 1e-4, f"{name} did not move"
+    # the fused step never stored a gradient
+    assert all(not np.any(g) for g in fused.model.named_grads().values())
 
 
 # --------------------------------------------------------------------------- against torch autograd
@@ -222,7 +229,7 @@ def _numpy_grads(spec: ModelSpec, state: dict[str, np.ndarray], x: np.ndarray, y
 @pytest.mark.parametrize("hidden", [(533,), (64, 32)], ids=["seed-784-533-10", "deep-784-64-32-10"])
 def test_gradients_equal_torch_autograd(torch, hidden):
     rng = _rng(7)
-    spec = ModelSpec(hidden=hidden)
+    spec = mlp_spec(hidden=hidden)
     state = initial_state(spec, rng)
     state = {k: (v + rng.normal(scale=0.1, size=v.shape)) if k.endswith("bias") else v for k, v in state.items()}
     x = rng.uniform(0, 1, size=(64, 784))

@@ -5,9 +5,10 @@ import pytest
 
 pytest.importorskip("numba")
 
-from nnscratch.numpy_engine import NumpyEngine, ReLU, SoftmaxCrossEntropy, initial_state  # noqa: E402
+from nnscratch.numpy_engine import NumpyEngine, ReLU, SoftmaxCrossEntropy  # noqa: E402
+from nnscratch.registry import initial_state  # noqa: E402
 from nnscratch.numpy_engine.jit import JitReLU, JitSoftmaxCrossEntropy  # noqa: E402
-from nnscratch.spec import ModelSpec  # noqa: E402
+from nnscratch.spec import mlp_spec  # noqa: E402
 from nnscratch.train import batch_orders, fit  # noqa: E402
 
 
@@ -36,10 +37,10 @@ def test_jit_softmax_cross_entropy_equals_numpy():
 def test_jit_engine_trains_like_the_plain_engine():
     rng = np.random.default_rng(2)
     x, y = rng.random((700, 30)), rng.integers(0, 10, 700)
-    spec = ModelSpec(input_dim=30, hidden=(20,), num_classes=10)
+    spec = mlp_spec(input_dim=30, hidden=(20,), num_classes=10)
     initial = initial_state(spec, np.random.default_rng(3))
     orders = batch_orders(np.random.default_rng(4), 700, 2)
-    runs = [fit(NumpyEngine(spec, initial, 0.05, np.float64, jit=jit), (x, y), None, orders, 64, 10,
+    runs = [fit(NumpyEngine(spec, initial, np.float64, jit=jit), (x, y), None, orders, 64, 10, lr=0.05,
                 progress=False) for jit in (False, True)]
     np.testing.assert_allclose(runs[1].step_loss, runs[0].step_loss, rtol=1e-12)
     assert runs[0].step_loss[-1] < runs[0].step_loss[0]

@@ -13,19 +13,19 @@ from helpers import rel_error
 from nnscratch.engines import make_engine
 from nnscratch.errors import DataError
 from nnscratch.model_io import FORMAT, load_model, save_model
-from nnscratch.numpy_engine import initial_state
-from nnscratch.spec import ModelSpec
+from nnscratch.registry import initial_state
+from nnscratch.spec import ModelSpec, mlp_spec
 
-SPEC = ModelSpec(input_dim=784, hidden=(64, 32), num_classes=10)
+SPEC = mlp_spec(input_dim=784, hidden=(64, 32), num_classes=10)
 
 
 def _trained_numpy_engine(dtype=np.float64, steps: int = 3):
     """A NumPy engine after a few SGD steps on random data (so that the biases are non-zero)."""
     rng = np.random.default_rng(0)
-    engine = make_engine("numpy", SPEC, initial_state(SPEC, rng), lr=0.1, dtype=dtype)
+    engine = make_engine("numpy", SPEC, initial_state(SPEC, rng), dtype=dtype)
     for _ in range(steps):
         engine.train_step(np.asfortranarray(rng.uniform(0, 1, size=(32, 784)).astype(dtype)),
-                          rng.integers(0, 10, size=32))
+                          rng.integers(0, 10, size=32), 0.1)
     return engine
 
 
@@ -58,7 +58,8 @@ def test_round_trip(tmp_path, dtype):
         metadata = f.metadata()
     assert metadata["format"] == FORMAT
     assert ModelSpec.from_json(metadata["spec"]) == SPEC
-    assert json.loads(metadata["spec"])["hidden"] == [64, 32]
+    assert [layer["kind"] for layer in json.loads(metadata["spec"])["layers"]] == \
+        ["dense", "relu", "dense", "relu", "dense"]
     assert json.loads(metadata["info"]) == info
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temporary file left
 
@@ -89,7 +90,7 @@ def test_numpy_file_loads_into_torch_twin_with_identical_logits(tmp_path):
 
     state, spec, info = load_model(path)
     assert info["engine"] == "numpy"
-    twin = make_engine("torch", spec, state, lr=0.01, dtype=np.float64, device="cpu")
+    twin = make_engine("torch", spec, state, dtype=np.float64, device="cpu")
     logits_twin = twin.predict_logits(x)
     assert logits_twin.dtype == np.float64
     assert rel_error(logits_twin, logits_np) < 1e-13
@@ -103,7 +104,7 @@ def test_numpy_file_loads_into_torch_twin_with_identical_logits(tmp_path):
     assert rel_error(logits_plain, logits_np) < 1e-13
 
     # and back into a fresh NumPy engine, bit for bit
-    again = make_engine("numpy", spec, state, lr=0.01, dtype=np.float64)
+    again = make_engine("numpy", spec, state, dtype=np.float64)
     np.testing.assert_array_equal(again.predict_logits(x), logits_np)
 
 
@@ -173,8 +174,42 @@ def test_tensors_that_do_not_fit_the_spec_are_a_data_error(tmp_path):
     DataError naming the file, not later by an engine with a bare ValueError (a traceback in
     ``nnscratch evaluate``)."""
     path = tmp_path / "mismatch.safetensors"
-    state = initial_state(ModelSpec(hidden=(16,)), np.random.default_rng(0))
+    state = initial_state(mlp_spec(hidden=(16,)), np.random.default_rng(0))
     save_model(path, state, SPEC)  # the metadata claims 784-64-32-10
     with pytest.raises(DataError) as err:
         load_model(path)
     _assert_readable_data_error(err.value, path)
+
+
+def test_version_1_files_still_load(tmp_path):
+    """A file written before layers had specs of their own (format nnscratch-mlp/1, spec
+    ``{input_dim, hidden, num_classes, activation}``) loads as the same network."""
+    state = {k: v.astype(np.float32) for k, v in initial_state(SPEC, np.random.default_rng(4)).items()}
+    old_spec = json.dumps({"activation": "relu", "hidden": [64, 32], "input_dim": 784, "num_classes": 10})
+    path = tmp_path / "old.safetensors"
+    save_file(state, str(path), metadata={"format": "nnscratch-mlp/1", "spec": old_spec,
+                                          "info": json.dumps({"engine": "numpy", "dtype": "float32"})})
+    loaded, spec, info = load_model(path)
+    assert spec == SPEC and spec.describe() == "784-64-32-10 (relu)"
+    assert info["engine"] == "numpy"
+    for name in state:
+        np.testing.assert_array_equal(loaded[name], state[name])
+
+
+def test_batch_norm_model_round_trips_with_its_buffers(tmp_path):
+    """Buffers travel with the parameters; the integer counter stays a 0-d int64, as in torch."""
+    spec = mlp_spec(input_dim=20, hidden=(8,), num_classes=3, batch_norm=True, dropout=0.1, activation="gelu")
+    rng = np.random.default_rng(5)
+    engine = make_engine("numpy", spec, initial_state(spec, rng), dtype=np.float64)
+    for _ in range(3):
+        x = rng.uniform(size=(16, 20))
+        engine.train_step(x, rng.integers(0, 3, size=16), 0.1, {3: rng.random((16, 8)) >= 0.1})
+    state = engine.state_dict()
+    assert state["1.num_batches_tracked"].shape == () and int(state["1.num_batches_tracked"]) == 3
+    path = save_model(tmp_path / "bn.safetensors", state, spec, engine="numpy", dtype="float64")
+    loaded, spec2, _ = load_model(path)
+    assert spec2 == spec
+    assert sorted(loaded) == sorted(state)
+    assert loaded["1.num_batches_tracked"].dtype == np.int64 and loaded["1.num_batches_tracked"].shape == ()
+    for name in state:
+        np.testing.assert_array_equal(loaded[name], state[name])

@@ -13,17 +13,17 @@ import pytest
 
 from helpers import rel_error
 from nnscratch.engines import make_engine
-from nnscratch.experiment import seeded_generators, to_features
-from nnscratch.numpy_engine import initial_state
-from nnscratch.spec import ModelSpec
-from nnscratch.train import batch_orders, fit
+from nnscratch.experiment import to_features
+from nnscratch.registry import initial_state
+from nnscratch.spec import mlp_spec
+from nnscratch.train import batch_orders, fit, random_streams
 
 pytest.importorskip("torch")
 
 N_TRAIN = 2000
 BATCH = 64
 LR = 0.01
-SPEC = ModelSpec()  # 784-533-10, the seed architecture
+SPEC = mlp_spec()  # 784-533-10, the seed architecture
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +44,11 @@ def arrays(mnist):
 
 def _train(arrays, engine: str, dtype, seed: int = 0, **options):
     x, y, xv, yv = arrays(dtype)
-    init_rng, order_rng = seeded_generators(seed)
+    init_rng, order_rng, _ = random_streams(seed)
     initial = initial_state(SPEC, init_rng)
     orders = batch_orders(order_rng, N_TRAIN, 1)
-    eng = make_engine(engine, SPEC, initial, LR, np.dtype(dtype), device="cpu", **options)
-    history = fit(eng, (x, y), (xv, yv), orders, BATCH, SPEC.num_classes, progress=False)
+    eng = make_engine(engine, SPEC, initial, np.dtype(dtype), device="cpu", **options)
+    history = fit(eng, (x, y), (xv, yv), orders, BATCH, SPEC.num_classes, lr=LR, progress=False)
     return {"history": history, "state": eng.state_dict(), "initial": initial, "orders": orders}
 
 
@@ -60,7 +60,7 @@ def runs(arrays):
     def get(key):
         if key not in cache:
             engine, dtype, seed, *rest = key
-            options = {"fuse_sgd": rest[0]} if rest else {}
+            options = {"fuse": rest[0]} if rest else {}
             cache[key] = _train(arrays, engine, dtype, seed, **options)
         return cache[key]
 
@@ -143,13 +143,80 @@ def test_different_seed_different_run(runs):
     assert rel_error(a["state"]["0.weight"], b["state"]["0.weight"]) > 1e-3
 
 
-def test_seeded_generators_are_reproducible_and_independent():
-    a_init, a_order = seeded_generators(0)
-    b_init, b_order = seeded_generators(0)
+def test_random_streams_are_reproducible_and_independent():
+    a_init, a_order, a_drop = random_streams(0)
+    b_init, b_order, b_drop = random_streams(0)
     wa, wb = initial_state(SPEC, a_init), initial_state(SPEC, b_init)
     for name in wa:
         np.testing.assert_array_equal(wa[name], wb[name])
     np.testing.assert_array_equal(batch_orders(a_order, 100, 3)[2], batch_orders(b_order, 100, 3)[2])
     # the two streams of one seed differ from each other
-    c_init, c_order = seeded_generators(0)
+    c_init, c_order, c_drop = random_streams(0)
+    c_masks = np.random.default_rng(c_drop)
     assert not np.array_equal(c_init.permutation(100), c_order.permutation(100))
+    assert not np.array_equal(c_order.permutation(100), c_masks.permutation(100))
+    np.testing.assert_array_equal(np.random.default_rng(a_drop).random(50), np.random.default_rng(b_drop).random(50))
+    # the seed's first two streams are those the code had before the dropout stream was added
+    old_init, old_order = (np.random.default_rng(s) for s in np.random.SeedSequence(0).spawn(2))
+    np.testing.assert_array_equal(random_streams(0)[0].random(5), old_init.random(5))
+    np.testing.assert_array_equal(random_streams(0)[1].random(5), old_order.random(5))
+
+
+# --------------------------------------------------------------------------- a deeper net, both twins
+
+
+DEEP = mlp_spec(hidden=(256, 128), activation="gelu", batch_norm=True, dropout=0.2)
+
+
+def test_deep_float64_twins_with_gelu_batch_norm_and_shared_dropout_masks(arrays):
+    """784-256-128-10 with GELU, batch norm and dropout (masks drawn once by the loop and handed to
+    both), plain SGD: per-step losses, final weights and running statistics agree to rounding."""
+    from nnscratch.experiment import max_rel_state_diff
+    from nnscratch.registry import dropout_layers
+
+    x, y, xv, yv = arrays(np.float64)
+    runs = {}
+    for engine in ("numpy", "torch"):
+        init_rng, order_rng, dropout_seed = random_streams(0)
+        initial = initial_state(DEEP, init_rng)
+        orders = batch_orders(order_rng, N_TRAIN, 1)
+        eng = make_engine(engine, DEEP, initial, np.float64, device="cpu", **({"shared_masks": True}
+                                                                            if engine == "torch" else {}))
+        history = fit(eng, (x, y), (xv, yv), orders, BATCH, DEEP.num_classes, lr=0.05,
+                      dropout=dropout_layers(DEEP), dropout_seed=dropout_seed, progress=False)
+        runs[engine] = (history, eng.state_dict(), initial)
+    (ha, sa, initial), (hb, sb, _) = runs["numpy"], runs["torch"]
+    la, lb = np.asarray(ha.step_loss), np.asarray(hb.step_loss)
+    assert len(la) == 32
+    assert float(np.max(np.abs(la - lb) / np.abs(lb))) < 1e-10
+    assert sorted(sa) == sorted(sb)
+    assert {"1.running_mean", "1.running_var", "1.num_batches_tracked", "5.running_var"} <= set(sa)
+    assert int(sa["1.num_batches_tracked"]) == int(sb["1.num_batches_tracked"]) == 32
+    for name in sa:
+        if sa[name].dtype.kind == "f":
+            assert rel_error(sa[name], sb[name]) < 1e-10 or name.endswith(("0.bias", "4.bias")), name
+    assert max_rel_state_diff(sa, sb) < 1e-10
+    assert ha.epochs[0].val_accuracy == hb.epochs[0].val_accuracy
+    assert ha.epochs[0].val_loss == pytest.approx(hb.epochs[0].val_loss, rel=1e-10)
+    # it trained, and dropout was on: the running statistics and the weights moved
+    assert rel_error(sa["0.weight"], initial["0.weight"]) > 1e-4
+    assert not np.allclose(sa["1.running_var"], 1.0)
+    assert np.mean(la[-8:]) < np.mean(la[:8])
+
+
+def test_dropout_masks_change_the_run_and_follow_the_seed(arrays):
+    """Different dropout streams give different runs; without the shared masks the curves differ."""
+    from nnscratch.registry import dropout_layers
+
+    x, y, xv, yv = arrays(np.float64)
+    spec = mlp_spec(hidden=(64,), dropout=0.5)
+
+    def run(seed_for_masks: int) -> list[float]:
+        init_rng, order_rng, _ = random_streams(0)
+        eng = make_engine("numpy", spec, initial_state(spec, init_rng), np.float64)
+        return fit(eng, (x, y), None, batch_orders(order_rng, N_TRAIN, 1), BATCH, 10, lr=0.05,
+                   dropout=dropout_layers(spec), dropout_seed=random_streams(seed_for_masks)[2],
+                   progress=False).step_loss
+
+    assert run(0) == run(0)
+    assert run(0) != run(1)

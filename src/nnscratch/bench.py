@@ -150,7 +150,7 @@ def _engine_runner(engine, pixels, y, batch_size: int, dtype):
     from nnscratch.train import fit
 
     rng = np.random.default_rng(0)
-    return lambda: fit(engine, (pixels, y), None, [rng.permutation(len(y))], batch_size, 10,
+    return lambda: fit(engine, (pixels, y), None, [rng.permutation(len(y))], batch_size, 10, lr=0.01,
                        progress=False, dtype=dtype).epochs[0].time_s
 
 
@@ -177,21 +177,21 @@ def make_runner(engine: str, spec, pixels, y, batch_size: int):
     engine that fails in it is reported unavailable too.
     """
     from nnscratch.engines import make_engine
-    from nnscratch.numpy_engine import initial_state
+    from nnscratch.registry import initial_state
     from nnscratch.train import scale_pixels
 
     initial = initial_state(spec, np.random.default_rng(0))
     try:
         if engine == "sklearn":  # sklearn takes the whole float32 training set, as its users give it
-            run = _sklearn_runner(scale_pixels(pixels, np.empty(pixels.shape, np.float32)), y, spec.hidden,
+            run = _sklearn_runner(scale_pixels(pixels, np.empty(pixels.shape, np.float32)), y, tuple(spec.widths()[1:-1]),
                                   batch_size)
         elif engine.startswith("numpy"):
             dtype = np.float64 if engine.endswith("float64") else np.float32
             options = {"jit": True} if engine == "numpy-float32-jit" else {}
-            e = make_engine("numpy", spec, initial, 0.01, dtype, **options)
+            e = make_engine("numpy", spec, initial, dtype, **options)
             run = _engine_runner(e, pixels, y, batch_size, dtype)
         else:
-            e = make_engine("torch", spec, initial, 0.01, np.float32, device="cpu",
+            e = make_engine("torch", spec, initial, np.float32, device="cpu",
                             compile=engine == "torch-compile")
             run = _engine_runner(e, pixels, y, batch_size, np.float32)
         run()  # warm-up epoch
@@ -217,20 +217,20 @@ def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, p
     round``) and ``pct_of_start_peak`` (``limit at the start peak / median epoch time``). Each
     timed epoch and each peak measurement starts after a pause of ``settle_s`` seconds.
     """
-    from nnscratch.spec import ModelSpec
+    from nnscratch.spec import mlp_spec
 
     if not 0 <= settle_s <= 60:
         raise ValueError(f"settle_s must be between 0 and 60 seconds, got {settle_s}")
     probes = {dtype: PeakProbe(dtype) for dtype in ("float32", "float64")}
     peaks = {dtype: gemm_peak(probe, settle_s=settle_s) for dtype, probe in probes.items()}
-    configs = [(ModelSpec(pixels.shape[1], (533,), 10), b) for b in batch_sizes]
+    configs = [(mlp_spec(pixels.shape[1], (533,), 10), b) for b in batch_sizes]
     if deep:
-        configs.append((ModelSpec(pixels.shape[1], tuple(deep), 10), batch_sizes[0]))
+        configs.append((mlp_spec(pixels.shape[1], tuple(deep), 10), batch_sizes[0]))
     engine_list = list(engines) + (["numpy-float32-jit"] if jit else [])
     rows, limits = [], {}
     for spec, batch in configs:
-        arch = "-".join(map(str, (spec.input_dim, *spec.hidden, spec.num_classes)))
-        flops = epoch_flops((spec.input_dim, *spec.hidden, spec.num_classes), len(y))
+        arch = "-".join(map(str, spec.widths()))
+        flops = epoch_flops(tuple(spec.widths()), len(y))
         for dtype in ("float32", "float64"):
             limits[f"{arch} {dtype}"] = flops / (peaks[dtype]["peak"] * 1e9)
         if progress:
@@ -315,7 +315,7 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from nnscratch.cli import set_threads
+    from nnscratch.threads import set_threads
     from nnscratch.data import load_dataset
     from nnscratch.io import write_json
     from nnscratch.report import machine_info

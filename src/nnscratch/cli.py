@@ -8,7 +8,6 @@ Errors are one line on stderr: exit 2 for bad usage or input, 1 for other failur
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -18,28 +17,48 @@ from nnscratch.errors import NNScratchError, UsageError
 
 
 def _add_run_flags(p: argparse.ArgumentParser, default_out: str) -> None:
-    g = p.add_argument_group("hyperparameters (defaults: the reference project's)")
-    g.add_argument("--epochs", type=int, default=20, help="passes over the training set (default: 20)")
-    g.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default: 64)")
-    g.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (default: 0.01)")
-    g.add_argument("--hidden", type=int, nargs="+", default=[533], metavar="N",
-                   help="hidden layer sizes, e.g. --hidden 512 256 (default: 533)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the initial weights and batch order (default: 0)")
-    g.add_argument("--dtype", choices=["float32", "float64"], default="float32",
-                   help="floating-point type of both engines (default: float32)")
-    g.add_argument("--train-subset", type=int, default=None, metavar="N",
-                   help="train on the first N of the 50,000 training images (default: all)")
-    r = p.add_argument_group("run")
+    """The flags of compare/train. Each is also a key of a --config file (``--batch-norm`` <->
+    ``batch_norm``); flags default to None here so that a given flag can override the file, and
+    the real defaults (the reference project's) live in :class:`nnscratch.config.RunConfig`."""
+    from nnscratch.config import RunConfig
+    from nnscratch.registry import ACTIVATIONS, INITIALIZERS
+
+    d = RunConfig()
+    p.add_argument("--config", default=None, metavar="FILE.toml",
+                   help="read settings from a TOML file (keys = flag names with _); flags given here override it")
+    g = p.add_argument_group("training (defaults: the reference project's)")
+    g.add_argument("--epochs", type=int, help=f"passes over the training set (default: {d.epochs})")
+    g.add_argument("--batch-size", type=int, help=f"mini-batch size (default: {d.batch_size})")
+    g.add_argument("--lr", type=float, help=f"SGD learning rate (default: {d.lr})")
+    g.add_argument("--seed", type=int,
+                   help=f"seed of the initial weights, batch order and dropout masks (default: {d.seed})")
+    g.add_argument("--dtype", choices=["float32", "float64"], help=f"floating-point type of both engines "
+                   f"(default: {d.dtype})")
+    g.add_argument("--train-subset", type=int, metavar="N",
+                   help="train on the first N training images (default: all)")
+    g.add_argument("--label-smoothing", type=float, metavar="EPS",
+                   help="cross-entropy label smoothing in [0, 1], torch's definition (default: 0)")
+    m = p.add_argument_group("network")
+    m.add_argument("--hidden", type=int, nargs="+", metavar="N",
+                   help=f"hidden layer sizes, e.g. --hidden 512 256 (default: {' '.join(map(str, d.hidden))})")
+    m.add_argument("--activation", choices=list(ACTIVATIONS), help=f"hidden activation (default: {d.activation})")
+    m.add_argument("--dropout", type=float, metavar="P",
+                   help="dropout probability after each hidden activation, in [0, 1) (default: 0, none)")
+    m.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
+                   help="batch normalisation after each hidden dense layer (default: off)")
+    m.add_argument("--init", choices=list(INITIALIZERS), help=f"weight initialiser (default: {d.init})")
+    r = p.add_argument_group("data and run")
+    r.add_argument("--dataset", metavar="NAME", help=f"dataset to train on (default: {d.dataset})")
     r.add_argument("--data-dir", default=None, metavar="DIR",
                    help="folder holding the dataset files (else $NNSCRATCH_DATA_DIR/<dataset>/, "
                         "the user cache, then a download)")
     r.add_argument("--out", default=None, metavar="DIR", help=f"output folder (default: {default_out})")
-    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+    r.add_argument("--device", choices=["auto", "cpu", "cuda"],
                    help="device of the torch twin (default: auto = cuda if available)")
     r.add_argument("--threads", type=int, default=None,
                    help="CPU threads for every engine (default: all usable cores)")
-    r.add_argument("--jit", action="store_true",
-                   help="NumPy engine: Numba-compiled element-wise kernels (needs numba; see README Performance)")
+    r.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
+                   help="NumPy engine: Numba-compiled element-wise kernels (needs numba; see docs/performance.md)")
     r.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
 
 
@@ -83,39 +102,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_from(args: argparse.Namespace, engines: tuple[str, ...]):
-    from nnscratch.config import RunConfig
+    from nnscratch.config import CONFIG_KEYS, resolve_config
 
-    return RunConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, hidden=tuple(args.hidden),
-                     seed=args.seed, dtype=args.dtype, train_subset=args.train_subset, device=args.device,
-                     threads=args.threads, data_dir=args.data_dir, engines=engines, jit=args.jit)
-
-
-def set_threads(threads: int | None) -> int:
-    """Use the same number of CPU threads in every engine's BLAS (and torch); returns it."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    n = threads or usable
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(n)
-    try:
-        import torch
-
-        torch.set_num_threads(n)
-    except ImportError:
-        pass
-    return n
+    flags = {key: getattr(args, key, None) for key in CONFIG_KEYS}
+    return resolve_config(args.config, flags, engines)
 
 
 def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
     from tqdm.auto import tqdm
 
+    from nnscratch.threads import set_threads
     from nnscratch.experiment import run_experiment
     from nnscratch.summary import results_table
 
     cfg = _config_from(args, engines)
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{label}")
     threads = set_threads(cfg.threads)
-    print(f"nnscratch {label}: {cfg.dataset}, engines {', '.join(engines)}, {threads} threads")
+    print(f"nnscratch {label}: {cfg.dataset}, engines {', '.join(engines)}, {threads} threads"
+          + (f", config {args.config}" if args.config else ""))
     print(f"  {cfg.describe()}")
     print(f"  output: {out}/")
 
@@ -125,7 +129,7 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
                        f"acc {r.train_accuracy:.4f} | val loss {r.val_loss:.4f} acc {r.val_accuracy:.4f} "
                        f"f1 {r.val_f1:.4f} | {r.time_s:.2f} s")
 
-    metrics = run_experiment(cfg, out, progress=not args.quiet, on_epoch=on_epoch)
+    metrics, _ = run_experiment(cfg, out, progress=not args.quiet, on_epoch=on_epoch)
     print()
     print(results_table(metrics))
     print(f"\nwrote {out}/report.md, metrics.json, figures and models")
@@ -141,6 +145,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from nnscratch.io import write_json
     from nnscratch.metrics import classification_report
     from nnscratch.model_io import load_model
+    from nnscratch.threads import set_threads
 
     state, spec, info = load_model(args.model)
     dtype = np.dtype(args.dtype or info.get("dtype", "float32"))
@@ -149,8 +154,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     if x.shape[1] != spec.input_dim:
         raise UsageError(f"{args.model} expects {spec.input_dim} inputs, the {data.name} images have {x.shape[1]}")
     set_threads(None)
-    engine = make_engine(args.engine, spec, state, lr=0.01, dtype=dtype, device="auto")
-    pred = engine.predict_logits(x).argmax(axis=1)
+    engine = make_engine(args.engine, spec, state, dtype=dtype, device="auto")
+    pred = engine.eval().predict_logits(x).argmax(axis=1)
     report = classification_report(data.test_labels, pred, data.class_names)
     print(f"{args.model}: {spec.describe()}, {data.name} test set ({len(pred):,} images), engine {args.engine}")
     print(f"  accuracy {report['accuracy']:.4f}  precision {report['precision']:.4f}  recall "

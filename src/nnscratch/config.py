@@ -1,12 +1,29 @@
-"""The run configuration: the seed project's hyperparameters as defaults, validated with clear errors."""
+"""The run configuration: the reference project's hyperparameters as defaults, flags and TOML
+config files as two spellings of the same keys, validated with one-line errors.
+
+Every key is also a flag: ``batch_norm = true`` in a file is ``--batch-norm`` on the command line.
+A file is read with the standard library's ``tomllib``; flags given on the command line override
+the file; whatever is left takes the default below. The resolved configuration goes into
+``metrics.json`` and ``report.md``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import difflib
+import math
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from nnscratch.errors import UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -20,37 +37,37 @@ class RunConfig:
     batch_size: int = 64
     lr: float = 0.01
     hidden: tuple[int, ...] = (533,)
+    activation: str = "relu"
+    dropout: float = 0.0
+    batch_norm: bool = False
+    init: str = "he_normal"
+    label_smoothing: float = 0.0
     seed: int = 0
     dtype: str = "float32"
     train_subset: int | None = None
     device: str = "auto"
     threads: int | None = None
     data_dir: str | None = None
-    engines: tuple[str, ...] = field(default=("numpy", "torch"))
     jit: bool = False  # NumPy engine only: Numba element-wise kernels
+    engines: tuple[str, ...] = field(default=("numpy", "torch"))
 
     def __post_init__(self) -> None:
         self.hidden = tuple(self.hidden)
         self.engines = tuple(self.engines)
-        checks = [
-            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
-            (self.lr > 0 and np.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}"),
-            (len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),
-             f"--hidden takes one or more positive layer sizes, got {list(self.hidden)}"),
-            (self.dtype in DTYPES, f"--dtype must be float32 or float64, got {self.dtype!r}"),
-            (self.train_subset is None or self.train_subset >= 1,
-             f"--train-subset must be at least 1, got {self.train_subset}"),
-            (self.threads is None or self.threads >= 1, f"--threads must be at least 1, got {self.threads}"),
-            (self.seed >= 0, f"--seed must be a non-negative integer, got {self.seed}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UsageError(message)
+        for key, value in asdict(self).items():
+            problem = check_value(key, value)
+            if problem:
+                raise UsageError(f"--{key.replace('_', '-')} {problem}")
 
     @property
     def np_dtype(self) -> np.dtype:
         return np.dtype(DTYPES[self.dtype])
+
+    def model_spec(self, input_dim: int, num_classes: int):
+        """The network these settings describe, for ``input_dim`` features and ``num_classes``."""
+        from nnscratch.spec import mlp_spec
+
+        return mlp_spec(input_dim, self.hidden, num_classes, self.activation, self.dropout, self.batch_norm)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -58,8 +75,119 @@ class RunConfig:
         return d
 
     def describe(self) -> str:
-        """The flags as they were used, for the start of a run and the report."""
-        subset = self.train_subset if self.train_subset else "all"
-        return (f"--epochs {self.epochs} --batch-size {self.batch_size} --lr {self.lr} "
-                f"--hidden {' '.join(map(str, self.hidden))} --seed {self.seed} --dtype {self.dtype} "
-                f"--train-subset {subset}")
+        """The settings as flags, for the start of a run and the report (defaults included)."""
+        parts = []
+        for key, value in self.to_dict().items():
+            if key in ("engines", "data_dir", "device", "threads") or (key == "jit" and not value):
+                continue
+            flag = "--" + key.replace("_", "-")
+            if isinstance(value, bool):
+                parts.append(flag if value else f"--no-{key.replace('_', '-')}")
+            elif isinstance(value, list):
+                parts.append(f"{flag} {' '.join(map(str, value))}")
+            else:
+                parts.append(f"{flag} {'all' if value is None else value}")
+        return " ".join(parts)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool))
+
+
+def check_value(key: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for ``key`` ("must be ..., got ..."), or None if it is fine."""
+    from nnscratch.registry import ACTIVATIONS, INITIALIZERS
+
+    def number(low, high=None, low_open=False, high_open=True):
+        if not _is_number(value) or not math.isfinite(value):
+            return f"must be a finite number, got {value!r}"
+        if (value <= low if low_open else value < low) or \
+                (high is not None and (value >= high if high_open else value > high)):
+            lo = "(" if low_open else "["
+            hi = ("" if high is None else (f"{high})" if high_open else f"{high}]"))
+            return f"must be in {lo}{low}, {hi or 'inf)'}, got {value!r}"
+        return None
+
+    def integer(low, optional=False):
+        if value is None and optional:
+            return None
+        if not _is_int(value) or value < low:
+            return f"must be an integer >= {low}, got {value!r}"
+        return None
+
+    def choice(options):
+        return None if value in options else f"must be one of {', '.join(options)}, got {value!r}"
+
+    checks = {
+        "dataset": lambda: None if isinstance(value, str) and value else f"must be a dataset name, got {value!r}",
+        "epochs": lambda: integer(1),
+        "batch_size": lambda: integer(1),
+        "lr": lambda: number(0.0, low_open=True),
+        "hidden": lambda: None if len(value) >= 1 and all(_is_int(h) and h >= 1 for h in value)
+        else f"takes one or more positive layer sizes, got {list(value)}",
+        "activation": lambda: choice(tuple(ACTIVATIONS)),
+        "dropout": lambda: number(0.0, 1.0),
+        "batch_norm": lambda: None if isinstance(value, bool) else f"must be true or false, got {value!r}",
+        "init": lambda: choice(INITIALIZERS),
+        "label_smoothing": lambda: number(0.0, 1.0, high_open=False),
+        "seed": lambda: integer(0),
+        "dtype": lambda: choice(tuple(DTYPES)),
+        "train_subset": lambda: integer(1, optional=True),
+        "device": lambda: choice(("auto", "cpu", "cuda")),
+        "threads": lambda: integer(1, optional=True),
+        "data_dir": lambda: None if value is None or isinstance(value, str) else f"must be a folder, got {value!r}",
+        "jit": lambda: None if isinstance(value, bool) else f"must be true or false, got {value!r}",
+        "engines": lambda: None,
+    }
+    return checks[key]()
+
+
+#: The keys a config file may set: every field but ``engines`` (the verb chooses those).
+CONFIG_KEYS = tuple(f.name for f in fields(RunConfig) if f.name != "engines")
+#: Names other tools use for our keys, suggested when a file uses them.
+_OTHER_NAMES = {"learning_rate": "lr", "num_epochs": "epochs", "n_epochs": "epochs", "hidden_sizes": "hidden",
+                "hidden_layers": "hidden", "hidden_layer_sizes": "hidden", "batchnorm": "batch_norm",
+                "bn": "batch_norm", "smoothing": "label_smoothing", "initializer": "init",
+                "initialization": "init", "precision": "dtype"}
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The settings of a TOML file, checked key by key; any problem is one line naming the key."""
+    path = Path(path)
+    if not path.is_file():
+        problem = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise UsageError(f"--config {path} {problem}; pass a .toml file such as configs/seed.toml")
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"--config {path} cannot be read: {exc.strerror or exc}") from None
+    for key, value in values.items():
+        if key not in CONFIG_KEYS:
+            close = [_OTHER_NAMES[key]] if key in _OTHER_NAMES else difflib.get_close_matches(key, CONFIG_KEYS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(CONFIG_KEYS)}"
+            raise UsageError(f"{path}: unknown key {key!r}{hint}")
+        if key == "hidden" and _is_int(value):
+            values[key] = value = [value]
+        if key == "hidden" and not isinstance(value, list):
+            raise UsageError(f"{path}: hidden must be a list of layer sizes like [512, 256], got {value!r}")
+        if key in ("lr", "dropout", "label_smoothing") and _is_int(value):
+            values[key] = value = float(value)
+        problem = check_value(key, value)
+        if problem:
+            raise UsageError(f"{path}: {key} {problem}")
+    return values
+
+
+def resolve_config(file: str | Path | None, flags: dict[str, Any], engines: tuple[str, ...]) -> RunConfig:
+    """Defaults, then the file's values, then the flags that were given (``None`` = not given)."""
+    values = read_config_file(file) if file else {}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    if "hidden" in values:
+        values["hidden"] = tuple(values["hidden"])
+    return RunConfig(**values, engines=engines)

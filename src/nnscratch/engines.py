@@ -1,18 +1,57 @@
 """The two engines behind one contract, and the one place that builds them.
 
-An engine has: ``name``, ``train_step(x, y)``, ``take_epoch_stats() -> (step losses, correct count)``,
-``predict_logits(x)`` and ``state_dict()`` (numpy arrays named as torch's ``state_dict()``).
+:class:`Engine` is the contract the training loop, the benchmark and the checkpoints rely on;
+``numpy`` (:class:`nnscratch.numpy_engine.NumpyEngine`, every gradient by hand) and ``torch``
+(:class:`nnscratch.torch_engine.TorchEngine`, torch's own modules and autograd) both meet it.
 """
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import numpy as np
 
 from nnscratch.errors import UsageError
-from nnscratch.numpy_engine import NumpyEngine
 from nnscratch.spec import ModelSpec
 
 ENGINES = ("numpy", "torch")
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What every engine does. Arrays in and out are NumPy; state is named as torch names it.
+
+    * ``train_step(x, y, lr, masks)``: one optimisation step on ``x (N, D)``, ``y (N,)`` with the
+      step's learning rate ``lr``; ``masks`` maps each dropout layer's index to its ``keep``
+      array ``(N, D)`` (drawn by the loop, so both twins drop the same units). Needs training mode.
+    * ``train(mode=True)`` / ``eval()`` and ``training``: the mode, as ``torch.nn.Module`` has it.
+    * ``take_epoch_stats()``: ``(float64 losses of the steps since the last call, correct count)``.
+    * ``predict_logits(x)``: logits ``(N, C)`` in evaluation mode (running statistics, no dropout).
+    * ``state_dict()``: parameters and buffers (what a model file holds).
+    * ``state()`` / ``load_state(state)``: everything needed to resume exactly: parameters,
+      buffers, ``optimizer.<param>.<torch state name>`` and ``engine.steps``.
+    """
+
+    name: str
+    training: bool
+    steps: int
+
+    def train_step(self, x: np.ndarray, y: np.ndarray, lr: float,
+                   masks: dict[int, np.ndarray] | None = None) -> None: ...
+
+    def train(self, mode: bool = True) -> "Engine": ...
+
+    def eval(self) -> "Engine": ...
+
+    def take_epoch_stats(self) -> tuple[np.ndarray, int]: ...
+
+    def predict_logits(self, x: np.ndarray) -> np.ndarray: ...
+
+    def state_dict(self) -> dict[str, np.ndarray]: ...
+
+    def state(self) -> dict[str, np.ndarray]: ...
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None: ...
 
 
 def torch_available() -> bool:
@@ -23,21 +62,27 @@ def torch_available() -> bool:
     return True
 
 
-def make_engine(name: str, spec: ModelSpec, initial: dict[str, np.ndarray], lr: float, dtype,
-                device: str = "auto", **options):
-    """Build engine ``name`` from ``spec``, starting from the weights ``initial``."""
+def make_engine(name: str, spec: ModelSpec, initial: dict[str, np.ndarray], dtype=np.float32,
+                device: str = "auto", **options) -> Engine:
+    """Build engine ``name`` from ``spec``, starting from the parameters and buffers ``initial``.
+
+    ``options`` go to the engine's constructor (``optimizer``, ``optimizer_options``,
+    ``label_smoothing``; NumPy: ``jit``, ``fuse``; torch: ``compile``, ``shared_masks``).
+    """
     if name == "numpy":
         if options.get("jit"):
             try:
                 import numba  # noqa: F401
             except ImportError:
                 raise UsageError("--jit needs numba: pip install 'nnscratch[bench]' (or run without --jit)") from None
-        return NumpyEngine(spec, initial, lr, dtype=dtype, **options)
+        from nnscratch.numpy_engine import NumpyEngine
+
+        return NumpyEngine(spec, initial, dtype=dtype, **options)
     if name == "torch":
         if not torch_available():
             raise UsageError("the torch engine needs PyTorch: pip install torch==2.13.0 "
                              "then pip install 'nnscratch[torch]'")
         from nnscratch.torch_engine import TorchEngine
 
-        return TorchEngine(spec, initial, lr, dtype=dtype, device=device, **options)
+        return TorchEngine(spec, initial, dtype=dtype, device=device, **options)
     raise UsageError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")

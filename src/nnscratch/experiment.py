@@ -1,7 +1,11 @@
-"""One experiment: load data, train the chosen engines from one initialisation and one batch
-order, evaluate them on the test set, and write every output (metrics, report, figures, models).
+"""One experiment: load data, train the chosen engines from one initialisation, one batch order
+and one set of dropout masks, evaluate them on the test set, and write every output (metrics,
+report, figures, models).
 
-This is the code behind ``nnscratch compare`` and ``nnscratch train``.
+Each step is its own function, in the order :func:`run_experiment` calls them:
+:func:`prepare_arrays` -> :func:`plan_run` -> :func:`build_engines` -> :func:`train_engines` ->
+:func:`assemble_metrics` -> :func:`write_outputs`. This is the code behind ``nnscratch compare``
+and ``nnscratch train`` and the Python API (:mod:`nnscratch.api`).
 """
 
 from __future__ import annotations
@@ -18,11 +22,11 @@ from nnscratch.data import Dataset, load_dataset
 from nnscratch.engines import make_engine
 from nnscratch.errors import UsageError
 from nnscratch.io import write_json
-from nnscratch.metrics import classification_report
+from nnscratch.metrics import classification_report, softmax
 from nnscratch.model_io import save_model
-from nnscratch.numpy_engine import initial_state
+from nnscratch.registry import dropout_layers, initial_state
 from nnscratch.spec import ModelSpec
-from nnscratch.train import EpochRecord, batch_orders, fit, scale_pixels
+from nnscratch.train import EpochRecord, History, batch_orders, fit, random_streams, scale_pixels
 
 
 @dataclass
@@ -39,8 +43,27 @@ class Arrays:
     y_test: np.ndarray
 
 
+@dataclass
+class RunPlan:
+    """What both engines share: the network, its initial state, the batch order, the dropout stream."""
+
+    spec: ModelSpec
+    initial: dict[str, np.ndarray]
+    orders: list[np.ndarray]
+    dropout_seed: np.random.SeedSequence
+
+
+@dataclass
+class EngineResult:
+    """One trained engine: its history, test-set logits and final parameters and buffers."""
+
+    history: History
+    logits: np.ndarray
+    state: dict[str, np.ndarray]
+
+
 def to_features(images: np.ndarray, dtype) -> np.ndarray:
-    """``uint8 (N, H, W)`` -> ``(N, H*W)`` floats in ``[0, 1]`` (pixel / 255), C-ordered."""
+    """``uint8 (N, ...)`` images -> ``(N, features)`` floats in ``[0, 1]`` (pixel / 255), C-ordered."""
     pixels = images.reshape(len(images), -1)
     return scale_pixels(pixels, np.empty(pixels.shape, dtype=dtype))
 
@@ -57,79 +80,148 @@ def prepare_arrays(data: Dataset, cfg: RunConfig) -> Arrays:
                   to_features(data.test_images, dt), data.test_labels.astype(np.int64))
 
 
-def seeded_generators(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
-    """Two independent streams from one seed: one for the initial weights, one for the batch order."""
-    init_seq, order_seq = np.random.SeedSequence(seed).spawn(2)
-    return np.random.default_rng(init_seq), np.random.default_rng(order_seq)
+def plan_run(cfg: RunConfig, n_train: int, input_dim: int, num_classes: int) -> RunPlan:
+    """The spec, initial state, batch orders and dropout stream, all from ``cfg.seed``."""
+    spec = cfg.model_spec(input_dim, num_classes)
+    if cfg.batch_norm and n_train % cfg.batch_size == 1:
+        raise UsageError(f"--batch-norm needs at least 2 samples per batch, but {n_train:,} training images in "
+                         f"batches of {cfg.batch_size} leave a last batch of 1: change --batch-size or --train-subset")
+    init_rng, order_rng, dropout_seed = random_streams(cfg.seed)
+    return RunPlan(spec, initial_state(spec, init_rng, cfg.init), batch_orders(order_rng, n_train, cfg.epochs),
+                   dropout_seed)
 
 
-def twin_agreement(results: dict) -> dict:
+def build_engines(cfg: RunConfig, plan: RunPlan) -> dict:
+    """Every engine of the run, built before any training so that a bad device fails at once.
+
+    In a comparison the torch twin applies the loop's dropout masks; trained alone it uses
+    ``nn.Dropout`` and torch's own random stream (seeded with ``cfg.seed``).
+    """
+    engines = {}
+    for name in cfg.engines:
+        options: dict = {"label_smoothing": cfg.label_smoothing}
+        if name == "numpy" and cfg.jit:
+            options["jit"] = True
+        if name == "torch":
+            options["shared_masks"] = "numpy" in cfg.engines
+        engines[name] = make_engine(name, plan.spec, plan.initial, cfg.np_dtype, device=cfg.device, **options)
+        if name == "torch":
+            import torch
+
+            torch.manual_seed(cfg.seed)
+    return engines
+
+
+def train_engines(cfg: RunConfig, plan: RunPlan, engines: dict, arrays: Arrays, progress: bool = True,
+                  on_epoch: Callable[[str, EpochRecord], None] | None = None) -> dict[str, EngineResult]:
+    """Train each engine in turn on the same batches and masks; evaluate it on the test set."""
+    results = {}
+    for name, engine in engines.items():
+        history = fit(engine, (arrays.x_train, arrays.y_train), (arrays.x_val, arrays.y_val), plan.orders,
+                      cfg.batch_size, plan.spec.num_classes, lr=cfg.lr, dropout=dropout_layers(plan.spec),
+                      dropout_seed=plan.dropout_seed, label_smoothing=cfg.label_smoothing, progress=progress,
+                      dtype=cfg.np_dtype, on_epoch=(lambda rec, n=name: on_epoch(n, rec)) if on_epoch else None)
+        engine.eval()
+        results[name] = EngineResult(history, engine.predict_logits(arrays.x_test), engine.state_dict())
+    return results
+
+
+def twin_agreement(results: dict[str, EngineResult]) -> dict:
     """How closely the NumPy engine and the torch twin agree (both started from the same weights
-    and saw the same batches, so any difference is floating-point rounding)."""
-    a, b = (np.asarray(results[e]["history"].step_loss) for e in ("numpy", "torch"))
-    sa, sb = results["numpy"]["state"], results["torch"]["state"]
-    rel_w = max(float(np.max(np.abs(sa[k].astype(np.float64) - sb[k])) / max(float(np.max(np.abs(sb[k]))), 1e-300))
-                for k in sa)
-    pa, pb = (results[e]["logits"].argmax(axis=1) for e in ("numpy", "torch"))
+    and saw the same batches and masks, so any difference is floating-point rounding)."""
+    a, b = (np.asarray(results[e].history.step_loss) for e in ("numpy", "torch"))
     return {"max_abs_step_loss_diff": float(np.max(np.abs(a - b))),
             "max_rel_step_loss_diff": float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300))),
-            "max_rel_weight_diff": rel_w,
-            "test_prediction_agreement": float(np.mean(pa == pb))}
+            "max_rel_weight_diff": max_rel_state_diff(results["numpy"].state, results["torch"].state),
+            "test_prediction_agreement": float(np.mean(results["numpy"].logits.argmax(axis=1)
+                                                       == results["torch"].logits.argmax(axis=1)))}
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64)
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
+def max_rel_state_diff(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:
+    """The largest ``max|a - b| / max|b|`` over the float tensors of two states (counters must be equal).
+
+    A tensor that is zero up to rounding by construction (the bias of a dense layer feeding batch
+    norm: its gradient is exactly zero in exact arithmetic) is measured against a millionth of the
+    largest tensor's scale instead of its own, or rounding noise would read as a 100 % difference.
+    """
+    floats = [k for k in sb if np.asarray(sb[k]).dtype.kind == "f"]
+    for k in set(sb) - set(floats):
+        if not np.array_equal(sa[k], sb[k]):
+            return float("inf")
+    floor = 1e-6 * max((float(np.max(np.abs(sb[k]))) for k in floats if np.size(sb[k])), default=1.0)
+    return max((float(np.max(np.abs(sa[k].astype(np.float64) - sb[k]))) / max(float(np.max(np.abs(sb[k]))), floor)
+                for k in floats if np.size(sb[k])), default=0.0)
 
 
-def run_experiment(cfg: RunConfig, out_dir: Path, progress: bool = True,
-                   on_epoch: Callable[[str, EpochRecord], None] | None = None,
-                   data: Dataset | None = None) -> dict:
-    """Train ``cfg.engines`` and write everything into ``out_dir``; return the metrics dict."""
-    from nnscratch.report import machine_info, write_figures, write_report
-
-    data = data or load_dataset(cfg.dataset, cfg.data_dir, progress=progress)
-    arrays = prepare_arrays(data, cfg)
-    spec = ModelSpec(input_dim=arrays.x_train.shape[1], hidden=cfg.hidden, num_classes=len(data.class_names))
-    init_rng, order_rng = seeded_generators(cfg.seed)
-    initial = initial_state(spec, init_rng)
-    orders = batch_orders(order_rng, len(arrays.y_train), cfg.epochs)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    results: dict = {}
-    for name in cfg.engines:
-        options = {"jit": True} if cfg.jit and name == "numpy" else {}
-        engine = make_engine(name, spec, initial, cfg.lr, cfg.np_dtype, device=cfg.device, **options)
-        history = fit(engine, (arrays.x_train, arrays.y_train), (arrays.x_val, arrays.y_val), orders,
-                      cfg.batch_size, spec.num_classes, progress=progress, dtype=cfg.np_dtype,
-                      on_epoch=(lambda rec, n=name: on_epoch(n, rec)) if on_epoch else None)
-        logits = engine.predict_logits(arrays.x_test)
-        state = engine.state_dict()
-        save_model(out_dir / f"{name}_model.safetensors", state, spec, engine=name, dtype=cfg.dtype,
-                   dataset=cfg.dataset, seed=cfg.seed, epochs=cfg.epochs)
-        results[name] = {"history": history, "logits": logits, "state": state}
+def assemble_metrics(cfg: RunConfig, plan: RunPlan, data: Dataset, arrays: Arrays,
+                     results: dict[str, EngineResult]) -> dict:
+    """The ``metrics.json`` dict: resolved config, architecture, data, per-engine results, twin, machine."""
+    from nnscratch.report import machine_info
 
     metrics = {
-        "config": cfg.to_dict() | {"model": spec.describe()},
+        "config": cfg.to_dict() | {"model": plan.spec.describe()},
+        "architecture": [{"index": i, "kind": kind, "args": args, "parameters": count}
+                         for i, kind, args, count in plan.spec.layer_table()],
         "dataset": {"name": data.name, "train": int(len(arrays.y_train)), "val": int(len(arrays.y_val)),
                     "test": int(len(arrays.y_test)), "source": str(data.source)},
-        "engines": {name: {"test": classification_report(arrays.y_test, r["logits"].argmax(axis=1),
-                                                         data.class_names),
-                           "train_time_s": r["history"].train_time_s,
-                           "wall_time_s": r["history"].wall_time_s,
-                           "step_loss": r["history"].step_loss,
-                           "history": r["history"].records()}
+        "engines": {name: {"test": classification_report(arrays.y_test, r.logits.argmax(axis=1), data.class_names),
+                           "train_time_s": r.history.train_time_s,
+                           "wall_time_s": r.history.wall_time_s,
+                           "step_loss": r.history.step_loss,
+                           "history": r.history.records()}
                     for name, r in results.items()},
         "machine": machine_info(),
         "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     if "numpy" in results and "torch" in results:
         metrics["twin"] = twin_agreement(results)
-    write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def write_outputs(out_dir: Path, cfg: RunConfig, plan: RunPlan, metrics: dict, data: Dataset, arrays: Arrays,
+                  results: dict[str, EngineResult]) -> list[Path]:
+    """Models, ``metrics.json``, figures and ``report.md`` into ``out_dir`` (each written atomically)."""
+    from nnscratch.report import write_figures, write_report
+
+    written = [save_model(out_dir / f"{name}_model.safetensors", r.state, plan.spec, engine=name, dtype=cfg.dtype,
+                          dataset=cfg.dataset, seed=cfg.seed, epochs=cfg.epochs) for name, r in results.items()]
+    written.append(write_json(out_dir / "metrics.json", metrics))
     figures = write_figures(out_dir, metrics, test_images=data.test_images, test_labels=arrays.y_test,
-                            probabilities={n: softmax(r["logits"]) for n, r in results.items()},
+                            probabilities={n: softmax(r.logits) for n, r in results.items()},
                             class_names=data.class_names, train_images=data.train_images,
                             train_labels=data.train_labels)
-    write_report(out_dir / "report.md", metrics, [Path(f).name for f in figures])
-    return metrics
+    written += [Path(f) for f in figures]
+    written.append(write_report(out_dir / "report.md", metrics, [Path(f).name for f in figures]))
+    return written
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Create ``out_dir`` and prove it writable now, before any training, or fail in one line."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".nnscratch-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"--out {out_dir} cannot be written ({exc.strerror or exc}); "
+                         "choose a folder you can write to") from None
+
+
+def run_experiment(cfg: RunConfig, out_dir: Path | None, progress: bool = True,
+                   on_epoch: Callable[[str, EpochRecord], None] | None = None,
+                   data: Dataset | None = None) -> tuple[dict, dict[str, EngineResult]]:
+    """Train ``cfg.engines`` and, unless ``out_dir`` is None, write everything into it.
+
+    Returns the ``metrics.json`` dict and each engine's :class:`EngineResult`.
+    """
+    if out_dir is not None:
+        check_out_dir(out_dir)
+    data = data or load_dataset(cfg.dataset, cfg.data_dir, progress=progress)
+    arrays = prepare_arrays(data, cfg)
+    plan = plan_run(cfg, len(arrays.y_train), arrays.x_train.shape[1], len(data.class_names))
+    engines = build_engines(cfg, plan)
+    results = train_engines(cfg, plan, engines, arrays, progress, on_epoch)
+    metrics = assemble_metrics(cfg, plan, data, arrays, results)
+    if out_dir is not None:
+        write_outputs(out_dir, cfg, plan, metrics, data, arrays, results)
+    return metrics, results

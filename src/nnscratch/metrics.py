@@ -63,3 +63,29 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, class_names) -
 def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
     s = per_class_scores(confusion_matrix(y_true, y_pred, num_classes))
     return float(np.sum(_safe_divide(s["support"], s["support"].sum()) * s["f1"]))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise ``softmax`` in float64, stable (``exp`` of ``z - max z`` never overflows)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def cross_entropy(logits: np.ndarray, y: np.ndarray, label_smoothing: float = 0.0) -> float:
+    """Mean cross-entropy of ``softmax(logits)`` against labels ``y``, in float64, as
+    ``torch.nn.CrossEntropyLoss(label_smoothing=eps)`` defines it::
+
+        log p_ij = z_ij - m_i - log sum_k exp(z_ik - m_i)          (m_i = max_k z_ik, for stability)
+        L        = -(1/N) sum_i [(1 - eps) log p_{i, y_i} + (eps / C) sum_j log p_ij]
+
+    This is the evaluation-side loss, shared by both engines; the NumPy engine's training loss
+    (with its gradient) is :class:`nnscratch.numpy_engine.losses.SoftmaxCrossEntropy`.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    shifted = z - z.max(axis=1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    picked = logp[np.arange(len(y)), np.asarray(y)]
+    if label_smoothing:
+        picked = (1.0 - label_smoothing) * picked + label_smoothing * logp.mean(axis=1)
+    return float(-picked.mean())

@@ -1,7 +1,8 @@
 """Trained models on disk: safetensors files (never pickle) with the model spec in their metadata.
 
-Tensor names are those of the torch twin's ``state_dict()`` (``0.weight``, ``0.bias``, ...), so a
-file written by either engine loads into either engine, or into plain PyTorch::
+Tensor names are those of the torch twin's ``state_dict()`` (``0.weight``, ``0.bias``,
+``1.running_mean``...), so a file written by either engine loads into either engine, or into
+plain PyTorch::
 
     from safetensors.torch import load_file
     nn.Sequential(nn.Linear(784, 533), nn.ReLU(), nn.Linear(533, 10)).load_state_dict(load_file(path))
@@ -18,16 +19,26 @@ from safetensors.numpy import load_file, save_file
 
 from nnscratch.errors import DataError, UsageError
 from nnscratch.io import atomic_path
+from nnscratch.registry import INTEGER_BUFFERS, state_shapes
 from nnscratch.spec import ModelSpec
 
-FORMAT = "nnscratch-mlp/1"
+_DTYPES = {"int64": (np.int64,), "float32/float64": (np.float32, np.float64)}
+
+
+def _allowed(name: str) -> str:
+    return "int64" if name.rsplit(".", 1)[-1] in INTEGER_BUFFERS else "float32/float64"
+
+#: The format tag written now. Version 2 holds a layer-list spec (see :mod:`nnscratch.spec`) and
+#: buffers; files of version 1 (``hidden`` + ``activation`` spec, dense parameters only) still load.
+FORMAT = "nnscratch-model/2"
+READABLE_FORMATS = ("nnscratch-mlp/1", FORMAT)
 
 
 def save_model(path: str | Path, state: dict[str, np.ndarray], spec: ModelSpec, **info) -> Path:
     """Write ``state`` and ``spec`` (plus ``info``, e.g. engine and dtype) atomically to ``path``."""
     metadata = {"format": FORMAT, "spec": spec.to_json(), "info": json.dumps(info, sort_keys=True)}
     with atomic_path(path) as tmp:
-        save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(tmp), metadata=metadata)
+        save_file({k: np.array(v, order="C") for k, v in state.items()}, str(tmp), metadata=metadata)
     return Path(path)
 
 
@@ -47,7 +58,7 @@ def load_model(path: str | Path) -> tuple[dict[str, np.ndarray], ModelSpec, dict
     except (SafetensorError, OSError, ValueError) as exc:
         raise DataError(f"{path} is not a readable safetensors file ({exc}); pass a model file written "
                         "by nnscratch train/compare") from None
-    if metadata.get("format") != FORMAT or "spec" not in metadata:
+    if metadata.get("format") not in READABLE_FORMATS or "spec" not in metadata:
         raise DataError(f"{path} has no nnscratch model spec in its metadata; it was not written by "
                         "nnscratch train/compare")
     try:
@@ -59,23 +70,13 @@ def load_model(path: str | Path) -> tuple[dict[str, np.ndarray], ModelSpec, dict
     return state, spec, info
 
 
-def expected_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
-    """Parameter name -> shape for ``spec``, as both engines (and torch) lay them out."""
-    shapes = {}
-    for i, layer in enumerate(spec.layers()):
-        if layer.kind == "dense":
-            shapes[f"{i}.weight"] = (layer.out_features, layer.in_features)
-            shapes[f"{i}.bias"] = (layer.out_features,)
-    return shapes
-
-
 def _check_fits(path: Path, state: dict[str, np.ndarray], spec: ModelSpec) -> None:
-    expected = expected_shapes(spec)
+    expected = state_shapes(spec)
     problems = [f"missing {n}" for n in expected if n not in state]
     problems += [f"unexpected {n}" for n in state if n not in expected]
     problems += [f"{n} has shape {tuple(state[n].shape)}, not {shape}" for n, shape in expected.items()
                  if n in state and tuple(state[n].shape) != shape]
-    problems += [f"{n} is {state[n].dtype}, not float32/float64" for n in expected
-                 if n in state and state[n].dtype not in (np.float32, np.float64)]
+    problems += [f"{n} is {state[n].dtype}, not {_allowed(n)}" for n in expected
+                 if n in state and state[n].dtype not in _DTYPES[_allowed(n)]]
     if problems:
         raise DataError(f"{path}: its tensors do not fit its spec {spec.describe()}: {'; '.join(problems)}")

@@ -1,8 +1,11 @@
 """The training loop, written once for both engines. It returns data and never prints or plots.
 
-The loop owns the batch order: ``batch_orders`` draws every epoch's permutation from one seeded
-generator up front, and both engines are handed the same list, so they see the same batches in
-the same order. Progress bars (tqdm) are the one side channel.
+The loop owns every random stream (:func:`random_streams`): one ``SeedSequence`` spawns the
+generators of the initial weights, the batch order and the dropout masks. ``batch_orders`` draws
+every epoch's permutation up front and both engines are handed the same list; the dropout masks
+are drawn step by step from a fresh generator of the same seed for each engine. So the twins see
+the same batches in the same order and drop the same units. Progress bars (tqdm) are the one
+side channel. The loop knows engines only through :class:`nnscratch.engines.Engine`.
 """
 
 from __future__ import annotations
@@ -14,8 +17,7 @@ from typing import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from nnscratch.metrics import weighted_f1
-from nnscratch.numpy_engine.losses import log_softmax
+from nnscratch.metrics import cross_entropy, weighted_f1
 
 
 @dataclass
@@ -43,6 +45,21 @@ class History:
 
     def records(self) -> list[dict]:
         return [asdict(e) for e in self.epochs]
+
+
+def random_streams(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.random.SeedSequence]:
+    """The run's random streams from one seed: ``(initial weights, batch order, dropout)``.
+
+    The first two are generators; the dropout stream is returned as its ``SeedSequence`` so that
+    :func:`fit` can start a fresh, identical generator for each engine it trains.
+    """
+    init_seq, order_seq, dropout_seq = np.random.SeedSequence(seed).spawn(3)
+    return np.random.default_rng(init_seq), np.random.default_rng(order_seq), dropout_seq
+
+
+def dropout_keeps(rng: np.random.Generator, layers: list[tuple[int, int, float]], n: int) -> dict[int, np.ndarray]:
+    """One step's ``keep`` masks: ``{layer index: bool (n, width)}``, each unit kept with probability 1 - p."""
+    return {i: rng.random((n, width)) >= p for i, width, p in layers}
 
 
 def batch_orders(rng: np.random.Generator, n: int, epochs: int) -> list[np.ndarray]:
@@ -89,26 +106,37 @@ class BatchGatherer:
         return rows, labels
 
 
-def evaluate(engine, x: np.ndarray, y: np.ndarray, num_classes: int) -> dict:
-    """Loss, accuracy and weighted F1 of ``engine`` on ``(x, y)``, plus its logits."""
+def evaluate(engine, x: np.ndarray, y: np.ndarray, num_classes: int, label_smoothing: float = 0.0) -> dict:
+    """Loss (the training criterion), accuracy and weighted F1 of ``engine`` on ``(x, y)``, in
+    evaluation mode; the engine is left in the mode it was in."""
+    mode = engine.training
+    engine.eval()
     logits = engine.predict_logits(x)
-    logp = log_softmax(logits.astype(np.float64))
+    engine.train(mode)
     pred = logits.argmax(axis=1)
-    return {"loss": float(-logp[np.arange(len(y)), y].mean()), "accuracy": float(np.mean(pred == y)),
-            "f1": weighted_f1(y, pred, num_classes), "logits": logits}
+    return {"loss": cross_entropy(logits, y, label_smoothing), "accuracy": float(np.mean(pred == y)),
+            "f1": weighted_f1(y, pred, num_classes)}
 
 
 def fit(engine, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray] | None,
-        orders: list[np.ndarray], batch_size: int, num_classes: int, progress: bool = True,
+        orders: list[np.ndarray], batch_size: int, num_classes: int, *, lr: float | Callable[[int], float],
+        dropout: list[tuple[int, int, float]] | None = None, dropout_seed: np.random.SeedSequence | None = None,
+        label_smoothing: float = 0.0, progress: bool = True,
         on_epoch: Callable[[EpochRecord], None] | None = None, dtype=None) -> History:
     """Train ``engine`` for ``len(orders)`` epochs on ``train`` and return its :class:`History`.
 
     ``train = (x, y)``: ``x`` holds the model inputs, or the ``uint8`` pixels with ``dtype`` the
     engine's float type (see :class:`BatchGatherer`); ``val`` holds model inputs.
+    ``lr`` is the learning rate, or a function of the step number (0, 1, ...) giving it.
+    ``dropout`` lists ``(layer index, width, p)`` of the model's dropout layers
+    (:func:`nnscratch.registry.dropout_layers`); their masks are drawn from ``dropout_seed``.
     """
     x, y = train
     gather = BatchGatherer(x, y, batch_size, dtype)
+    lr_at = lr if callable(lr) else (lambda step, value=float(lr): value)
+    mask_rng = np.random.default_rng(dropout_seed) if dropout else None
     history = History(engine.name)
+    engine.train()
     start_all = time.perf_counter()
     for epoch, order in enumerate(orders, start=1):
         starts = range(0, len(order), batch_size)
@@ -116,11 +144,13 @@ def fit(engine, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.
                    disable=not progress, leave=False, mininterval=0.5)
         t0 = time.perf_counter()
         for s in bar:
-            engine.train_step(*gather.batch(order[s:s + batch_size]))
+            xb, yb = gather.batch(order[s:s + batch_size])
+            masks = dropout_keeps(mask_rng, dropout, len(yb)) if dropout else None
+            engine.train_step(xb, yb, lr_at(engine.steps), masks)
         losses, correct = engine.take_epoch_stats()
         dt = time.perf_counter() - t0
         bar.close()
-        val_stats = evaluate(engine, *val, num_classes) if val is not None else \
+        val_stats = evaluate(engine, *val, num_classes, label_smoothing) if val is not None else \
             {"loss": float("nan"), "accuracy": float("nan"), "f1": float("nan")}
         weights = np.diff(np.r_[list(starts), len(order)])  # batch sizes: the last one may be short
         record = EpochRecord(epoch, float(np.average(losses, weights=weights)), correct / len(order),

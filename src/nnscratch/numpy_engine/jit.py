@@ -74,7 +74,7 @@ class JitReLU(ReLU):
         self._mask = mask if train else None
         return x
 
-    def backward(self, dout: np.ndarray, need_dx: bool = True, sgd_lr: float | None = None) -> np.ndarray:
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray:
         _relu_backward(_flat(dout), _flat(self._mask))
         return dout
 

@@ -2,24 +2,73 @@
 
 Conventions (as in cs231n and PyTorch):
 
-* ``N`` is the batch size, ``D_in``/``D_out`` feature sizes.
-* ``params`` and ``grads`` are dicts with the same keys, named as torch names them
-  (``weight`` of shape ``(D_out, D_in)``, ``bias``), so weights move between the twins as is.
+* ``N`` is the batch size, ``D``/``D_in``/``D_out`` feature sizes.
+* Every layer is built as ``Layer(in_features, dtype=..., **args)`` from its registry entry
+  (:mod:`nnscratch.registry`), and has ``params``, ``grads`` and ``buffers`` dicts named as torch
+  names them (``weight`` of shape ``(D_out, D_in)``, ``bias``, ``running_mean``...), so weights
+  move between the twins as they are.
 * ``forward(x, train)`` keeps what ``backward`` needs (only when ``train``);
-  ``backward(dout)`` returns ``dx = dL/dx`` and fills ``grads``.
+  ``backward(dout, need_dx)`` returns ``dx = dL/dx`` and hands each parameter's gradient to the
+  layer's :class:`GradientSink`. A layer never sees a learning rate.
+* Element-wise layers work in place on the array they are given and return it; the layer before
+  them never needs its output again. Whatever a backward pass needs is kept in the layer's own
+  buffers (the local slope ``dy/dx`` for activations), never as a reference to an output that a
+  later layer may overwrite.
 * Output arrays are reused buffers (see :mod:`buffers`): a layer's output is valid until its
   next ``forward``. Use the result, or copy it, before calling again.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from scipy.special import erf
 
 from nnscratch.numpy_engine.blas import gemm
 from nnscratch.numpy_engine.buffers import Buffers
 
 
-class Dense:
+class GradientSink:
+    """Where a layer's parameter gradients go: ``target[name] = alpha * grad + beta * target[name]``.
+
+    The default sink is the layer's own ``grads`` with ``alpha = 1, beta = 0``: the plain gradient,
+    for an optimizer to use. This is the one hook through which an optimizer may take the update
+    into the gradient computation itself: plain SGD points the sink at the *parameters* with
+    ``alpha = -lr, beta = 1``, so ``W <- W - lr * dW`` happens inside the BLAS product that computes
+    ``dW`` (``C = alpha * A @ B + beta * C``), and ``dW`` is never stored (see ``NumpyEngine``).
+    """
+
+    def __init__(self, target: dict[str, np.ndarray], alpha: float = 1.0, beta: float = 0.0) -> None:
+        self.target, self.alpha, self.beta = target, alpha, beta
+
+    def put(self, name: str, grad: np.ndarray) -> None:
+        """Hand over ``grad`` (a scratch array that may be overwritten) for parameter ``name``."""
+        out = self.target[name]
+        if self.beta == 0.0:
+            np.multiply(grad, self.alpha, out=out)
+            return
+        if self.beta != 1.0:
+            out *= self.beta
+        if self.alpha != 1.0:
+            grad *= self.alpha
+        out += grad
+
+
+class Layer:
+    """The common shape of every layer: no parameters, gradients to the layer's own ``grads``."""
+
+    def __init__(self, in_features: int, dtype=np.float32) -> None:
+        self.in_features = in_features
+        self.dtype = np.dtype(dtype)
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
+        self.sink = GradientSink(self.grads)
+        self._buffers = Buffers(dtype)
+
+
+class Dense(Layer):
     """Fully connected layer ``y = x @ W.T + b`` (``torch.nn.Linear``).
 
     Shapes: ``x (N, D_in)``, ``weight W (D_out, D_in)``, ``bias b (D_out,)``, ``y (N, D_out)``.
@@ -34,17 +83,17 @@ class Dense:
         db = dout.sum(0)     (D_out,)        the bias is added to every row, so its gradient sums them
         dx = dout @ W        (N, D_in)       the chain rule back through the product
 
-    With ``sgd_lr`` the plain-SGD update ``W -= lr * dW; b -= lr * db`` is done inside the
-    gradient products themselves (BLAS ``C = alpha*A@B + beta*C`` with ``alpha=-lr, beta=1``),
-    so ``dW`` and ``db`` are never stored; same math, one pass over ``W`` fewer.
+    ``dW`` and ``db`` are computed by BLAS straight into the sink's target with the sink's
+    ``alpha``/``beta`` (``C = alpha * A @ B + beta * C``): with plain SGD's sink that *is* the
+    update ``W -= lr * dW`` (one pass over ``W`` fewer than storing ``dW`` first).
     """
 
-    def __init__(self, in_features: int, out_features: int, dtype=np.float32) -> None:
-        self.in_features, self.out_features = in_features, out_features
-        self.params = {"weight": np.zeros((out_features, in_features), dtype=dtype),
-                       "bias": np.zeros(out_features, dtype=dtype)}
-        self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
-        self._buffers = Buffers(dtype)
+    def __init__(self, in_features: int, dtype=np.float32, *, out_features: int) -> None:
+        super().__init__(in_features, dtype)
+        self.out_features = out_features
+        self.params.update(weight=np.zeros((out_features, in_features), dtype=dtype),
+                           bias=np.zeros(out_features, dtype=dtype))
+        self.grads.update({name: np.zeros_like(p) for name, p in self.params.items()})
         self._x: np.ndarray | None = None
 
     def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
@@ -55,23 +104,20 @@ class Dense:
         self._x = x if train else None
         return y
 
-    def backward(self, dout: np.ndarray, need_dx: bool = True, sgd_lr: float | None = None) -> np.ndarray | None:
-        x, W, b = self._x, self.params["weight"], self.params["bias"]
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        x, W = self._x, self.params["weight"]
         dx = None
         if need_dx:  # first, while W still holds the weights the forward pass used
             dx = self._buffers.get("dx", x.shape)
             gemm(dout, W, out=dx)
+        sink = self.sink
         ones = self._buffers.ones(dout.shape[0])  # ones @ dout = dout.sum(0)
-        if sgd_lr is None:
-            gemm(dout.T, x, out=self.grads["weight"])
-            gemm(ones, dout, out=self.grads["bias"][None, :])
-        else:  # fused SGD step: W += -lr * dout.T @ x, b += -lr * dout.sum(0)
-            gemm(dout.T, x, out=W, alpha=-sgd_lr, beta=1.0)
-            gemm(ones, dout, out=b[None, :], alpha=-sgd_lr, beta=1.0)
+        gemm(dout.T, x, out=sink.target["weight"], alpha=sink.alpha, beta=sink.beta)
+        gemm(ones, dout, out=sink.target["bias"][None, :], alpha=sink.alpha, beta=sink.beta)
         return dx
 
 
-class ReLU:
+class ReLU(Layer):
     """Rectified linear unit ``y = max(x, 0)``, element-wise (``torch.nn.ReLU``).
 
     Shapes: ``x`` and ``y`` are ``(N, D)``.
@@ -79,17 +125,15 @@ class ReLU:
     Forward::      y = x * (x > 0)
     Backward::     dx = dout * (x > 0)     (the slope is 1 where x > 0, else 0; at x == 0 we take 0, as torch)
 
-    Both work in place on their input (the Dense output before it is not needed again), and the
-    mask ``x > 0`` computed in forward is what backward reuses. The mask is kept as 0.0/1.0 in
-    the layer's float type: multiplying by it gives exactly the same numbers as multiplying by a
-    boolean mask, but float-by-float needs no per-element type conversion (measured, batch 64,
-    533 units: 12 us per step for forward + backward against 17 us with a boolean mask).
+    Both work in place, and the mask ``x > 0`` computed in forward is what backward reuses. The
+    mask is kept as 0.0/1.0 in the layer's float type: multiplying by it gives exactly the same
+    numbers as multiplying by a boolean mask, but float-by-float needs no per-element type
+    conversion (measured, batch 64, 533 units: 12 us per step for forward + backward against
+    17 us with a boolean mask).
     """
 
-    def __init__(self, dtype=np.float32) -> None:
-        self.params: dict[str, np.ndarray] = {}
-        self.grads: dict[str, np.ndarray] = {}
-        self._buffers = Buffers(dtype)
+    def __init__(self, in_features: int = 0, dtype=np.float32) -> None:
+        super().__init__(in_features, dtype)
         self._mask: np.ndarray | None = None
 
     def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
@@ -101,9 +145,288 @@ class ReLU:
         self._mask = mask if train else None
         return x
 
-    def backward(self, dout: np.ndarray, need_dx: bool = True, sgd_lr: float | None = None) -> np.ndarray:
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray:
         np.multiply(dout, self._mask, out=dout)
         return dout
 
 
-LAYERS = {"dense": Dense, "relu": ReLU}
+class _Elementwise(Layer):
+    """An element-wise activation ``y = f(x)``: forward also stores the local slope ``f'(x)``
+    (when training), and backward is the chain rule ``dx = dout * f'(x)``, in place."""
+
+    def __init__(self, in_features: int = 0, dtype=np.float32) -> None:
+        super().__init__(in_features, dtype)
+        self._slope: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
+        slope = self._buffers.get("slope", x.shape) if train else None
+        self._apply(x, slope)
+        self._slope = slope
+        return x
+
+    def _apply(self, x: np.ndarray, slope: np.ndarray | None) -> None:
+        """Overwrite ``x`` with ``f(x)``; fill ``slope`` with ``f'(x)`` unless it is None."""
+        raise NotImplementedError
+
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray:
+        np.multiply(dout, self._slope, out=dout)
+        return dout
+
+
+class LeakyReLU(_Elementwise):
+    """Leaky ReLU with slope ``a`` below zero (``torch.nn.LeakyReLU(negative_slope=a)``).
+
+    Forward::   y = x          if x > 0 else a * x
+    Backward::  dx = dout * (1 if x > 0 else a)
+    """
+
+    def __init__(self, in_features: int = 0, dtype=np.float32, *, negative_slope: float = 0.01) -> None:
+        super().__init__(in_features, dtype)
+        self.negative_slope = negative_slope
+
+    def _apply(self, x, slope):
+        positive = self._buffers.get("positive", x.shape, dtype=bool)
+        np.greater(x, 0, out=positive)
+        if slope is not None:
+            slope.fill(self.negative_slope)
+            slope[positive] = 1.0
+            np.multiply(x, slope, out=x)
+        else:
+            np.multiply(x, self.negative_slope, out=x, where=~positive)
+
+
+class ELU(_Elementwise):
+    """Exponential linear unit (``torch.nn.ELU(alpha=a)``; Clevert et al. 2016).
+
+    Forward::   y = x          if x > 0 else a * (exp(x) - 1)
+    Backward::  dx = dout * (1 if x > 0 else a * exp(x))
+    """
+
+    def __init__(self, in_features: int = 0, dtype=np.float32, *, alpha: float = 1.0) -> None:
+        super().__init__(in_features, dtype)
+        self.alpha = alpha
+
+    def _apply(self, x, slope):
+        negative = self._buffers.get("negative", x.shape, dtype=bool)
+        np.less_equal(x, 0, out=negative)
+        e = self._buffers.get("exp", x.shape)
+        np.exp(x, out=e, where=negative)
+        if slope is not None:
+            slope.fill(1.0)
+            np.multiply(e, self.alpha, out=slope, where=negative)      # a * exp(x)
+        np.expm1(x, out=x, where=negative)                             # exp(x) - 1, exact near 0
+        np.multiply(x, self.alpha, out=x, where=negative)
+
+
+class GELU(_Elementwise):
+    """Gaussian error linear unit (``torch.nn.GELU(approximate=...)``; Hendrycks & Gimpel 2016).
+
+    Exact form (``approximate="none"``), with the standard normal CDF ``Phi`` and density ``phi``::
+
+        y  = x * Phi(x),            Phi(x) = (1 + erf(x / sqrt 2)) / 2
+        dx = dout * (Phi(x) + x * phi(x)),      phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+
+    Tanh form (``approximate="tanh"``), with ``u = sqrt(2/pi) * (x + 0.044715 x^3)``, ``t = tanh(u)``::
+
+        y  = x * (1 + t) / 2
+        dx = dout * ((1 + t) / 2 + x * (1 - t^2) / 2 * sqrt(2/pi) * (1 + 3 * 0.044715 x^2))
+    """
+
+    _K = math.sqrt(2.0 / math.pi)
+    _C = 0.044715
+
+    def __init__(self, in_features: int = 0, dtype=np.float32, *, approximate: str = "none") -> None:
+        super().__init__(in_features, dtype)
+        self.approximate = approximate
+
+    def _apply(self, x, slope):
+        cdf = self._buffers.get("cdf", x.shape)
+        if self.approximate == "tanh":
+            t = self._buffers.get("t", x.shape)
+            np.multiply(x, x, out=t)
+            t *= self._C * x
+            t += x
+            t *= self._K
+            np.tanh(t, out=t)                     # t = tanh(u)
+            np.add(t, 1.0, out=cdf)
+            cdf *= 0.5                            # (1 + t) / 2
+            if slope is not None:
+                np.multiply(t, t, out=slope)
+                np.subtract(1.0, slope, out=slope)           # 1 - t^2
+                np.multiply(x, x, out=t)
+                t *= 3 * self._C
+                t += 1.0
+                t *= self._K * 0.5                            # sqrt(2/pi) (1 + 3c x^2) / 2
+                slope *= t
+                slope *= x
+                slope += cdf
+        else:
+            np.multiply(x, 1.0 / math.sqrt(2.0), out=cdf)
+            erf(cdf, out=cdf)
+            cdf += 1.0
+            cdf *= 0.5                            # Phi(x)
+            if slope is not None:
+                np.multiply(x, x, out=slope)
+                slope *= -0.5
+                np.exp(slope, out=slope)
+                slope *= 1.0 / math.sqrt(2.0 * math.pi)      # phi(x)
+                slope *= x
+                slope += cdf                                  # Phi(x) + x phi(x)
+        np.multiply(x, cdf, out=x)
+
+
+class Tanh(_Elementwise):
+    """Hyperbolic tangent (``torch.nn.Tanh``).
+
+    Forward::   y = tanh(x)
+    Backward::  dx = dout * (1 - y^2)
+    """
+
+    def _apply(self, x, slope):
+        np.tanh(x, out=x)
+        if slope is not None:
+            np.multiply(x, x, out=slope)
+            np.subtract(1.0, slope, out=slope)
+
+
+class Sigmoid(_Elementwise):
+    """Logistic sigmoid (``torch.nn.Sigmoid``).
+
+    Forward::   y = 1 / (1 + exp(-x)), computed as e / (1 + e) with e = exp(x) for x < 0, so that
+                exp never sees a large positive number (no overflow)
+    Backward::  dx = dout * y * (1 - y)
+    """
+
+    def _apply(self, x, slope):
+        negative = self._buffers.get("negative", x.shape, dtype=bool)
+        np.less(x, 0, out=negative)
+        e = self._buffers.get("exp", x.shape)
+        np.abs(x, out=e)
+        np.negative(e, out=e)
+        np.exp(e, out=e)                       # exp(-|x|), in (0, 1]
+        np.copyto(x, e)
+        np.copyto(x, 1.0, where=~negative)     # numerator: 1 for x >= 0, exp(x) for x < 0
+        e += 1.0
+        x /= e
+        if slope is not None:
+            np.subtract(1.0, x, out=slope)
+            slope *= x
+
+
+class Dropout(Layer):
+    """Inverted dropout (``torch.nn.Dropout(p)``; Srivastava et al. 2014).
+
+    In training, each unit is kept with probability ``1 - p`` and the kept ones are scaled up, so
+    the expected output equals the input and evaluation needs no rescaling::
+
+        m  = keep / (1 - p)          keep (N, D): True where the unit survives this step
+        y  = x * m                   (training);   y = x   (evaluation)
+        dx = dout * m
+
+    ``keep`` is not drawn here: the training loop owns every random stream and hands this layer
+    its mask for the step through :meth:`set_keep` (the same mask the torch twin gets).
+    """
+
+    def __init__(self, in_features: int = 0, dtype=np.float32, *, p: float = 0.5) -> None:
+        super().__init__(in_features, dtype)
+        self.p = p
+        self._mask: np.ndarray | None = None
+
+    def set_keep(self, keep: np.ndarray) -> None:
+        """Use ``keep`` (bool ``(N, D)``) for the next training forward pass."""
+        mask = self._buffers.get("mask", keep.shape)
+        np.divide(keep, self.dtype.type(1.0 - self.p), out=mask, dtype=self.dtype)
+        self._mask = mask
+
+    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
+        if not train or self.p == 0.0:
+            return x
+        if self._mask is None or self._mask.shape != x.shape:
+            raise ValueError("Dropout needs this step's mask: call set_keep(keep) with a "
+                             f"{x.shape} boolean array before a training forward pass")
+        np.multiply(x, self._mask, out=x)
+        return x
+
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray:
+        if self.p != 0.0:
+            np.multiply(dout, self._mask, out=dout)
+        return dout
+
+
+class BatchNorm1d(Layer):
+    """Batch normalisation over the batch axis (``torch.nn.BatchNorm1d``; Ioffe & Szegedy 2015).
+
+    Shapes: ``x``, ``y`` ``(N, D)``; ``weight gamma``, ``bias beta``, ``running_mean``,
+    ``running_var`` ``(D,)``; ``num_batches_tracked`` a 0-d int64 count.
+
+    Forward in training, with the batch's statistics (biased variance)::
+
+        mu    = x.mean(0)                      var = ((x - mu)^2).mean(0)
+        xhat  = (x - mu) / sqrt(var + eps)     y   = gamma * xhat + beta
+        running_mean <- (1 - m) * running_mean + m * mu
+        running_var  <- (1 - m) * running_var  + m * var * N / (N - 1)     (the *unbiased* variance)
+        num_batches_tracked += 1
+
+    Forward in evaluation: ``y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta``.
+
+    Backward (training), given ``dout (N, D)``, with ``g = dout * gamma``::
+
+        dgamma = (dout * xhat).sum(0)          dbeta = dout.sum(0)
+        dx     = (N * g - g.sum(0) - xhat * (g * xhat).sum(0)) / (N * sqrt(var + eps))
+
+    (``mu`` and ``var`` depend on every row, hence the two sums; derived in Ioffe & Szegedy §3.)
+    """
+
+    def __init__(self, in_features: int, dtype=np.float32, *, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__(in_features, dtype)
+        self.eps, self.momentum = eps, momentum
+        d = in_features
+        self.params.update(weight=np.ones(d, dtype=dtype), bias=np.zeros(d, dtype=dtype))
+        self.grads.update({name: np.zeros_like(p) for name, p in self.params.items()})
+        self.buffers.update(running_mean=np.zeros(d, dtype=dtype), running_var=np.ones(d, dtype=dtype),
+                            num_batches_tracked=np.zeros((), dtype=np.int64))
+        self._inv_std: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
+        n = x.shape[0]
+        xhat = self._buffers.get("xhat", x.shape)
+        if train:
+            if n < 2:
+                raise ValueError("batch norm needs at least 2 samples per batch in training "
+                                 f"(got a batch of {n})")
+            mean = x.mean(axis=0)
+            np.subtract(x, mean, out=xhat)
+            var = np.einsum("ij,ij->j", xhat, xhat) / n           # biased variance, (D,)
+            inv_std = 1.0 / np.sqrt(var + self.eps)
+            xhat *= inv_std
+            m, b = self.momentum, self.buffers
+            b["running_mean"] *= 1.0 - m
+            b["running_mean"] += m * mean
+            b["running_var"] *= 1.0 - m
+            b["running_var"] += (m * n / (n - 1)) * var
+            b["num_batches_tracked"] += 1
+            self._inv_std = inv_std
+        else:
+            inv_std = 1.0 / np.sqrt(self.buffers["running_var"] + self.eps)
+            np.subtract(x, self.buffers["running_mean"], out=xhat)
+            xhat *= inv_std
+        y = self._buffers.get("y", x.shape)
+        np.multiply(xhat, self.params["weight"], out=y)
+        y += self.params["bias"]
+        return y
+
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        xhat, n = self._buffers.get("xhat", dout.shape), dout.shape[0]
+        dx = None
+        if need_dx:  # first, while gamma still holds the value the forward pass used
+            g = self._buffers.get("dx", dout.shape)
+            np.multiply(dout, self.params["weight"], out=g)
+            sum_g, sum_gx = g.sum(axis=0), np.einsum("ij,ij->j", g, xhat)
+            g *= n
+            g -= sum_g
+            g -= xhat * sum_gx
+            g *= self._inv_std / n
+            dx = g
+        self.sink.put("weight", np.einsum("ij,ij->j", dout, xhat))
+        self.sink.put("bias", dout.sum(axis=0))
+        return dx

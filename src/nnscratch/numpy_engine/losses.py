@@ -8,7 +8,8 @@ from nnscratch.numpy_engine.buffers import Buffers
 
 
 class SoftmaxCrossEntropy:
-    """Mean cross-entropy of ``softmax(z)`` against integer labels (``torch.nn.CrossEntropyLoss``).
+    """Mean cross-entropy of ``softmax(z)`` against integer labels (``torch.nn.CrossEntropyLoss``),
+    optionally with label smoothing ``eps`` (``CrossEntropyLoss(label_smoothing=eps)``).
 
     Shapes: logits ``z (N, C)``, labels ``y (N,)`` integers in ``[0, C)``; the loss is a scalar.
 
@@ -22,13 +23,20 @@ class SoftmaxCrossEntropy:
 
         dL/dz = (softmax(z) - onehot(y)) / N
 
+    With label smoothing the target is ``(1 - eps) * onehot(y) + eps / C`` instead of ``onehot(y)``
+    (Szegedy et al. 2016, torch's definition), so::
+
+        L     = (1/N) sum_i (lse_i - (1 - eps) z_{i, y_i} - (eps / C) sum_j z_ij)
+        dL/dz = (softmax(z) - (1 - eps) onehot(y) - eps / C) / N
+
     Why so simple: ``d lse_i / d z_ij = softmax_ij`` and ``d z_{i,y_i} / d z_ij = [j == y_i]``;
     computing softmax and the log separately would need the full ``C x C`` softmax Jacobian and
     lose precision in ``log`` of a tiny probability. The logits are left untouched.
     """
 
-    def __init__(self, dtype=np.float32) -> None:
+    def __init__(self, dtype=np.float32, label_smoothing: float = 0.0) -> None:
         self._buffers = Buffers(dtype)
+        self.label_smoothing = float(label_smoothing)
 
     def forward_backward(self, z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """Return ``(loss, dL/dz)``; ``dL/dz`` is a reused buffer of the shape of ``z``."""
@@ -36,17 +44,16 @@ class SoftmaxCrossEntropy:
         rows = np.arange(n)
         p = self._buffers.get("dz", z.shape)
         np.subtract(z, z.max(axis=1, keepdims=True), out=p)  # z - m
+        eps = self.label_smoothing
         picked = p[rows, y]                                   # z_{i,y_i} - m_i
+        if eps:                                               # (1 - eps) z_{i,y_i} + eps mean_j z_ij, less m_i
+            picked = (1.0 - eps) * picked + eps * p.mean(axis=1)
         np.exp(p, out=p)
         sums = p.sum(axis=1, keepdims=True)                   # sum_j exp(z_ij - m_i)
         loss = float(np.log(sums).sum() - picked.sum()) / n   # mean_i (lse_i - z_{i,y_i})
         sums *= n
         p /= sums                                             # softmax(z) / N
-        p[rows, y] -= 1.0 / n                                 # - onehot(y) / N
+        p[rows, y] -= (1.0 - eps) / n                         # - (1 - eps) onehot(y) / N
+        if eps:
+            p -= eps / (z.shape[1] * n)                       # - eps / (C N)
         return loss, p
-
-
-def log_softmax(z: np.ndarray) -> np.ndarray:
-    """``log softmax(z)`` row-wise, stable: ``z - m - log sum exp(z - m)``. Allocates; for evaluation."""
-    shifted = z - z.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))

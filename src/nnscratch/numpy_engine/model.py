@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnscratch.numpy_engine.layers import LAYERS, Dense, ReLU
+from nnscratch.numpy_engine import layers as layer_classes
+from nnscratch.numpy_engine.layers import GradientSink
 from nnscratch.numpy_engine.losses import SoftmaxCrossEntropy
-from nnscratch.numpy_engine.optim import SGD
+from nnscratch.numpy_engine.optimizers import make_optimizer
+from nnscratch.registry import LAYER_KINDS
 from nnscratch.spec import ModelSpec
 
 
@@ -20,12 +22,9 @@ class Sequential:
     def __init__(self, spec: ModelSpec, dtype=np.float32) -> None:
         self.spec = spec
         self.dtype = np.dtype(dtype)
-        self.layers = []
-        for layer in spec.layers():
-            if layer.kind == "dense":
-                self.layers.append(Dense(layer.in_features, layer.out_features, dtype=self.dtype))
-            else:
-                self.layers.append(LAYERS[layer.kind](dtype=self.dtype))
+        self.layers = [getattr(layer_classes, LAYER_KINDS[layer.kind].numpy_class)(d_in, dtype=self.dtype,
+                                                                                    **layer.args)
+                       for _, layer, d_in, _ in spec.walk()]
 
     def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
         """Logits ``(N, C)`` for inputs ``x (N, D)`` (a reused buffer: valid until the next call)."""
@@ -33,72 +32,109 @@ class Sequential:
             x = layer.forward(x, train)
         return x
 
-    def backward(self, dlogits: np.ndarray, sgd_lr: float | None = None) -> None:
-        """Fill every layer's ``grads`` (or, with ``sgd_lr``, apply the SGD step in place)."""
+    def backward(self, dlogits: np.ndarray) -> None:
+        """Hand every parameter's gradient to its layer's sink (by default: the layer's ``grads``)."""
         dout = dlogits
         for i in range(len(self.layers) - 1, -1, -1):
-            dout = self.layers[i].backward(dout, need_dx=i > 0, sgd_lr=sgd_lr)
+            dout = self.layers[i].backward(dout, need_dx=i > 0)
 
     def named_params(self) -> dict[str, np.ndarray]:
         """The live parameter arrays, ``{"0.weight": ..., "0.bias": ..., "2.weight": ...}``."""
         return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()}
 
     def named_grads(self) -> dict[str, np.ndarray]:
-        """The gradient arrays filled by the last :meth:`backward` without ``sgd_lr``."""
+        """The gradient arrays that the default sinks fill, named as the parameters."""
         return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.grads.items()}
 
+    def named_buffers(self) -> dict[str, np.ndarray]:
+        """The live buffers (batch norm's running statistics), ``{"1.running_mean": ...}``."""
+        return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.buffers.items()}
+
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        """Copy arrays into the parameters (cast to this model's dtype); names and shapes must match."""
-        params = self.named_params()
-        missing, unexpected = set(params) - set(state), set(state) - set(params)
+        """Copy arrays into the parameters and buffers (cast to their dtype); names and shapes must match."""
+        own = {**self.named_params(), **self.named_buffers()}
+        missing, unexpected = set(own) - set(state), set(state) - set(own)
         if missing or unexpected:
             raise ValueError(f"state does not fit {self.spec.describe()}: missing {sorted(missing)}, "
                              f"unexpected {sorted(unexpected)}")
-        for name, p in params.items():
+        for name, p in own.items():
             value = np.asarray(state[name])
             if value.shape != p.shape:
                 raise ValueError(f"{name}: shape {value.shape} does not fit {p.shape}")
             p[...] = value
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Copies of the parameters, named as torch's ``state_dict()``."""
-        return {name: p.copy() for name, p in self.named_params().items()}
+        """Copies of the parameters and buffers, named as torch's ``state_dict()``."""
+        return {name: p.copy() for name, p in {**self.named_params(), **self.named_buffers()}.items()}
 
 
 class NumpyEngine:
-    """The hand-written engine behind the common engine contract (see :mod:`nnscratch.engines`).
+    """The hand-written engine behind the engine contract (:class:`nnscratch.engines.Engine`).
 
-    ``train_step(x, y)`` does one mini-batch SGD step and records its loss; ``take_epoch_stats()``
-    hands the recorded losses and the count of correct training predictions to the training loop.
+    One training step (:meth:`train_step`) is: forward through every layer, the loss and its
+    gradient, backward through every layer, then the optimizer's update. When the optimizer is
+    plain SGD (``optimizer.fused``) the update happens *inside* the backward pass instead: every
+    layer's :class:`~nnscratch.numpy_engine.layers.GradientSink` points at its parameters with
+    ``alpha = -lr, beta = 1`` (same math, one pass over the weights fewer; ``fuse=False`` turns it off).
     """
 
     name = "numpy"
 
-    def __init__(self, spec: ModelSpec, initial: dict[str, np.ndarray], lr: float, dtype=np.float32,
-                 fuse_sgd: bool = True, jit: bool = False) -> None:
+    def __init__(self, spec: ModelSpec, initial: dict[str, np.ndarray], dtype=np.float32, *,
+                 optimizer: str = "sgd", optimizer_options: dict | None = None,
+                 label_smoothing: float = 0.0, fuse: bool = True, jit: bool = False) -> None:
         self.model = Sequential(spec, dtype)
         self.model.load_state_dict(initial)
-        self.loss = SoftmaxCrossEntropy(dtype)
+        self.loss = SoftmaxCrossEntropy(dtype, label_smoothing)
         if jit:  # the Numba experiment (see numpy_engine/jit.py): same math, compiled element-wise loops
             from nnscratch.numpy_engine.jit import JitReLU, JitSoftmaxCrossEntropy
 
-            self.model.layers = [JitReLU(dtype) if isinstance(l, ReLU) else l for l in self.model.layers]
-            self.loss = JitSoftmaxCrossEntropy(dtype)
-        self.optimizer = SGD(lr)
-        self.fuse_sgd = fuse_sgd and self.optimizer.fusable
+            self.model.layers = [JitReLU(dtype=dtype) if type(layer) is layer_classes.ReLU else layer
+                                 for layer in self.model.layers]
+            if not label_smoothing:
+                self.loss = JitSoftmaxCrossEntropy(dtype)
+        self.optimizer = make_optimizer(optimizer, self.model.named_params(), **(optimizer_options or {}))
+        self.fused = fuse and self.optimizer.fused
+        if self.fused:
+            for layer in self.model.layers:
+                layer.sink = GradientSink(layer.params, alpha=0.0, beta=1.0)
+        self._grads = self.model.named_grads()
+        self._dropout = {i: layer for i, layer in enumerate(self.model.layers)
+                         if isinstance(layer, layer_classes.Dropout)}
+        self.training = True
+        self.steps = 0
         self._losses: list[float] = []
         self._correct = 0
 
-    def train_step(self, x: np.ndarray, y: np.ndarray) -> None:
-        """One optimisation step on the batch ``x (N, D)``, ``y (N,)``."""
+    # -- modes, as torch.nn.Module has them
+    def train(self, mode: bool = True) -> "NumpyEngine":
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> "NumpyEngine":
+        return self.train(False)
+
+    def train_step(self, x: np.ndarray, y: np.ndarray, lr: float,
+                   masks: dict[int, np.ndarray] | None = None) -> None:
+        """One optimisation step with learning rate ``lr`` on the batch ``x (N, D)``, ``y (N,)``.
+
+        ``masks`` maps each dropout layer's index to its ``keep`` array ``(N, D)`` for this step.
+        """
+        if not self.training:
+            raise RuntimeError("train_step needs training mode: call engine.train() first")
+        for i, layer in self._dropout.items():
+            layer.set_keep(masks[i])
         logits = self.model.forward(x, train=True)
         self._correct += int(np.count_nonzero(logits.argmax(axis=1) == y))
         loss, dlogits = self.loss.forward_backward(logits, y)
-        if self.fuse_sgd:
-            self.model.backward(dlogits, sgd_lr=self.optimizer.lr)
+        if self.fused:
+            for layer in self.model.layers:
+                layer.sink.alpha = -lr
+            self.model.backward(dlogits)
         else:
             self.model.backward(dlogits)
-            self.optimizer.step(self.model.named_params(), self.model.named_grads())
+            self.optimizer.step(self._grads, lr)
+        self.steps += 1
         self._losses.append(loss)
 
     def take_epoch_stats(self) -> tuple[np.ndarray, int]:
@@ -108,11 +144,24 @@ class NumpyEngine:
         return losses, correct
 
     def predict_logits(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-        """Logits for every row of ``x``, computed in large batches without keeping anything for backward."""
+        """Logits for every row of ``x``, in evaluation mode (running statistics, no dropout)."""
         out = np.empty((x.shape[0], self.model.spec.num_classes), dtype=self.model.dtype)
         for start in range(0, x.shape[0], batch_size):
             out[start:start + batch_size] = self.model.forward(x[start:start + batch_size], train=False)
         return out
 
     def state_dict(self) -> dict[str, np.ndarray]:
+        """The model's parameters and buffers (what a model file holds)."""
         return self.model.state_dict()
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Everything training needs to resume exactly: the model, ``optimizer.*``, ``engine.steps``."""
+        return {**self.model.state_dict(), **{f"optimizer.{k}": v for k, v in self.optimizer.state().items()},
+                "engine.steps": np.array(self.steps, dtype=np.int64)}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """The inverse of :meth:`state`."""
+        model = {k: v for k, v in state.items() if not k.startswith(("optimizer.", "engine."))}
+        self.model.load_state_dict(model)
+        self.optimizer.load_state({k[len("optimizer."):]: v for k, v in state.items() if k.startswith("optimizer.")})
+        self.steps = int(state.get("engine.steps", 0))

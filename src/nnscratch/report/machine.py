@@ -13,6 +13,8 @@ import platform
 import sys
 from typing import Any
 
+from nnscratch.threads import usable_cores
+
 #: Distribution name -> module name of the libraries whose versions we record.
 _LIBRARIES = {"numpy": "numpy", "scipy": "scipy", "torch": "torch", "matplotlib": "matplotlib"}
 
@@ -34,7 +36,7 @@ def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {
         "cpu_model": _cpu_model(),
         "logical_cores": os.cpu_count() or 1,
-        "usable_cores": _usable_cores(),
+        "usable_cores": usable_cores(),
         "memory_bytes": memory,
         "memory_gib": round(memory / 2**30, 1) if memory else None,
         "os": platform.platform(),
@@ -57,14 +59,6 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
-
-
-def _usable_cores() -> int:
-    """How many cores this process may run on (CPU affinity), falling back to ``os.cpu_count``."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def _memory_bytes() -> int | None:

@@ -119,18 +119,34 @@ def _command(metrics: Mapping[str, Any]) -> str | None:
         return " ".join(map(str, recorded)) if isinstance(recorded, list) else str(recorded)
     if "epochs" not in config:
         return None
+    from nnscratch.config import RunConfig
+
     engines = list(metrics.get("engines", {}))
     verb = "compare" if len(engines) > 1 else f"train --engine {engines[0]}" if engines else "train"
-    defaults = {"dataset": "mnist", "train_subset": None, "device": "auto", "threads": None}
+    defaults = RunConfig().to_dict()
     flags = []
-    for key in ("dataset", "epochs", "batch_size", "lr", "hidden", "seed", "dtype",
-                "train_subset", "device", "threads"):
-        if key not in config or (key in defaults and config[key] == defaults[key]):
+    for key, value in config.items():  # every setting that differs from its default, as its flag
+        if key not in defaults or key == "engines" or value == defaults[key]:
             continue
-        value = config[key]
-        value = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else value
-        flags.append(f"--{key.replace('_', '-')} {value}")
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else f"--no-{key.replace('_', '-')}")
+        else:
+            flags.append(f"{flag} {' '.join(map(str, value)) if isinstance(value, (list, tuple)) else value}")
     return " ".join(["nnscratch", verb, *flags])
+
+
+def _architecture(metrics: Mapping[str, Any]) -> list[str]:
+    """The network layer by layer, as ``nn.Sequential`` numbers it."""
+    layers = metrics.get("architecture")
+    if not layers:
+        return []
+    model = metrics.get("config", {}).get("model", "")
+    total = sum(int(layer.get("parameters", 0)) for layer in layers)
+    rows = [(str(layer["index"]), str(layer["kind"]), str(layer["args"]), f"{int(layer['parameters']):,}")
+            for layer in layers]
+    return [f"## Architecture: {model}", "", *_table(["#", "Layer", "Arguments", "Parameters"], rows),
+            "", f"{total:,} trainable parameters.", ""]
 
 
 def _config_value(key: str, value: Any) -> str:
@@ -360,7 +376,7 @@ def render_report(metrics: Mapping[str, Any], figures: Sequence[str | os.PathLik
                       metrics.get("engines", {}).values() if r.get("test", {}).get("per_class")),
                      None)
     class_names = [str(pc.get("class", k)) for k, pc in enumerate(per_class)] if per_class else None
-    sections = (_header(metrics), _results(metrics), _per_digit(metrics),
+    sections = (_header(metrics), _architecture(metrics), _results(metrics), _per_digit(metrics),
                 _confused_pairs(metrics, class_names), _twin(metrics, figs), _history(metrics),
                 _figures(metrics, figs), _machine(metrics.get("machine")))
     lines = [line for section in sections for line in section]

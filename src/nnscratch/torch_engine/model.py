@@ -1,7 +1,11 @@
-"""The twin: the same spec as an ``nn.Sequential``, trained with torch's own autograd and SGD.
+"""The twin: the same spec as an ``nn.Sequential`` of torch's own modules, trained by torch's autograd.
 
 Nothing here is hand-written math: the point of the twin is that torch computes everything
-itself, from the same initial weights and the same batches as the NumPy engine.
+itself, from the same initial weights, the same batches and the same dropout masks as the NumPy
+engine. The one exception is dropout's *randomness*: torch's random stream cannot be reproduced in
+NumPy, so in a comparison the masks come from the training loop and :class:`SharedMaskDropout`
+applies ``nn.Dropout``'s formula with them (``tests/test_layers.py`` shows that, given the units
+``nn.Dropout`` kept, that formula gives exactly its output).
 """
 
 from __future__ import annotations
@@ -11,20 +15,44 @@ import torch
 from torch import nn
 
 from nnscratch.errors import UsageError
+from nnscratch.registry import INTEGER_BUFFERS, LAYER_KINDS
 from nnscratch.spec import ModelSpec
 
 _TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
 
-# spec layer kind -> torch module (the one mapping from our layers to torch's)
-TWIN_LAYERS = {
-    "dense": lambda layer: nn.Linear(layer.in_features, layer.out_features),
-    "relu": lambda layer: nn.ReLU(),
-}
+
+class SharedMaskDropout(nn.Module):
+    """``nn.Dropout(p)`` with the mask handed in: ``y = x * keep / (1 - p)`` in training, ``x`` in eval."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+        self.mask: torch.Tensor | None = None
+
+    def set_keep(self, keep: torch.Tensor, dtype: torch.dtype) -> None:
+        self.mask = keep.to(dtype).div_(1.0 - self.p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        return x * self.mask
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, mask from the training loop"
 
 
-def build_twin(spec: ModelSpec) -> nn.Sequential:
-    """``nn.Sequential`` of torch's own modules for ``spec``; parameter names match the NumPy model's."""
-    return nn.Sequential(*[TWIN_LAYERS[layer.kind](layer) for layer in spec.layers()])
+def build_twin(spec: ModelSpec, shared_masks: bool = False) -> nn.Sequential:
+    """``nn.Sequential`` of torch's own modules for ``spec``; state names match the NumPy model's.
+
+    With ``shared_masks`` dropout layers are :class:`SharedMaskDropout` (masks from the loop).
+    """
+    modules = []
+    for _, layer, d_in, _ in spec.walk():
+        if layer.kind == "dropout" and shared_masks:
+            modules.append(SharedMaskDropout(layer.args["p"]))
+        else:
+            modules.append(LAYER_KINDS[layer.kind].torch_module(layer.args, d_in))
+    return nn.Sequential(*modules)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -39,7 +67,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 class TorchEngine:
-    """The twin behind the common engine contract (see :class:`nnscratch.numpy_engine.NumpyEngine`).
+    """The twin behind the engine contract (:class:`nnscratch.engines.Engine`).
 
     Given its best shot on the CPU: losses and correct counts are accumulated on the device and
     read once per epoch (no per-step ``.item()``), evaluation runs under ``torch.inference_mode``,
@@ -48,28 +76,52 @@ class TorchEngine:
 
     name = "torch"
 
-    def __init__(self, spec: ModelSpec, initial: dict[str, np.ndarray], lr: float, dtype=np.float32,
-                 device: str = "cpu", compile: bool = False) -> None:
+    def __init__(self, spec: ModelSpec, initial: dict[str, np.ndarray], dtype=np.float32, *,
+                 device: str = "cpu", compile: bool = False, optimizer: str = "sgd",
+                 optimizer_options: dict | None = None, label_smoothing: float = 0.0,
+                 shared_masks: bool = True) -> None:
         self.device = resolve_device(device)
         self.dtype = _TORCH_DTYPES[np.dtype(dtype)]
-        self.model = build_twin(spec).to(device=self.device, dtype=self.dtype)
-        self.model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in initial.items()})
-        self.loss_fn = nn.CrossEntropyLoss()
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, foreach=True)
+        self.model = build_twin(spec, shared_masks).to(device=self.device, dtype=self.dtype)
+        self.load_state_dict(initial)
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        if optimizer != "sgd" or optimizer_options:
+            raise UsageError(f"--optimizer {optimizer} is not available in the torch twin yet")
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.0, foreach=True)
         self._forward = torch.compile(self.model) if compile else self.model
+        self._shared = {i: m for i, m in enumerate(self.model) if isinstance(m, SharedMaskDropout)}
+        self.steps = 0
         self._losses: list[torch.Tensor] = []
         self._correct = torch.zeros((), dtype=torch.int64, device=self.device)
+
+    @property
+    def training(self) -> bool:
+        return self.model.training
+
+    def train(self, mode: bool = True) -> "TorchEngine":
+        self.model.train(mode)
+        return self
+
+    def eval(self) -> "TorchEngine":
+        return self.train(False)
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a).to(self.device, non_blocking=True)
 
-    def train_step(self, x: np.ndarray, y: np.ndarray) -> None:
+    def train_step(self, x: np.ndarray, y: np.ndarray, lr: float,
+                   masks: dict[int, np.ndarray] | None = None) -> None:
+        if not self.model.training:
+            raise RuntimeError("train_step needs training mode: call engine.train() first")
+        for i, module in self._shared.items():
+            module.set_keep(self._tensor(masks[i]), self.dtype)
         xb, yb = self._tensor(x), self._tensor(y)
+        self.optimizer.param_groups[0]["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         logits = self._forward(xb)
         loss = self.loss_fn(logits, yb)
         loss.backward()
         self.optimizer.step()
+        self.steps += 1
         with torch.no_grad():
             self._losses.append(loss.detach())
             self._correct += (logits.argmax(dim=1) == yb).sum()
@@ -83,10 +135,35 @@ class TorchEngine:
 
     @torch.inference_mode()
     def predict_logits(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """Logits for every row of ``x``, in evaluation mode (running statistics, no dropout)."""
+        mode = self.model.training
         self.model.eval()
         chunks = [self.model(self._tensor(x[s:s + batch_size])).cpu() for s in range(0, len(x), batch_size)]
-        self.model.train()
+        self.model.train(mode)
         return torch.cat(chunks).numpy()
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        tensors = {}
+        for k, v in state.items():
+            t = torch.from_numpy(np.array(v))
+            tensors[k] = t if k.rsplit(".", 1)[-1] in INTEGER_BUFFERS else t.to(self.dtype)
+        self.model.load_state_dict(tensors)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {k: v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()}
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Model parameters and buffers, ``optimizer.*`` (torch's state, NumPy names) and ``engine.steps``."""
+        names = dict(zip((id(p) for p in self.model.parameters()), (n for n, _ in self.model.named_parameters())))
+        opt = {f"optimizer.{names[id(p)]}.{key}": value.detach().cpu().numpy().copy()
+               for p, st in self.optimizer.state.items() for key, value in st.items() if torch.is_tensor(value)}
+        return {**self.state_dict(), **opt, "engine.steps": np.array(self.steps, dtype=np.int64)}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.load_state_dict({k: v for k, v in state.items() if not k.startswith(("optimizer.", "engine."))})
+        params = dict(self.model.named_parameters())
+        for key, value in state.items():
+            if key.startswith("optimizer."):
+                pname, sname = key[len("optimizer."):].rsplit(".", 1)
+                self.optimizer.state[params[pname]][sname] = torch.from_numpy(np.array(value)).to(self.device)
+        self.steps = int(state.get("engine.steps", 0))

@@ -1,0 +1,256 @@
+"""The layer registry: everything the project knows about each kind of layer, in one entry.
+
+One :class:`LayerKind` per ``kind`` of :class:`~nnscratch.spec.LayerSpec` gives
+
+* its arguments with their defaults, and their checks (a bad value is a one-line usage error);
+* the NumPy class in :mod:`nnscratch.numpy_engine.layers` that computes it by hand;
+* the torch module its twin uses (built lazily: this module never imports torch);
+* its parameters' and buffers' names and shapes, named as torch's ``state_dict()`` names them
+  (``weight (out, in)``, ``running_mean``...), and how they are initialised.
+
+Nothing outside this file asks "which kind is this layer?". The CLI's ``--activation`` choices
+are the keys of :data:`ACTIVATIONS`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from nnscratch.errors import UsageError
+
+INITIALIZERS = ("he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "torch_default")
+
+
+def _nn():
+    from torch import nn
+
+    return nn
+
+
+def _same_width(args: dict, d_in: int) -> int:
+    return d_in
+
+
+@dataclass(frozen=True)
+class LayerKind:
+    """What one kind of layer is. See the module docstring."""
+
+    name: str
+    numpy_class: str                                   # class name in nnscratch.numpy_engine.layers
+    torch_module: Callable[[dict, int], Any]           # (args, in_features) -> torch.nn.Module
+    defaults: dict[str, Any] = field(default_factory=dict)
+    check: Callable[[dict], str | None] = lambda args: None   # a problem with the arguments, or None
+    out_features: Callable[[dict, int], int] = _same_width
+    param_shapes: Callable[[dict, int], dict[str, tuple[int, ...]]] = lambda args, d: {}
+    buffer_shapes: Callable[[dict, int], dict[str, tuple[int, ...]]] = lambda args, d: {}
+    init_gain_squared: Callable[[dict], float] | None = None  # activations only: gain**2 for He/Xavier init
+    short: Callable[[dict], str] = lambda args: ""            # for ModelSpec.describe()
+
+    def signature(self, args: dict, d_in: int, d_out: int) -> str:
+        """``dense 784 -> 533``, ``dropout p=0.2``: one layer of the report's architecture table."""
+        if self.name == "dense":
+            return f"{d_in} -> {d_out}"
+        return ", ".join(f"{k}={v}" for k, v in args.items()) or "-"
+
+
+def _dense_check(a: dict) -> str | None:
+    n = a.get("out_features")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        return f"dense out_features must be a positive integer, got {n!r}"
+    return None
+
+
+def _positive_float(name: str, flag: str, low: float, high: float | None = None, *, closed_high=False):
+    def check(a: dict) -> str | None:
+        v = a[name]
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= low
+        if ok and high is not None:
+            ok = v <= high if closed_high else v < high
+        if not ok:
+            rng = f"in [{low}, {high}{']' if closed_high else ')'}" if high is not None else f">= {low}"
+            return f"{flag} must be a number {rng}, got {v!r}"
+        return None
+    return check
+
+
+def _bn_check(a: dict) -> str | None:
+    return (_positive_float("eps", "batch norm eps", 0.0)(a) if not a["eps"] > 0 else None) or \
+        _positive_float("momentum", "batch norm momentum", 0.0, 1.0, closed_high=True)(a)
+
+
+def _gelu_check(a: dict) -> str | None:
+    return None if a["approximate"] in ("none", "tanh") else \
+        f"gelu approximate must be 'none' or 'tanh', got {a['approximate']!r}"
+
+
+LAYER_KINDS: dict[str, LayerKind] = {k.name: k for k in (
+    LayerKind("dense", "Dense", lambda a, d: _nn().Linear(d, a["out_features"]),
+              defaults={"out_features": None}, check=_dense_check,
+              out_features=lambda a, d: a["out_features"],
+              param_shapes=lambda a, d: {"weight": (a["out_features"], d), "bias": (a["out_features"],)}),
+    LayerKind("relu", "ReLU", lambda a, d: _nn().ReLU(), init_gain_squared=lambda a: 2.0,
+              short=lambda a: "relu"),
+    LayerKind("leaky_relu", "LeakyReLU", lambda a, d: _nn().LeakyReLU(a["negative_slope"]),
+              defaults={"negative_slope": 0.01},
+              check=_positive_float("negative_slope", "leaky_relu negative_slope", 0.0),
+              init_gain_squared=lambda a: 2.0 / (1.0 + a["negative_slope"] ** 2),
+              short=lambda a: "leaky_relu" + (f" {a['negative_slope']}" if a["negative_slope"] != 0.01 else "")),
+    LayerKind("elu", "ELU", lambda a, d: _nn().ELU(a["alpha"]), defaults={"alpha": 1.0},
+              check=_positive_float("alpha", "elu alpha", 0.0), init_gain_squared=lambda a: 2.0,
+              short=lambda a: "elu"),
+    LayerKind("gelu", "GELU", lambda a, d: _nn().GELU(approximate=a["approximate"]),
+              defaults={"approximate": "none"}, check=_gelu_check, init_gain_squared=lambda a: 2.0,
+              short=lambda a: "gelu" if a["approximate"] == "none" else "gelu_tanh"),
+    LayerKind("tanh", "Tanh", lambda a, d: _nn().Tanh(), init_gain_squared=lambda a: 25.0 / 9.0,
+              short=lambda a: "tanh"),
+    LayerKind("sigmoid", "Sigmoid", lambda a, d: _nn().Sigmoid(), init_gain_squared=lambda a: 1.0,
+              short=lambda a: "sigmoid"),
+    LayerKind("dropout", "Dropout", lambda a, d: _nn().Dropout(a["p"]), defaults={"p": 0.5},
+              check=_positive_float("p", "--dropout", 0.0, 1.0), short=lambda a: f"dropout {a['p']:g}"),
+    LayerKind("batch_norm", "BatchNorm1d",
+              lambda a, d: _nn().BatchNorm1d(d, eps=a["eps"], momentum=a["momentum"]),
+              defaults={"eps": 1e-5, "momentum": 0.1}, check=_bn_check,
+              param_shapes=lambda a, d: {"weight": (d,), "bias": (d,)},
+              buffer_shapes=lambda a, d: {"running_mean": (d,), "running_var": (d,), "num_batches_tracked": ()},
+              short=lambda a: "batch norm"),
+)}
+
+#: ``--activation`` name -> the layer it puts after each hidden dense layer.
+ACTIVATIONS: dict[str, tuple[str, dict]] = {
+    "relu": ("relu", {}),
+    "leaky_relu": ("leaky_relu", {}),
+    "elu": ("elu", {}),
+    "gelu": ("gelu", {"approximate": "none"}),
+    "gelu_tanh": ("gelu", {"approximate": "tanh"}),
+    "tanh": ("tanh", {}),
+    "sigmoid": ("sigmoid", {}),
+}
+
+#: Buffers that count rather than measure: kept as int64 in both engines, as torch does.
+INTEGER_BUFFERS = ("num_batches_tracked",)
+
+
+def complete_args(kind: str, args: dict) -> dict:
+    """``args`` with every default filled in, checked; an unknown kind or argument is a usage error."""
+    entry = LAYER_KINDS.get(kind)
+    if entry is None:
+        raise UsageError(f"unknown layer kind {kind!r}; choose one of {', '.join(LAYER_KINDS)}")
+    unknown = set(args) - set(entry.defaults)
+    if unknown:
+        allowed = ", ".join(entry.defaults) or "none"
+        raise UsageError(f"{kind} layer: unknown argument(s) {', '.join(sorted(unknown))} (allowed: {allowed})")
+    full = {**entry.defaults, **args}
+    problem = entry.check(full)
+    if problem:
+        raise UsageError(problem)
+    return full
+
+
+def state_shapes(spec) -> dict[str, tuple[int, ...]]:
+    """Every parameter and buffer of ``spec`` -> its shape, named as torch's ``state_dict()``."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i, layer, d_in, _ in spec.walk():
+        entry = LAYER_KINDS[layer.kind]
+        for name, shape in {**entry.param_shapes(layer.args, d_in), **entry.buffer_shapes(layer.args, d_in)}.items():
+            shapes[f"{i}.{name}"] = tuple(shape)
+    return shapes
+
+
+def parameter_names(spec) -> list[str]:
+    """Names of the trainable parameters only (what an optimizer updates), in layer order."""
+    return [f"{i}.{name}" for i, layer, d_in, _ in spec.walk()
+            for name in LAYER_KINDS[layer.kind].param_shapes(layer.args, d_in)]
+
+
+def dropout_layers(spec) -> list[tuple[int, int, float]]:
+    """``(index, width, p)`` of every dropout layer: where the training loop must draw masks."""
+    return [(i, d_in, layer.args["p"]) for i, layer, d_in, _ in spec.walk() if layer.kind == "dropout"]
+
+
+# ----------------------------------------------------------------------------- initialisation
+
+def _gain_squared(spec, index: int) -> float:
+    """gain**2 for the dense layer at ``index``: that of the activation after it; the output layer
+    (no activation after it) takes that of the hidden activation, as the reference project's He
+    init does for every layer; 1 for a network without activations."""
+    def gain_of(layer) -> float | None:
+        entry = LAYER_KINDS[layer.kind]
+        return None if entry.init_gain_squared is None else entry.init_gain_squared(layer.args)
+
+    for layer in spec.layers[index + 1:]:          # the activation this layer feeds
+        if layer.kind == "dense":
+            break
+        if gain_of(layer) is not None:
+            return gain_of(layer)
+    for layer in reversed(spec.layers[:index]):     # the output layer: the hidden activation
+        if gain_of(layer) is not None:
+            return gain_of(layer)
+    return 1.0
+
+
+def init_dense(rng: np.random.Generator, fan_in: int, fan_out: int, scheme: str,
+               gain_squared: float) -> dict[str, np.ndarray]:
+    """Initial ``weight (fan_out, fan_in)`` and ``bias (fan_out,)`` in float64.
+
+    ==============  =======================================================  ======
+    scheme          weight                                                   bias
+    ==============  =======================================================  ======
+    he_normal       Normal(0, std^2),   std = sqrt(gain^2 / fan_in)          0
+    he_uniform      U(-b, b),           b = sqrt(3 gain^2 / fan_in)          0
+    xavier_normal   Normal(0, std^2),   std = sqrt(gain^2 * 2 / (fan_in + fan_out))   0
+    xavier_uniform  U(-b, b),           b = sqrt(gain^2 * 6 / (fan_in + fan_out))     0
+    torch_default   U(-b, b),           b = 1 / sqrt(fan_in)                 U(-b, b)
+    ==============  =======================================================  ======
+
+    He (Kaiming) keeps the activations' variance through layers that zero half their input
+    (He et al. 2015, ``torch.nn.init.kaiming_*_``); Xavier (Glorot & Bengio 2010,
+    ``xavier_*_``) balances forward and backward variance. ``gain`` is the activation's, as
+    ``torch.nn.init.calculate_gain`` gives it (ReLU sqrt(2), Tanh 5/3, Sigmoid 1, LeakyReLU
+    sqrt(2 / (1 + slope^2))); GELU and ELU, absent from torch's table, take ReLU's. With
+    ``torch_default`` the layer starts as ``nn.Linear`` itself starts (``kaiming_uniform_(a=sqrt(5))``).
+    """
+    shape = (fan_out, fan_in)
+    bias = np.zeros(fan_out)
+    if scheme == "he_normal":
+        weight = rng.normal(0.0, np.sqrt(gain_squared / fan_in), size=shape)
+    elif scheme == "he_uniform":
+        b = np.sqrt(3.0 * gain_squared / fan_in)
+        weight = rng.uniform(-b, b, size=shape)
+    elif scheme == "xavier_normal":
+        weight = rng.normal(0.0, np.sqrt(gain_squared * 2.0 / (fan_in + fan_out)), size=shape)
+    elif scheme == "xavier_uniform":
+        b = np.sqrt(gain_squared * 6.0 / (fan_in + fan_out))
+        weight = rng.uniform(-b, b, size=shape)
+    elif scheme == "torch_default":
+        b = 1.0 / np.sqrt(fan_in)
+        weight = rng.uniform(-b, b, size=shape)
+        bias = rng.uniform(-b, b, size=fan_out)
+    else:
+        raise UsageError(f"--init must be one of {', '.join(INITIALIZERS)}, got {scheme!r}")
+    return {"weight": weight, "bias": bias}
+
+
+def initial_state(spec, rng: np.random.Generator, init: str = "he_normal") -> dict[str, np.ndarray]:
+    """Every parameter and buffer of ``spec`` at the start of training, named as torch names them.
+
+    Float arrays are float64 (each engine casts them to its dtype); ``num_batches_tracked`` is int64.
+    Dense layers follow ``init`` (see :func:`init_dense`); batch norm starts as torch's does
+    (weight 1, bias 0, running mean 0, running variance 1). Both engines start from these same
+    arrays, which is what makes them twins.
+    """
+    if init not in INITIALIZERS:
+        raise UsageError(f"--init must be one of {', '.join(INITIALIZERS)}, got {init!r}")
+    state: dict[str, np.ndarray] = {}
+    for i, layer, d_in, d_out in spec.walk():
+        if layer.kind == "dense":
+            for name, value in init_dense(rng, d_in, d_out, init, _gain_squared(spec, i)).items():
+                state[f"{i}.{name}"] = value
+        elif layer.kind == "batch_norm":
+            state.update({f"{i}.weight": np.ones(d_in), f"{i}.bias": np.zeros(d_in),
+                          f"{i}.running_mean": np.zeros(d_in), f"{i}.running_var": np.ones(d_in),
+                          f"{i}.num_batches_tracked": np.zeros((), dtype=np.int64)})
+    return state

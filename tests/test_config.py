@@ -1,0 +1,103 @@
+"""Experiment configs: TOML files and flags are two spellings of the same keys; every mistake in a
+file is one line naming the key (and the closest valid key for a typo), exit 2, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpers import assert_one_line_error, run_cli
+from nnscratch.config import CONFIG_KEYS, RunConfig, read_config_file, resolve_config
+from nnscratch.errors import UsageError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "run.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_seed_config_is_the_default_run():
+    cfg = resolve_config(REPO / "configs" / "seed.toml", {}, ("numpy", "torch"))
+    assert cfg == RunConfig()
+
+
+def test_file_values_then_flags_override(tmp_path):
+    path = _write(tmp_path, 'hidden = [512, 256]\nactivation = "gelu"\nbatch_norm = true\ndropout = 0.2\n'
+                            'lr = 1\nepochs = 3\n')
+    cfg = resolve_config(path, {"epochs": 5, "lr": None}, ("numpy",))
+    assert cfg.hidden == (512, 256) and cfg.activation == "gelu" and cfg.batch_norm is True
+    assert cfg.dropout == 0.2 and cfg.lr == 1.0 and isinstance(cfg.lr, float)
+    assert cfg.epochs == 5  # the flag wins
+    spec = cfg.model_spec(784, 10)
+    assert spec.describe() == "784-512-256-10 (batch norm, gelu, dropout 0.2)"
+    # a boolean flag can switch a file's true off
+    assert resolve_config(path, {"batch_norm": False}, ("numpy",)).batch_norm is False
+
+
+def test_every_config_key_is_a_flag():
+    from nnscratch.cli import build_parser
+
+    parser = build_parser()
+    for verb in ("compare", "train"):
+        sub = parser._subparsers._group_actions[0].choices[verb]
+        flags = {opt for action in sub._actions for opt in action.option_strings}
+        for key in CONFIG_KEYS:
+            assert "--" + key.replace("_", "-") in flags, (verb, key)
+
+
+@pytest.mark.parametrize("text,words", [
+    ("learning_rate = 0.1\n", ["learning_rate", "lr"]),
+    ("batchsize = 32\n", ["batchsize", "batch_size"]),
+    ("colour = 3\n", ["colour", "valid keys"]),
+    ('epochs = "ten"\n', ["epochs", "integer"]),
+    ("epochs = 2.5\n", ["epochs", "integer"]),
+    ("lr = -0.1\n", ["lr", "-0.1"]),
+    ("lr = nan\n", ["lr", "nan"]),
+    ("dropout = 1.0\n", ["dropout"]),
+    ("label_smoothing = inf\n", ["label_smoothing"]),
+    ("batch_norm = 1\n", ["batch_norm", "true or false"]),
+    ('hidden = "512"\n', ["hidden"]),
+    ("hidden = [512, 0]\n", ["hidden"]),
+    ('activation = "swish"\n', ["activation", "gelu"]),
+    ('init = "orthogonal"\n', ["init", "he_normal"]),
+    ("epochs = \n", ["not valid TOML"]),
+    ("[model\nhidden = 3\n", ["not valid TOML"]),
+])
+def test_bad_config_files_name_the_key(tmp_path, text, words):
+    path = _write(tmp_path, text)
+    with pytest.raises(UsageError) as err:
+        read_config_file(path)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message
+    for word in words:
+        assert word in message, (word, message)
+
+
+def test_config_that_is_not_a_file(tmp_path):
+    for path, words in ((tmp_path / "missing.toml", "does not exist"), (tmp_path, "folder")):
+        with pytest.raises(UsageError, match=words):
+            read_config_file(path)
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--config", "{tmp}/bad.toml"], "unknown key 'learning_rate'; did you mean 'lr'"),
+    (["--config", "{tmp}/nowhere.toml"], "does not exist"),
+    (["--dropout", "1.5"], "--dropout"),
+    (["--lr", "nan"], "--lr"),
+    (["--label-smoothing", "-0.1"], "--label-smoothing"),
+    (["--out", "{tmp}/file/sub"], "--out"),
+])
+def test_cli_config_and_flag_errors_are_one_line_and_write_nothing(tmp_path, args, words):
+    (tmp_path / "bad.toml").write_text("learning_rate = 0.1\n")
+    (tmp_path / "file").write_text("I am a file, not a folder")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    out = [] if "--out" in args else ["--out", str(tmp_path / "run")]
+    proc = run_cli(["compare", *args, *out, "--quiet"], cwd=tmp_path)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert words in assert_one_line_error(proc.stderr, proc.stdout)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no run folder, nothing written
