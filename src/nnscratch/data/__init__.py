@@ -1,38 +1,48 @@
-"""Datasets: our own IDX reader, a verifying downloader and the MNIST / Fashion-MNIST loader.
+"""Datasets: one interface for built-in and your own images, and the one place pixels become features.
 
-**IDX format** (:mod:`nnscratch.data.idx`). A 4-byte magic number (two zero bytes, a data type
-code, the number of dimensions ``ndim``), ``ndim`` big-endian uint32 dimension sizes, then the
-values in big-endian C order. Type codes: ``0x08`` uint8, ``0x09`` int8, ``0x0B`` int16,
-``0x0C`` int32, ``0x0D`` float32, ``0x0E`` float64. Files are usually gzip-compressed;
-:func:`read_idx` detects gzip by its magic bytes, not by the file name.
+:func:`load_dataset` takes a name and returns a :class:`Dataset`: read-only uint8 images
+``(N, H, W, C)`` and int64 labels for the training, validation and test sets.
 
-**Where the files are found** (:func:`load_dataset`), first match wins:
+==================  ==========================================================================
+name                source
+==================  ==========================================================================
+``mnist``           MNIST, four IDX files (:mod:`~nnscratch.data.idx`, our own reader)
+``fashion-mnist``   Fashion-MNIST, same format (also found in Debian's ``/usr/share/datasets``)
+``cifar10``         CIFAR-10, binary version (:mod:`~nnscratch.data.cifar`), never the pickles
+``folder:PATH``     one sub-folder of PNG/JPEG/BMP/GIF images per class (:mod:`~.folder`)
+``csv:PATH``        a label column and pixel columns (:mod:`~nnscratch.data.tabular`)
+``npz:PATH``        arrays ``x`` and ``y`` in a ``numpy.savez`` file (:mod:`~.tabular`)
+==================  ==========================================================================
 
-1. ``data_dir`` (``--data-dir DIR``): ``DIR`` or ``DIR/<name>/``; if neither holds the files it is
-   an error, nothing else is tried;
-2. ``$NNSCRATCH_DATA_DIR/<name>/``;
-3. ``$XDG_CACHE_HOME/nnscratch/<name>/`` (default ``~/.cache/nnscratch/<name>/``);
-4. with ``download=True``: the missing files are downloaded into that cache folder by
-   :func:`fetch`, which tries each mirror in turn and keeps a file only once it is complete and
-   verified.
+* **Finding built-in files** (:mod:`~nnscratch.data.datasets`): ``--data-dir``, then
+  ``$NNSCRATCH_DATA_DIR/<name>/``, the user cache, system folders, then a verified download
+  (:func:`fetch`). Files are checked against their known SHA-256 wherever they are found.
+* **Splitting** (:mod:`~nnscratch.data.split`): built-ins keep their test file and take the last
+  ``val_size`` training images for validation; your own data gets a seeded stratified split.
+* **Features** (:mod:`~nnscratch.data.preprocess`): :func:`to_features` flattens ``(H, W, C)``
+  in C order and divides by 255; :func:`channel_stats` / :func:`standardize` optionally
+  standardise each channel with training-set statistics.
 
-Every file is checked against the SHA-256 of its decompressed content, wherever it comes from.
-The training file is split into 50,000 training and the *last* 10,000 validation images.
-
-All errors are :class:`~nnscratch.errors.DataError` subclasses with a one-line message that names
-the file, the problem and the fix.
+All errors are :class:`~nnscratch.errors.DataError` or :class:`~nnscratch.errors.UsageError`
+subclasses with a one-line message that names the file, the problem and the fix.
 """
 
 from __future__ import annotations
 
+from nnscratch.data.archive import UnsafeArchiveError, safe_extract
+from nnscratch.data.common import cache_dir, parse_size
 from nnscratch.data.datasets import (
+    CUSTOM_KINDS,
     DATASETS,
     Dataset,
     DatasetNotFoundError,
     DatasetSpec,
     FileSpec,
     UnknownDatasetError,
-    cache_dir,
+    dataset_choices,
+    describe_datasets,
+    format_datasets_table,
+    get_spec,
     load_dataset,
 )
 from nnscratch.data.download import DownloadError, fetch
@@ -48,18 +58,37 @@ from nnscratch.data.idx import (
     read_idx,
     sha256_of_idx,
 )
+from nnscratch.data.preprocess import (
+    ChannelStats,
+    channel_stats,
+    scale_pixels,
+    standardize,
+    to_features,
+)
 
 __all__ = [
+    "CUSTOM_KINDS",
     "DATASETS",
     "Dataset",
     "DatasetSpec",
     "FileSpec",
     "load_dataset",
+    "dataset_choices",
+    "describe_datasets",
+    "format_datasets_table",
+    "get_spec",
     "cache_dir",
+    "parse_size",
+    "ChannelStats",
+    "channel_stats",
+    "scale_pixels",
+    "standardize",
+    "to_features",
     "read_idx",
     "parse_idx",
     "sha256_of_idx",
     "fetch",
+    "safe_extract",
     "IDXError",
     "EmptyFileError",
     "BadMagicError",
@@ -70,4 +99,5 @@ __all__ = [
     "DownloadError",
     "DatasetNotFoundError",
     "UnknownDatasetError",
+    "UnsafeArchiveError",
 ]

@@ -1,37 +1,51 @@
-"""The dataset registry and :func:`load_dataset`, which finds, verifies and splits the files.
+"""The dataset registry and :func:`load_dataset`: one interface for every source of images.
 
-Each dataset is four IDX files (see :mod:`nnscratch.data.idx`): training images and labels,
-test images and labels. :func:`load_dataset` looks for the folder holding them in this order:
+Names
+-----
+``mnist``, ``fashion-mnist``
+    Four IDX files each (:mod:`nnscratch.data.idx_datasets`).
+``cifar10``
+    The binary version of CIFAR-10 (:mod:`nnscratch.data.cifar`).
+``folder:PATH``, ``csv:PATH``, ``npz:PATH``
+    Your own images (:mod:`nnscratch.data.folder`, :mod:`nnscratch.data.tabular`).
+
+Where the built-in datasets are found, first match wins:
 
 1. the ``data_dir`` argument (the command line's ``--data-dir DIR``): ``DIR`` itself or
    ``DIR/<name>/``. If neither holds the files this is an error; nothing else is tried;
 2. ``$NNSCRATCH_DATA_DIR/<name>/``;
 3. the user cache, ``$XDG_CACHE_HOME/nnscratch/<name>/`` (by default
    ``~/.cache/nnscratch/<name>/``);
-4. if ``download`` is true, the files missing from the cache are downloaded into it from the
-   dataset's mirrors (:func:`nnscratch.data.download.fetch`).
+4. a folder a system package installs, e.g. ``/usr/share/datasets/fashion-mnist`` (Debian's
+   ``dataset-fashion-mnist``);
+5. if ``download`` is true, the files missing from the cache are downloaded into it from the
+   dataset's mirrors (:func:`nnscratch.data.download.fetch`), verified, with a progress bar.
 
-A file may be stored gzip-compressed (``train-images-idx3-ubyte.gz``, the usual form) or
-decompressed (``train-images-idx3-ubyte``). Wherever it comes from, the SHA-256 of every file's
-decompressed content is checked against the registry before use: a wrong file is an error,
-never silently used. The training file is split into the first ``N - val_size`` images for
-training and the last ``val_size`` (10,000) for validation; the test file is the test set.
+Every built-in file is checked against its known SHA-256 wherever it was found, unless
+``verify=False``. How each dataset is split is described in :mod:`nnscratch.data.split`; the
+images are always uint8 ``(N, H, W, C)``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 
-from nnscratch.data.download import DownloadError, fetch
-from nnscratch.data.idx import ChecksumError, DimensionError, parse_idx, read_idx_bytes
+from nnscratch.data.cifar import CIFAR10, CifarSpec
+from nnscratch.data.common import (cache_dir, check_image_options, convert_images, frozen, note,
+                                   parse_size)
+from nnscratch.data.download import DownloadError
+from nnscratch.data.idx_datasets import ENV_DATA_DIR, FASHION_MNIST, MNIST, DatasetSpec, FileSpec
+from nnscratch.data.split import (Split, builtin_val_size, check_val_size, split_last, split_rng,
+                                  split_stratified)
 from nnscratch.errors import DataError, UsageError
 
 __all__ = [
+    "CUSTOM_KINDS",
     "DATASETS",
     "Dataset",
     "DatasetNotFoundError",
@@ -39,120 +53,28 @@ __all__ = [
     "FileSpec",
     "UnknownDatasetError",
     "cache_dir",
+    "dataset_choices",
+    "describe_datasets",
+    "format_datasets_table",
     "get_spec",
     "load_dataset",
 ]
 
-ENV_DATA_DIR = "NNSCRATCH_DATA_DIR"
+BuiltinSpec = Union[DatasetSpec, CifarSpec]
+
+#: The built-in datasets, by name.
+DATASETS: dict[str, BuiltinSpec] = {"mnist": MNIST, "fashion-mnist": FASHION_MNIST, "cifar10": CIFAR10}
+
+#: Prefixes of your own datasets: ``folder:PATH``, ``csv:PATH``, ``npz:PATH``.
+CUSTOM_KINDS = ("folder", "csv", "npz")
 
 
 class UnknownDatasetError(DataError, UsageError):
-    """The dataset name is not in :data:`DATASETS`."""
+    """The dataset name is neither a built-in dataset nor ``folder:``/``csv:``/``npz:PATH``."""
 
 
 class DatasetNotFoundError(DataError):
     """The dataset's files are in none of the places looked at, and were not downloaded."""
-
-
-@dataclass(frozen=True)
-class FileSpec:
-    """One file of a dataset: its name and the SHA-256 of its decompressed content."""
-
-    filename: str
-    sha256: str
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """Everything needed to find, download, verify and split one dataset.
-
-    Attributes
-    ----------
-    name
-        Registry key, also the sub-folder name under a data folder or the cache.
-    train_images, train_labels, test_images, test_labels
-        The four files.
-    class_names
-        Name of each class, indexed by label.
-    image_shape
-        (rows, columns) of one image.
-    mirrors
-        Base URLs to download from, tried in order.
-    val_size
-        How many of the *last* training images form the validation set.
-    """
-
-    name: str
-    train_images: FileSpec
-    train_labels: FileSpec
-    test_images: FileSpec
-    test_labels: FileSpec
-    class_names: tuple[str, ...]
-    image_shape: tuple[int, int] = (28, 28)
-    mirrors: tuple[str, ...] = ()
-    val_size: int = 10_000
-
-    @property
-    def files(self) -> tuple[FileSpec, FileSpec, FileSpec, FileSpec]:
-        """The four files, in the order train images, train labels, test images, test labels."""
-        return (self.train_images, self.train_labels, self.test_images, self.test_labels)
-
-
-def _mnist_style_files(sums: dict[str, str]) -> dict[str, FileSpec]:
-    """The four standard file names (gzip), with their uncompressed SHA-256 from ``sums``."""
-    names = {
-        "train_images": "train-images-idx3-ubyte",
-        "train_labels": "train-labels-idx1-ubyte",
-        "test_images": "t10k-images-idx3-ubyte",
-        "test_labels": "t10k-labels-idx1-ubyte",
-    }
-    return {role: FileSpec(f"{stem}.gz", sums[stem]) for role, stem in names.items()}
-
-
-#: The known datasets. Checksums are those of the decompressed files (SHA256SUMS.uncompressed).
-DATASETS: dict[str, DatasetSpec] = {
-    "mnist": DatasetSpec(
-        name="mnist",
-        **_mnist_style_files(
-            {
-                "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-                "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-                "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-                "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-            }
-        ),
-        class_names=tuple(str(digit) for digit in range(10)),
-        mirrors=(
-            "https://ossci-datasets.s3.amazonaws.com/mnist/",
-            "https://storage.googleapis.com/cvdf-datasets/mnist/",
-            "http://yann.lecun.com/exdb/mnist/",
-        ),
-    ),
-    "fashion-mnist": DatasetSpec(
-        name="fashion-mnist",
-        **_mnist_style_files(
-            {
-                "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-                "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-                "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-                "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-            }
-        ),
-        class_names=(
-            "T-shirt/top",
-            "Trouser",
-            "Pullover",
-            "Dress",
-            "Coat",
-            "Sandal",
-            "Shirt",
-            "Sneaker",
-            "Bag",
-            "Ankle boot",
-        ),
-        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-    ),
-}
 
 
 @dataclass(frozen=True, eq=False)
@@ -165,24 +87,32 @@ class Dataset:
     Attributes
     ----------
     name
-        Registry name, e.g. ``"mnist"``.
+        What :func:`load_dataset` was given, made reloadable: ``"mnist"``, ``"cifar10"``, or
+        ``"folder:/abs/path"`` (the path made absolute).
     class_names
         Name of each class, indexed by label.
     image_shape
-        (rows, columns) of one image, ``(28, 28)``.
+        ``(H, W, C)`` of one image: ``(28, 28, 1)`` for MNIST, ``(32, 32, 3)`` for CIFAR-10.
     train_images, train_labels
-        uint8 ``(50000, 28, 28)`` and int64 ``(50000,)``: the first 50,000 of the training file.
+        uint8 ``(N_train, H, W, C)`` and int64 ``(N_train,)``.
     val_images, val_labels
-        uint8 ``(10000, 28, 28)`` and int64 ``(10000,)``: the *last* 10,000 of the training file.
+        uint8 ``(N_val, H, W, C)`` and int64 ``(N_val,)``.
     test_images, test_labels
-        uint8 ``(10000, 28, 28)`` and int64 ``(10000,)``: the test (``t10k``) file.
+        uint8 ``(N_test, H, W, C)`` and int64 ``(N_test,)``.
     source
-        The folder the files were read from.
+        The folder or file the data was read from.
+    title
+        Display name: ``"MNIST"``, ``"Fashion-MNIST"``, ``"CIFAR-10"``, or the folder's or
+        file's name for your own data.
+    notes
+        What was done to the data on the way (pixel scaling, skipped images), one line each.
+    split_rule
+        How the three sets were made, one line (see :mod:`nnscratch.data.split`).
     """
 
     name: str
     class_names: tuple[str, ...]
-    image_shape: tuple[int, int]
+    image_shape: tuple[int, int, int]
     train_images: np.ndarray = field(repr=False)
     train_labels: np.ndarray = field(repr=False)
     val_images: np.ndarray = field(repr=False)
@@ -190,6 +120,9 @@ class Dataset:
     test_images: np.ndarray = field(repr=False)
     test_labels: np.ndarray = field(repr=False)
     source: str
+    title: str = ""
+    notes: tuple[str, ...] = ()
+    split_rule: str = ""
 
     @property
     def num_classes(self) -> int:
@@ -197,29 +130,24 @@ class Dataset:
         return len(self.class_names)
 
 
-def get_spec(name: str) -> DatasetSpec:
-    """Return the registry entry for ``name``.
+def dataset_choices() -> list[str]:
+    """What ``--dataset`` accepts: the built-in names, then ``folder:PATH``, ``csv:PATH``, ``npz:PATH``."""
+    return [*DATASETS, *(f"{kind}:PATH" for kind in CUSTOM_KINDS)]
+
+
+def get_spec(name: str) -> BuiltinSpec:
+    """Return the registry entry of a built-in dataset.
 
     Raises
     ------
     UnknownDatasetError
-        ``name`` is not a known dataset; the message lists the known ones.
+        ``name`` is not a known dataset; the message lists the choices.
     """
     try:
         return DATASETS[name]
     except KeyError:
-        known = ", ".join(sorted(DATASETS))
-        raise UnknownDatasetError(f"unknown dataset {name!r}; known datasets: {known}") from None
-
-
-def cache_dir() -> Path:
-    """The user cache folder for nnscratch: ``$XDG_CACHE_HOME/nnscratch`` or ``~/.cache/nnscratch``.
-
-    As the XDG specification says, an unset, empty or relative ``XDG_CACHE_HOME`` is ignored.
-    """
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "nnscratch"
+        choices = ", ".join(dataset_choices())
+        raise UnknownDatasetError(f"unknown dataset {name!r}; choose one of: {choices}") from None
 
 
 def load_dataset(
@@ -228,231 +156,257 @@ def load_dataset(
     *,
     download: bool = True,
     progress: bool = True,
+    verify: bool = True,
+    val_size: int | None = None,
+    seed: int = 0,
+    image_size: tuple[int, int] | str | None = None,
+    color: str | None = None,
+    strict: bool = False,
+    label_column: str | int | None = None,
+    image_shape: tuple[int, ...] | str | None = None,
 ) -> Dataset:
-    """Find, verify, load and split a dataset.
+    """Find, read, check, convert and split a dataset.
 
     Parameters
     ----------
     name
-        A key of :data:`DATASETS`: ``"mnist"`` or ``"fashion-mnist"``.
+        ``"mnist"``, ``"fashion-mnist"``, ``"cifar10"``, ``"folder:PATH"``, ``"csv:PATH"`` or
+        ``"npz:PATH"``.
     data_dir
-        Folder holding the four files, or holding a ``<name>/`` folder that holds them. When
-        given, nothing else is looked at.
+        Built-in datasets: the folder holding the files, or holding a ``<name>/`` folder that
+        holds them. When given, nothing else is looked at. Ignored for your own datasets.
     download
-        Download the files missing from the cache when they are found nowhere else.
+        Download a built-in dataset into the cache when it is found nowhere else.
     progress
-        Show a progress bar while downloading.
+        Show progress bars (downloads, reading a large image folder).
+    verify
+        Check built-in files against their known SHA-256 (``--no-verify`` turns it off, with a
+        warning, for a copy you re-packed yourself).
+    val_size
+        Validation images (``--val-size``); default 10,000 or a sixth of the pool it is taken
+        from, whichever is smaller (:mod:`nnscratch.data.split`).
+    seed
+        Seed of the split of your own datasets (built-in splits do not depend on it).
+    image_size
+        ``(H, W)`` or ``"HxW"``: resize every image (``--image-size``).
+    color
+        ``"grayscale"`` or ``"rgb"``: convert every image (``--grayscale`` / ``--rgb``).
+    strict
+        ``folder:`` only: an unreadable image is an error instead of being skipped (``--strict``).
+    label_column
+        ``csv:`` only: the label column's header name or 0-based index (``--label-column``).
+    image_shape
+        ``csv:`` only: ``(H, W)`` or ``(H, W, C)`` of the rows' images (``--image-shape``).
 
     Returns
     -------
     Dataset
-        Training (first 50,000), validation (last 10,000 of the training file) and test sets.
+        Read-only uint8 ``(N, H, W, C)`` images and int64 labels for each of the three sets.
 
     Raises
     ------
-    UnknownDatasetError
-        ``name`` is not in the registry.
-    DatasetNotFoundError
-        The files are in none of the places looked at (``data_dir``, or the environment variable
-        and the cache when download is off).
-    DownloadError
-        The files had to be downloaded and no mirror delivered them.
-    ChecksumError
-        A file's decompressed content does not have the expected SHA-256.
-    DimensionError
-        A file does not hold arrays of the expected shapes, or a label is out of range.
-    IDXError
-        A file is not a valid IDX file (see :mod:`nnscratch.data.idx`).
+    UsageError
+        An unknown name, a bad option value, or an option that does not apply to the dataset.
+    DataError
+        The data is missing, corrupt or unusable; the one-line message names the file and the
+        fix (subclasses: :class:`DatasetNotFoundError`, :class:`~nnscratch.data.DownloadError`,
+        :class:`~nnscratch.data.ChecksumError`, ...).
     """
+    image_size, color = check_image_options(image_size, color)
+    split_rng(seed)  # validates the seed for every dataset, not only those it splits
+    kind, sep, target = name.partition(":")
+    if sep and kind in CUSTOM_KINDS:
+        if not target:
+            raise UsageError(f"dataset {name!r}: give a path after '{kind}:', e.g. {kind}:my-data")
+        if kind != "csv":
+            _refuse_csv_options(label_column, image_shape, name)
+        return _load_custom(kind, Path(target).expanduser(), val_size=val_size, seed=seed,
+                            image_size=image_size, color=color, strict=strict, progress=progress,
+                            label_column=label_column, image_shape=image_shape)
     spec = get_spec(name)
+    _refuse_csv_options(label_column, image_shape, name)
     folder = _locate(spec, data_dir, download=download, progress=progress)
-    return _load_from(spec, folder)
+    parts = spec.read(folder, verify=verify, progress=progress,
+                      in_cache=folder == cache_dir() / spec.name)
+    train_images = convert_images(parts.train_images, image_size, color, str(folder))
+    test_images = convert_images(parts.test_images, image_size, color, str(folder))
+    n = len(train_images)
+    size = check_val_size(val_size, n, f"the {spec.display_name} training file",
+                          default=builtin_val_size(n, spec.val_size))
+    split = split_last(n, size)
+    return _dataset(name, spec.display_name, parts.class_names, train_images, parts.train_labels,
+                    split, test_images, parts.test_labels, str(folder), ())
 
 
-# --- finding the files ---------------------------------------------------------------------
+def _refuse_csv_options(label_column, image_shape, name: str) -> None:
+    for flag, value in (("--label-column", label_column), ("--image-shape", image_shape)):
+        if value is not None:
+            raise UsageError(f"{flag} applies to csv:PATH datasets only, not to {name!r}; drop it")
 
 
-def _find_file(folder: Path, file: FileSpec) -> Path | None:
-    """The path of ``file`` in ``folder``, compressed (``.gz``) or not, or None if absent."""
-    for candidate in (file.filename, file.filename.removesuffix(".gz")):
-        path = folder / candidate
-        if path.is_file():
-            return path
-    return None
+def _dataset(name, title, class_names, images, labels, split: Split, test_images, test_labels,
+             source: str, notes) -> Dataset:
+    """Assemble the read-only :class:`Dataset` from a pool and the split's indices."""
+    def rows(array, index):
+        return frozen(array[index])
+
+    if split.test is not None:  # one pool: the test set comes out of it too
+        test_images, test_labels = rows(images, split.test), rows(labels, split.test)
+    return Dataset(
+        name=name, class_names=tuple(class_names), image_shape=tuple(images.shape[1:]),
+        train_images=rows(images, split.train), train_labels=rows(labels, split.train),
+        val_images=rows(images, split.val), val_labels=rows(labels, split.val),
+        test_images=frozen(test_images), test_labels=frozen(np.asarray(test_labels, np.int64)),
+        source=source, title=title, notes=tuple(notes), split_rule=split.rule,
+    )
 
 
-def _missing(folder: Path, spec: DatasetSpec) -> list[FileSpec]:
-    """The files of ``spec`` that ``folder`` lacks."""
-    return [f for f in spec.files if _find_file(folder, f) is None]
+# --- your own datasets ---------------------------------------------------------------------------
 
 
-def _describe_missing(folder: Path, spec: DatasetSpec) -> str:
-    """Why ``folder`` does not hold the dataset, e.g. ``"/x/mnist (no such folder)"``."""
-    if not folder.is_dir():
-        return f"{folder} (no such folder)"
-    missing = _missing(folder, spec)
-    if len(missing) == len(spec.files):
-        return f"{folder} (no {spec.name} files)"
-    return f"{folder} (missing {', '.join(f.filename for f in missing)})"
+def _load_custom(kind: str, path: Path, *, val_size, seed, image_size, color, strict, progress,
+                 label_column, image_shape) -> Dataset:
+    from nnscratch.data.folder import read_folder
+    from nnscratch.data.tabular import read_csv, read_npz
+
+    notes: list[str] = []
+    if kind == "folder":
+        pool = read_folder(path, image_size=image_size, color=color, strict=strict,
+                           progress=progress)
+        images = pool.images
+        if pool.skipped:
+            notes.append(f"{path}: skipped {len(pool.skipped):,} unreadable image(s)")
+    else:
+        if isinstance(image_shape, str):
+            image_shape = parse_size(image_shape, "--image-shape", parts=(2, 3))
+        pool = read_csv(path, label_column=label_column, image_shape=image_shape) \
+            if kind == "csv" else read_npz(path)
+        for line in pool.notes:
+            note(line)
+        notes.extend(pool.notes)
+        images = convert_images(pool.images, image_size, color, str(path))
+    split = split_stratified(pool.labels, len(pool.class_names), val_size, seed, str(path))
+    absolute = path.resolve()
+    return _dataset(f"{kind}:{absolute}", path.name, pool.class_names, images, pool.labels,
+                    split, None, None, str(absolute), notes)
 
 
-def _pointer_hint(spec: DatasetSpec) -> str:
+# --- finding the built-in datasets ----------------------------------------------------------------
+
+
+def _pointer_hint(spec: BuiltinSpec) -> str:
     """How to point the loader at local files."""
-    files = ", ".join(f"{spec.name}/{f.filename}" for f in spec.files)
-    return f"pass --data-dir DIR or set {ENV_DATA_DIR} to a folder holding {files}"
+    return f"pass --data-dir DIR or set {ENV_DATA_DIR} to a folder holding {spec.hint_files}"
 
 
-def _locate(spec: DatasetSpec, data_dir, *, download: bool, progress: bool) -> Path:
-    """Return the folder that holds all four files, downloading into the cache if allowed."""
-    if data_dir is not None:
-        return _locate_explicit(spec, Path(data_dir).expanduser())
+def _search(spec: BuiltinSpec) -> tuple[Path | None, list[str]]:
+    """The first of env folder, cache, system folders that holds the dataset; and what was seen."""
     looked: list[str] = []
     env = os.environ.get(ENV_DATA_DIR, "")
     if env:
         folder = Path(env).expanduser() / spec.name
-        if not _missing(folder, spec):
-            return folder
-        looked.append(f"${ENV_DATA_DIR}/{spec.name} = {_describe_missing(folder, spec)}")
+        if not spec.missing(folder):
+            return folder, looked
+        looked.append(f"${ENV_DATA_DIR}/{spec.name} = {spec.describe_missing(folder)}")
     else:
         looked.append(f"${ENV_DATA_DIR}/{spec.name} (variable not set)")
-    cache = cache_dir() / spec.name
-    if not _missing(cache, spec):
-        return cache
-    looked.append(f"cache {_describe_missing(cache, spec)}")
+    for folder, label in ((cache_dir() / spec.name, "cache "),
+                          *((Path(d), "") for d in spec.system_dirs)):
+        if not spec.missing(folder):
+            return folder, looked
+        looked.append(f"{label}{spec.describe_missing(folder)}")
+    return None, looked
+
+
+def _locate(spec: BuiltinSpec, data_dir, *, download: bool, progress: bool) -> Path:
+    """Return the folder that holds the dataset, downloading into the cache if allowed."""
+    if data_dir is not None:
+        return _locate_explicit(spec, Path(data_dir).expanduser())
+    found, looked = _search(spec)
+    if found is not None:
+        return found
     where = "; ".join(looked)
     if not download:
         raise DatasetNotFoundError(
             f"{spec.name} dataset not found: looked in {where}; download is off; "
             f"{_pointer_hint(spec)}"
         )
-    _download_missing(spec, cache, where, progress)
+    cache = cache_dir() / spec.name
+    try:
+        spec.download_missing(cache, progress)
+    except DownloadError as exc:
+        tried = "; ".join(exc.attempts) or str(exc)
+        raise DownloadError(
+            f"{spec.name} dataset not found: looked in {where}; downloading "
+            f"{exc.filename} failed: {tried or 'no mirrors'}; {_pointer_hint(spec)}",
+            exc.filename,
+            exc.attempts,
+        ) from exc
     return cache
 
 
-def _locate_explicit(spec: DatasetSpec, data_dir: Path) -> Path:
-    """``data_dir`` itself or ``data_dir/<name>``, whichever holds all files; else raise."""
-    candidates = (data_dir, data_dir / spec.name)
+def _explicit_candidates(spec: BuiltinSpec, data_dir: Path) -> tuple[Path, Path]:
+    return (data_dir, data_dir / spec.name)
+
+
+def _locate_explicit(spec: BuiltinSpec, data_dir: Path) -> Path:
+    """``data_dir`` itself or ``data_dir/<name>``, whichever holds the dataset; else raise."""
+    candidates = _explicit_candidates(spec, data_dir)
     for folder in candidates:
-        if not _missing(folder, spec):
+        if not spec.missing(folder):
             return folder
-    looked = " and ".join(_describe_missing(folder, spec) for folder in candidates)
-    files = ", ".join(f.filename for f in spec.files)
+    looked = " and ".join(spec.describe_missing(folder) for folder in candidates)
+    files = spec.hint_files.replace(f"{spec.name}/", "")
     raise DatasetNotFoundError(
         f"--data-dir {data_dir} does not hold the {spec.name} dataset: looked in {looked}; "
         f"pass --data-dir a folder holding {files} (or a {spec.name}/ folder holding them)"
     )
 
 
-def _download_missing(spec: DatasetSpec, cache: Path, where: str, progress: bool) -> None:
-    """Download the files missing from ``cache``; on failure raise one :class:`DownloadError`."""
-    for file in _missing(cache, spec):
-        try:
-            fetch(file.filename, file.sha256, cache, spec.mirrors, progress)
-        except DownloadError as exc:
-            tried = "; ".join(exc.attempts) or str(exc)
-            raise DownloadError(
-                f"{spec.name} dataset not found: looked in {where}; downloading "
-                f"{file.filename} failed: {tried or 'no mirrors'}; {_pointer_hint(spec)}",
-                exc.filename,
-                exc.attempts,
-            ) from exc
+# --- nnscratch datasets ----------------------------------------------------------------------------
 
 
-# --- loading and checking --------------------------------------------------------------------
+def describe_datasets(data_dir: str | os.PathLike | None = None) -> list[dict]:
+    """One row per built-in dataset for ``nnscratch datasets``: what it is, where it is, its sizes.
+
+    Nothing is read or downloaded: a dataset counts as found where its files are present (they
+    are verified when loaded). Keys of each row: ``name``, ``title``, ``image_shape``,
+    ``num_classes``, ``train``, ``val``, ``test`` (default split sizes), ``found`` (bool) and
+    ``location`` (the folder, or where it would come from).
+    """
+    rows = []
+    for name, spec in DATASETS.items():
+        if data_dir is not None:
+            found = next((f for f in _explicit_candidates(spec, Path(data_dir).expanduser())
+                          if not spec.missing(f)), None)
+        else:
+            found, _ = _search(spec)
+        if found is not None:
+            location = str(found)
+        elif data_dir is not None:
+            location = f"not in --data-dir {data_dir}"
+        else:
+            location = f"would be downloaded from {spec.download_url} into {cache_dir() / name}"
+        n_train_file, n_test = spec.sizes
+        val = builtin_val_size(n_train_file, spec.val_size)
+        shape = tuple(spec.image_shape) if len(spec.image_shape) == 3 else (*spec.image_shape, 1)
+        rows.append(dict(name=name, title=spec.display_name, image_shape=shape,
+                         num_classes=len(spec.class_names), train=n_train_file - val, val=val,
+                         test=n_test, found=found is not None, location=location))
+    return rows
 
 
-def _load_from(spec: DatasetSpec, folder: Path) -> Dataset:
-    """Read, verify, check and split the four files in ``folder``."""
-    paths = [_find_file(folder, f) for f in spec.files]
-    train_images, train_labels, test_images, test_labels = (
-        _read_verified(path, file, spec) for path, file in zip(paths, spec.files)
-    )
-    _check_images(train_images, spec, paths[0])
-    _check_labels(train_labels, len(train_images), spec, paths[1])
-    _check_images(test_images, spec, paths[2])
-    _check_labels(test_labels, len(test_images), spec, paths[3])
-    n_train = len(train_images) - spec.val_size
-    if n_train <= 0:
-        raise DimensionError(
-            f"{paths[0]}: {len(train_images):,} training images leave none for training after "
-            f"the {spec.val_size:,} validation images; the file is not the {spec.name} training set"
-        )
-    train_labels = train_labels.astype(np.int64)
-    test_labels = test_labels.astype(np.int64)
-    return Dataset(
-        name=spec.name,
-        class_names=spec.class_names,
-        image_shape=spec.image_shape,
-        train_images=_frozen(train_images[:n_train]),
-        train_labels=_frozen(train_labels[:n_train]),
-        val_images=_frozen(train_images[n_train:]),
-        val_labels=_frozen(train_labels[n_train:]),
-        test_images=_frozen(test_images),
-        test_labels=_frozen(test_labels),
-        source=str(folder),
-    )
-
-
-def _frozen(array: np.ndarray) -> np.ndarray:
-    """A read-only view of ``array``."""
-    view = array.view()
-    view.flags.writeable = False
-    return view
-
-
-def _read_verified(path: Path, file: FileSpec, spec: DatasetSpec) -> np.ndarray:
-    """Decompress once, check the SHA-256 of the content, then parse it."""
-    data = read_idx_bytes(path)
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != file.sha256:
-        raise ChecksumError(
-            f"{path}: SHA-256 of the decompressed content is {actual}, expected {file.sha256}"
-            f"{_checksum_advice(actual, spec)}"
-        )
-    return parse_idx(data, str(path))
-
-
-def _checksum_advice(sha256: str, wanted: DatasetSpec) -> str:
-    """What a wrong checksum means and what to do: a known file of another dataset, or corrupt."""
-    for spec in DATASETS.values():
-        for file in spec.files:
-            if file.sha256 == sha256:
-                return (
-                    f" (that is {spec.name}'s {file.filename}); point --data-dir or "
-                    f"{ENV_DATA_DIR} at the {wanted.name} files"
-                )
-    return " (corrupt or a different file); delete it and download it again"
-
-
-def _check_images(images: np.ndarray, spec: DatasetSpec, path: Path) -> None:
-    """Images must be uint8 of shape (N, *image_shape)."""
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != spec.image_shape:
-        expected = "N x " + " x ".join(str(d) for d in spec.image_shape)
-        raise DimensionError(
-            f"{path}: holds {_shape(images)} {images.dtype} values, expected {spec.name} images "
-            f"of shape {expected}, uint8; this is not a {spec.name} image file"
-        )
-
-
-def _check_labels(labels: np.ndarray, n_images: int, spec: DatasetSpec, path: Path) -> None:
-    """Labels must be 1-D unsigned bytes, one per image, each in ``range(num_classes)``."""
-    if labels.dtype != np.uint8 or labels.ndim != 1:
-        raise DimensionError(
-            f"{path}: holds {_shape(labels)} {labels.dtype} values, expected a 1-D uint8 array "
-            f"of labels; this is not a {spec.name} label file"
-        )
-    if len(labels) != n_images:
-        raise DimensionError(
-            f"{path}: holds {len(labels):,} labels for {n_images:,} images; "
-            f"the image and label files do not belong together"
-        )
-    n_classes = len(spec.class_names)
-    if labels.size and int(labels.max()) >= n_classes:
-        raise DimensionError(
-            f"{path}: label {int(labels.max())} is out of range for {n_classes} classes "
-            f"(0..{n_classes - 1}); this is not a {spec.name} label file"
-        )
-
-
-def _shape(array: np.ndarray) -> str:
-    return " x ".join(f"{d:,}" for d in array.shape) or "scalar"
+def format_datasets_table(rows: list[dict]) -> str:
+    """The rows of :func:`describe_datasets` as an aligned text table, plus how to use your own."""
+    header = ("dataset", "title", "image", "classes", "train / val / test", "where")
+    lines = [header] + [
+        (r["name"], r["title"], "x".join(map(str, r["image_shape"])), str(r["num_classes"]),
+         f"{r['train']:,} / {r['val']:,} / {r['test']:,}", r["location"]) for r in rows
+    ]
+    widths = [max(len(line[k]) for line in lines) for k in range(len(header) - 1)]
+    text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1]
+            for line in lines]
+    text.append("")
+    text.append("your own images: --dataset folder:PATH (one sub-folder per class), csv:PATH "
+                "(label + pixel columns) or npz:PATH (arrays x, y)")
+    return "\n".join(text)

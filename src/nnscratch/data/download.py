@@ -7,11 +7,13 @@ renamed over the final name with :func:`os.replace`, which is atomic. A failed, 
 corrupt transfer deletes its temporary file and moves on to the next mirror, so the
 destination never holds a partial or wrong file. The file is kept as downloaded (usually the
 original ``.gz`` bytes); only its decompressed content is hashed, so any mirror's compression of
-the same data is accepted.
+the same data is accepted. An archive (``digest_of="file"``, e.g. CIFAR-10's ``.tar.gz``) is
+instead checked by the SHA-256 of the downloaded bytes themselves.
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import tempfile
@@ -25,7 +27,7 @@ from tqdm import tqdm
 from nnscratch.data.idx import IDXError, decompress_if_gzip, verify_sha256
 from nnscratch.errors import DataError
 
-__all__ = ["DownloadError", "fetch", "mirror_url"]
+__all__ = ["DownloadError", "fetch", "file_sha256", "mirror_url"]
 
 DEFAULT_TIMEOUT = 30.0
 _CHUNK = 1 << 20
@@ -66,6 +68,7 @@ def fetch(
     progress: bool = True,
     *,
     timeout: float = DEFAULT_TIMEOUT,
+    digest_of: str = "content",
 ) -> Path:
     """Download ``filename`` from the first mirror that delivers it intact.
 
@@ -85,6 +88,9 @@ def fetch(
         Show a tqdm progress bar (bytes) on stderr.
     timeout
         Seconds to wait for a connection or for data before giving up on a mirror.
+    digest_of
+        ``"content"``: ``sha256`` is that of the decompressed content (IDX files);
+        ``"file"``: that of the bytes as downloaded (archives such as ``.tar.gz``).
 
     Returns
     -------
@@ -111,7 +117,7 @@ def fetch(
     for mirror in mirrors:
         url = mirror_url(mirror, filename)
         try:
-            _download_verified(url, final, sha256, progress, timeout)
+            _download_verified(url, final, sha256, progress, timeout, digest_of)
         except _BadTransfer as exc:
             attempts.append(f"{url} ({exc})")
             continue
@@ -131,7 +137,8 @@ def _local_files_hint(filename: str) -> str:
     )
 
 
-def _download_verified(url: str, final: Path, sha256: str, progress: bool, timeout: float) -> None:
+def _download_verified(url: str, final: Path, sha256: str, progress: bool, timeout: float,
+                       digest_of: str = "content") -> None:
     """Download ``url`` to a temp file beside ``final``, verify it, rename it to ``final``.
 
     Raises :class:`_BadTransfer` (temp file removed) when anything goes wrong with this mirror,
@@ -149,7 +156,7 @@ def _download_verified(url: str, final: Path, sha256: str, progress: bool, timeo
     try:
         with os.fdopen(fd, "wb") as out:
             _transfer(url, out, final.name, progress, timeout)
-        _verify(tmp, sha256, url)
+        _verify(tmp, sha256, url, digest_of)
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -204,12 +211,26 @@ def _content_length(response) -> int | None:
         return None
 
 
-def _verify(path: Path, sha256: str, url: str) -> None:
-    """Check the SHA-256 of the downloaded file's decompressed content."""
+def _verify(path: Path, sha256: str, url: str, digest_of: str = "content") -> None:
+    """Check the SHA-256 of the downloaded file's decompressed content (or of the file itself)."""
+    if digest_of == "file":
+        actual = file_sha256(path)
+        if actual != sha256.lower():
+            raise _BadTransfer(f"SHA-256 of the file is {actual}, expected {sha256.lower()}")
+        return
     try:
         verify_sha256(decompress_if_gzip(path.read_bytes(), url), sha256, url)
     except IDXError as exc:
         raise _BadTransfer(_short_reason(str(exc), url)) from exc
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes as stored (no decompression), read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _short_reason(message: str, url: str) -> str:

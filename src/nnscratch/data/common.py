@@ -1,0 +1,231 @@
+"""Small pieces every reader shares: messages on stderr, read-only arrays, pixel and label checks.
+
+Each fact lives here once: how a float pixel becomes a byte, how a colour image becomes grey
+(Pillow's ``L`` formula, so a CSV/NPZ image and the same image read from a PNG agree), what a
+valid label is.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from nnscratch.errors import DataError, UsageError
+
+__all__ = ["Parts", "cache_dir", "convert_images", "frozen", "labels_from_values", "note", "parse_size",
+           "pixels_to_uint8", "shape_str", "warn", "check_image_options"]
+
+COLORS = {"grayscale": "grayscale", "greyscale": "grayscale", "gray": "grayscale",
+          "grey": "grayscale", "rgb": "rgb"}
+
+
+class Parts(NamedTuple):
+    """What a built-in reader returns: the training file, the test file and the class names.
+
+    Images are uint8 ``(N, H, W, C)``, labels integer ``(N,)``.
+    """
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    class_names: tuple[str, ...]
+
+
+def cache_dir() -> Path:
+    """The user cache folder for nnscratch: ``$XDG_CACHE_HOME/nnscratch`` or ``~/.cache/nnscratch``.
+
+    As the XDG specification says, an unset, empty or relative ``XDG_CACHE_HOME`` is ignored.
+    """
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "nnscratch"
+
+
+def warn(message: str) -> None:
+    """One line on stderr: ``nnscratch: warning: <message>``."""
+    print(f"nnscratch: warning: {message}", file=sys.stderr, flush=True)
+
+
+def note(message: str) -> None:
+    """One line on stderr: ``nnscratch: note: <message>`` (what was done to the data)."""
+    print(f"nnscratch: note: {message}", file=sys.stderr, flush=True)
+
+
+def frozen(array: np.ndarray) -> np.ndarray:
+    """A read-only view of ``array``."""
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
+def shape_str(array_or_shape) -> str:
+    shape = getattr(array_or_shape, "shape", array_or_shape)
+    return " x ".join(f"{d:,}" for d in shape) or "scalar"
+
+
+def parse_size(text: str, flag: str, parts: tuple[int, ...] = (2,)) -> tuple[int, ...]:
+    """Parse ``"28x28"`` (or ``"32x32x3"`` when 3 is in ``parts``) into positive ints.
+
+    For the command line: ``parse_size(args.image_size, "--image-size")``; a bad value is a
+    :class:`UsageError` naming the flag.
+    """
+    pieces = str(text).lower().replace("*", "x").split("x")
+    try:
+        values = tuple(int(p) for p in pieces)
+    except ValueError:
+        values = ()
+    if len(values) not in parts or min(values, default=0) < 1:
+        forms = " or ".join({2: "HxW (e.g. 28x28)", 3: "HxWxC (e.g. 32x32x3)"}[p] for p in parts)
+        raise UsageError(f"{flag} {text!r}: expected {forms}, positive whole numbers")
+    return values
+
+
+def check_image_options(image_size, color) -> tuple[tuple[int, int] | None, str | None]:
+    """Validate ``image_size`` (``(H, W)`` or ``"HxW"``) and ``color``; return them normalised."""
+    if image_size is not None:
+        if isinstance(image_size, str):
+            image_size = parse_size(image_size, "--image-size")
+        image_size = tuple(image_size)
+        if (len(image_size) != 2 or not all(isinstance(v, (int, np.integer)) for v in image_size)
+                or min(image_size) < 1):
+            raise UsageError(f"--image-size {image_size!r}: expected HxW, positive whole numbers")
+        image_size = (int(image_size[0]), int(image_size[1]))
+    if color is not None:
+        if str(color).lower() not in COLORS:
+            raise UsageError(f"color {color!r}: choose grayscale (--grayscale) or rgb (--rgb)")
+        color = COLORS[str(color).lower()]
+    return image_size, color
+
+
+def pixels_to_uint8(x: np.ndarray, source: str, notes: list[str], *,
+                    integral: bool | None = None) -> np.ndarray:
+    """Pixels of any numeric type as uint8, range checked; what was done is appended to ``notes``.
+
+    * uint8: as is. Other integers (or ``integral`` floats, e.g. parsed CSV text): must lie in
+      0..255.
+    * floats: NaN/inf are an error; values in [0, 1] are taken as intensities and scaled by 255
+      (rounded); values in [0, 255] are rounded; anything else is an error.
+    """
+    if x.dtype == np.uint8:
+        return x
+    if x.dtype.kind == "b":
+        notes.append(f"{source}: boolean pixels mapped to 0 and 255")
+        return x.astype(np.uint8) * np.uint8(255)
+    if x.dtype.kind not in "iuf":
+        raise DataError(f"{source}: pixels of type {x.dtype} are not numbers; store the images "
+                        f"as uint8 (0..255) or floats (0..1 or 0..255)")
+    if x.size == 0:
+        raise DataError(f"{source}: holds no pixels; give at least one image")
+    if x.dtype.kind == "f":
+        bad = ~np.isfinite(x)
+        if bad.any():
+            first = np.unravel_index(int(np.argmax(bad)), x.shape)
+            raise DataError(
+                f"{source}: {int(bad.sum()):,} pixel value(s) are NaN or infinite (first in "
+                f"image {first[0]}); replace them with numbers in 0..255 or 0..1"
+            )
+        if integral is None:
+            integral = False
+    else:
+        integral = True
+    lo, hi = x.min(), x.max()
+    if integral:
+        if lo < 0 or hi > 255:
+            raise DataError(f"{source}: pixel values run from {lo:g} to {hi:g}, expected 0..255; "
+                            f"rescale the pixels to 0..255 (or to 0..1 as floats)")
+        return x.astype(np.uint8)
+    if lo >= 0 and hi <= 1:
+        notes.append(f"{source}: float pixels in [0, 1] scaled by 255 to uint8 (rounded)")
+        return np.rint(x * 255.0).astype(np.uint8)
+    if lo >= 0 and hi <= 255:
+        notes.append(f"{source}: float pixels in [0, 255] rounded to uint8")
+        return np.rint(x).astype(np.uint8)
+    raise DataError(f"{source}: float pixel values run from {lo:g} to {hi:g}, expected [0, 1] or "
+                    f"[0, 255]; rescale the pixels into one of these ranges")
+
+
+def labels_from_values(values: np.ndarray, source: str,
+                       class_names: tuple[str, ...] | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Labels as int64 ``0..K-1`` and the class names.
+
+    Text labels: the classes are their sorted distinct values. Numeric labels: whole numbers
+    ``>= 0``; the classes are ``class_names`` when given (labels must be below their count),
+    else ``"0" .. str(max)``. At least two distinct classes must occur.
+    """
+    values = np.asarray(values)
+    if values.ndim != 1:
+        raise DataError(f"{source}: labels have shape {shape_str(values)}, expected one label "
+                        f"per image (1-D)")
+    if values.dtype.kind in "US":
+        names, labels = np.unique(values.astype(str), return_inverse=True)
+        if class_names is not None:
+            raise DataError(f"{source}: text labels and class_names both given; give integer "
+                            f"labels 0..K-1 with class_names, or text labels alone")
+        class_names = tuple(str(n) for n in names)
+        labels = labels.astype(np.int64)
+    elif values.dtype.kind in "iuf" or values.dtype.kind == "b":
+        if values.dtype.kind == "f" and not (np.isfinite(values).all()
+                                             and (values == np.round(values)).all()):
+            raise DataError(f"{source}: labels must be whole numbers 0..K-1 (found values such "
+                            f"as {values[np.argmax(values != np.round(values))]!r}); "
+                            f"give integer class indices")
+        labels = values.astype(np.int64)
+        if labels.size and labels.min() < 0:
+            raise DataError(f"{source}: label {int(labels.min())} is negative; labels must be "
+                            f"class indices 0..K-1")
+        if class_names is None:
+            class_names = tuple(str(k) for k in range(int(labels.max()) + 1 if labels.size else 0))
+        elif labels.size and labels.max() >= len(class_names):
+            raise DataError(f"{source}: label {int(labels.max())} is out of range for the "
+                            f"{len(class_names)} class names (0..{len(class_names) - 1}); fix the "
+                            f"labels or the class_names")
+    else:
+        raise DataError(f"{source}: labels of type {values.dtype}; give integers 0..K-1 or text")
+    if len(np.unique(labels)) < 2:
+        raise DataError(f"{source}: all {len(labels):,} images have the same label; a classifier "
+                        f"needs at least two classes")
+    return labels, tuple(class_names)
+
+
+def _to_gray(images: np.ndarray) -> np.ndarray:
+    """RGB -> L with Pillow's integer formula ``L = (19595 R + 38470 G + 7471 B + 2^15) >> 16``."""
+    rgb = images.astype(np.uint32)
+    luma = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16
+    return luma.astype(np.uint8)[..., np.newaxis]
+
+
+def convert_images(images: np.ndarray, image_size, color, source: str) -> np.ndarray:
+    """Resize (``image_size=(H, W)``, Pillow bilinear) and/or convert colour of ``(N, H, W, C)``."""
+    channels = images.shape[-1]
+    if color == "grayscale" and channels == 3:
+        images = _to_gray(images)
+    elif color == "rgb" and channels == 1:
+        images = np.repeat(images, 3, axis=-1)
+    elif color is not None and channels not in (1, 3):
+        raise DataError(f"{source}: images with {channels} channels cannot be converted to "
+                        f"{color}; give 1 (grey) or 3 (RGB) channels")
+    if image_size is not None and images.shape[1:3] != tuple(image_size):
+        images = _resize_all(images, image_size)
+    return images
+
+
+def _resize_all(images: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    h, w = image_size
+    channels = images.shape[-1]
+    out = np.empty((len(images), h, w, channels), dtype=np.uint8)
+    for i, image in enumerate(images):
+        if channels == 3:  # one RGB image; otherwise one grey plane at a time
+            planes = [np.ascontiguousarray(image)]
+        else:
+            planes = [np.ascontiguousarray(image[..., c]) for c in range(channels)]
+        resized = [np.asarray(Image.fromarray(p).resize((w, h), Image.Resampling.BILINEAR))
+                   for p in planes]
+        out[i] = resized[0] if channels == 3 else np.stack(resized, axis=-1)
+    return out
