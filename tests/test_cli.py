@@ -83,7 +83,10 @@ def _check_metrics(metrics: dict, engines: tuple[str, ...]) -> None:
     assert expected <= keys <= expected | OPTIONAL_TOP_KEYS, keys
     d = metrics["dataset"]
     assert (d["name"], d["train"], d["val"], d["test"]) == ("mnist", SUBSET, 10_000, 10_000)
-    assert set(d) <= {"name", "train", "val", "test", "source"}
+    assert set(d) == {"name", "title", "class_names", "image_shape", "train", "val", "test", "source", "notes",
+                      "split_rule", "standardization"}
+    assert (d["title"], d["image_shape"], d["standardization"]) == ("MNIST", [28, 28, 1], None)
+    assert d["class_names"] == [str(k) for k in range(10)]
     assert list(metrics["engines"]) == list(engines)
     for e in engines:
         _check_engine_block(metrics["engines"][e])
@@ -160,7 +163,7 @@ def test_compare_stdout_has_results_table_and_hyperparameters(compare_run):
 def test_compare_models_load_and_reproduce_test_accuracy(compare_run, mnist):
     """The saved model gives back the run's test predictions (same engine, same dtype)."""
     from nnscratch.engines import make_engine
-    from nnscratch.experiment import to_features
+    from nnscratch.data.preprocess import to_features
     from nnscratch.metrics import classification_report
     from nnscratch.model_io import load_model
 

@@ -46,13 +46,17 @@ def test_every_config_key_is_a_flag():
         sub = parser._subparsers._group_actions[0].choices[verb]
         flags = {opt for action in sub._actions for opt in action.option_strings}
         for key in CONFIG_KEYS:
+            if key == "color":  # spelled --grayscale / --rgb, as the issue asks
+                assert {"--grayscale", "--rgb"} <= flags
+                continue
             assert "--" + key.replace("_", "-") in flags, (verb, key)
 
 
 @pytest.mark.parametrize("text,words", [
     ("learning_rate = 0.1\n", ["learning_rate", "lr"]),
     ("batchsize = 32\n", ["batchsize", "batch_size"]),
-    ("colour = 3\n", ["colour", "valid keys"]),
+    ("colour = 3\n", ["colour", "color"]),
+    ("wibble = 3\n", ["wibble", "valid keys"]),
     ('epochs = "ten"\n', ["epochs", "integer"]),
     ("epochs = 2.5\n", ["epochs", "integer"]),
     ("lr = -0.1\n", ["lr", "-0.1"]),

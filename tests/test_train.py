@@ -4,8 +4,8 @@ float copy of the whole set, in the order the batch indices ask."""
 import numpy as np
 import pytest
 
-from nnscratch.experiment import to_features
-from nnscratch.train import BatchGatherer, scale_pixels
+from nnscratch.data.preprocess import scale_pixels, to_features
+from nnscratch.train import BatchGatherer
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -13,7 +13,7 @@ import pytest
 
 from helpers import rel_error
 from nnscratch.engines import make_engine
-from nnscratch.experiment import to_features
+from nnscratch.data.preprocess import to_features
 from nnscratch.registry import initial_state
 from nnscratch.spec import mlp_spec
 from nnscratch.train import batch_orders, fit, random_streams

@@ -178,13 +178,13 @@ def make_runner(engine: str, spec, pixels, y, batch_size: int):
     """
     from nnscratch.engines import make_engine
     from nnscratch.registry import initial_state
-    from nnscratch.train import scale_pixels
+    from nnscratch.data.preprocess import scale_pixels
 
     initial = initial_state(spec, np.random.default_rng(0))
     try:
         if engine == "sklearn":  # sklearn takes the whole float32 training set, as its users give it
-            run = _sklearn_runner(scale_pixels(pixels, np.empty(pixels.shape, np.float32)), y, tuple(spec.widths()[1:-1]),
-                                  batch_size)
+            run = _sklearn_runner(scale_pixels(pixels, np.empty(pixels.shape, np.float32)), y,
+                                  tuple(spec.widths()[1:-1]), batch_size)
         elif engine.startswith("numpy"):
             dtype = np.float64 if engine.endswith("float64") else np.float32
             options = {"jit": True} if engine == "numpy-float32-jit" else {}

@@ -47,11 +47,8 @@ def _add_run_flags(p: argparse.ArgumentParser, default_out: str) -> None:
     m.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
                    help="batch normalisation after each hidden dense layer (default: off)")
     m.add_argument("--init", choices=list(INITIALIZERS), help=f"weight initialiser (default: {d.init})")
-    r = p.add_argument_group("data and run")
-    r.add_argument("--dataset", metavar="NAME", help=f"dataset to train on (default: {d.dataset})")
-    r.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="folder holding the dataset files (else $NNSCRATCH_DATA_DIR/<dataset>/, "
-                        "the user cache, then a download)")
+    _add_data_flags(p)
+    r = p.add_argument_group("run")
     r.add_argument("--out", default=None, metavar="DIR", help=f"output folder (default: {default_out})")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"],
                    help="device of the torch twin (default: auto = cuda if available)")
@@ -60,6 +57,38 @@ def _add_run_flags(p: argparse.ArgumentParser, default_out: str) -> None:
     r.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
                    help="NumPy engine: Numba-compiled element-wise kernels (needs numba; see docs/performance.md)")
     r.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+
+
+def _add_data_flags(p: argparse.ArgumentParser, evaluate: bool = False) -> None:
+    """--dataset and the options of loading it (config keys of the same names)."""
+    from nnscratch.data import dataset_choices
+
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", metavar="NAME",
+                   help=f"{' | '.join(dataset_choices())} "
+                        + ("(default: the dataset the model was trained on)" if evaluate else "(default: mnist)"))
+    g.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="folder holding a built-in dataset's files (else $NNSCRATCH_DATA_DIR/<dataset>/, "
+                        "the user cache, then a download)")
+    g.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
+                   help="check built-in dataset files against their known SHA-256 (default: on; --no-verify "
+                        "for a copy you re-packed yourself)")
+    if evaluate:
+        return
+    g.add_argument("--val-size", type=int, metavar="N",
+                   help="validation images (default: 10,000, or a sixth of the training part when smaller)")
+    g.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None,
+                   help="standardise each channel with the training split's mean and std (default: off)")
+    g.add_argument("--image-size", metavar="HxW", help="folder: resize every image, e.g. 28x28")
+    colour = g.add_mutually_exclusive_group()
+    colour.add_argument("--grayscale", dest="color", action="store_const", const="grayscale",
+                        help="folder: convert images to one grey channel")
+    colour.add_argument("--rgb", dest="color", action="store_const", const="rgb",
+                        help="folder: convert images to three colour channels")
+    g.add_argument("--strict", action=argparse.BooleanOptionalAction, default=None,
+                   help="folder: an unreadable image is an error (default: skipped with a warning)")
+    g.add_argument("--label-column", metavar="NAME_OR_INDEX", help="csv: the label column (default: the first)")
+    g.add_argument("--image-shape", metavar="HxW[xC]", help="csv: the images' shape when not square greyscale")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,10 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, metavar="PATH", help="a *_model.safetensors file")
     p.add_argument("--engine", choices=["numpy", "torch"], default="numpy",
                    help="engine to run the model with (default: numpy)")
-    p.add_argument("--data-dir", default=None, metavar="DIR", help="folder holding the dataset files")
+    _add_data_flags(p, evaluate=True)
     p.add_argument("--dtype", choices=["float32", "float64"], default=None,
                    help="floating-point type (default: the one the model was trained in)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the metrics as JSON")
+
+    p = verbs.add_parser("datasets", help="list the built-in datasets, where each is found and its sizes",
+                         description="List the built-in datasets: where each was found (or where it would be "
+                                     "downloaded from) and its sizes. Your own data: --dataset folder:PATH, "
+                                     "csv:PATH or npz:PATH on compare/train/evaluate.")
+    p.add_argument("--data-dir", default=None, metavar="DIR", help="also look in this folder")
 
     from nnscratch.bench import add_bench_arguments
 
@@ -141,7 +176,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from nnscratch.data import load_dataset
     from nnscratch.engines import make_engine
-    from nnscratch.experiment import to_features
+    from nnscratch.data.preprocess import ChannelStats, to_features
     from nnscratch.io import write_json
     from nnscratch.metrics import classification_report
     from nnscratch.model_io import load_model
@@ -149,15 +184,26 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     state, spec, info = load_model(args.model)
     dtype = np.dtype(args.dtype or info.get("dtype", "float32"))
-    data = load_dataset(info.get("dataset", "mnist"), args.data_dir)
-    x = to_features(data.test_images, dtype.type)
+    options = dict(info.get("data_options") or {})
+    if args.verify is not None:
+        options["verify"] = args.verify
+    data = load_dataset(args.dataset or info.get("dataset", "mnist"), args.data_dir, **options)
+    norm = info.get("standardization")
+    stats = ChannelStats(np.asarray(norm["mean"]), np.asarray(norm["std"])) if norm else None
+    if stats is not None and len(stats.mean) != data.image_shape[-1]:
+        raise UsageError(f"{args.model} was trained on {len(stats.mean)}-channel images, the {data.title} "
+                         f"images have {data.image_shape[-1]}")
+    x = to_features(data.test_images, dtype.type, stats)
     if x.shape[1] != spec.input_dim:
-        raise UsageError(f"{args.model} expects {spec.input_dim} inputs, the {data.name} images have {x.shape[1]}")
+        raise UsageError(f"{args.model} expects {spec.input_dim} inputs, the {data.title} images have {x.shape[1]}; "
+                         "pass the --dataset it was trained on")
+    if spec.num_classes != data.num_classes:
+        raise UsageError(f"{args.model} predicts {spec.num_classes} classes, {data.title} has {data.num_classes}")
     set_threads(None)
     engine = make_engine(args.engine, spec, state, dtype=dtype, device="auto")
     pred = engine.eval().predict_logits(x).argmax(axis=1)
     report = classification_report(data.test_labels, pred, data.class_names)
-    print(f"{args.model}: {spec.describe()}, {data.name} test set ({len(pred):,} images), engine {args.engine}")
+    print(f"{args.model}: {spec.describe()}, {data.title} test set ({len(pred):,} images), engine {args.engine}")
     print(f"  accuracy {report['accuracy']:.4f}  precision {report['precision']:.4f}  recall "
           f"{report['recall']:.4f}  f1 {report['f1']:.4f}  errors {report['errors']}")
     if args.json:
@@ -175,6 +221,11 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args, (args.engine,), f"train-{args.engine}")
         if args.verb == "evaluate":
             return _evaluate(args)
+        if args.verb == "datasets":
+            from nnscratch.data import describe_datasets, format_datasets_table
+
+            print(format_datasets_table(describe_datasets(args.data_dir)))
+            return 0
         if args.verb == "bench":
             from nnscratch.bench import run_bench
 

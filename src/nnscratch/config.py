@@ -26,6 +26,9 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
+#: Settings left out of the echoed command line while they have their default value.
+_QUIET_DEFAULTS = ("jit", "val_size", "standardize", "verify", "image_size", "color", "strict", "label_column",
+                   "image_shape")
 
 
 @dataclass
@@ -33,6 +36,14 @@ class RunConfig:
     """Everything that defines a training run. Defaults are the reference (seed) project's."""
 
     dataset: str = "mnist"
+    val_size: int | None = None       # None: 10,000, or a sixth of the pool when that is smaller
+    standardize: bool = False         # per-channel (x - mean) / std, statistics of the training split
+    verify: bool = True               # check built-in dataset files against their SHA-256
+    image_size: str | None = None     # "HxW": resize folder images
+    color: str | None = None          # "grayscale" | "rgb": convert folder images
+    strict: bool = False              # folder: an unreadable image is an error, not skipped
+    label_column: str | None = None   # csv: the label column's name or 0-based index
+    image_shape: str | None = None    # csv: "HxW" or "HxWxC"
     epochs: int = 20
     batch_size: int = 64
     lr: float = 0.01
@@ -63,6 +74,12 @@ class RunConfig:
     def np_dtype(self) -> np.dtype:
         return np.dtype(DTYPES[self.dtype])
 
+    def data_options(self) -> dict:
+        """The keyword arguments of :func:`nnscratch.data.load_dataset` these settings give."""
+        return {"verify": self.verify, "val_size": self.val_size, "seed": self.seed, "image_size": self.image_size,
+                "color": self.color, "strict": self.strict, "label_column": self.label_column,
+                "image_shape": self.image_shape}
+
     def model_spec(self, input_dim: int, num_classes: int):
         """The network these settings describe, for ``input_dim`` features and ``num_classes``."""
         from nnscratch.spec import mlp_spec
@@ -77,8 +94,10 @@ class RunConfig:
     def describe(self) -> str:
         """The settings as flags, for the start of a run and the report (defaults included)."""
         parts = []
+        d = RunConfig.__dataclass_fields__
+        d = {k: f.default for k, f in d.items()}
         for key, value in self.to_dict().items():
-            if key in ("engines", "data_dir", "device", "threads") or (key == "jit" and not value):
+            if key in ("engines", "data_dir", "device", "threads") or (key in _QUIET_DEFAULTS and value == d[key]):
                 continue
             flag = "--" + key.replace("_", "-")
             if isinstance(value, bool):
@@ -119,11 +138,35 @@ def check_value(key: str, value: Any) -> str | None:
             return f"must be an integer >= {low}, got {value!r}"
         return None
 
+    def boolean():
+        return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
+
+    def size(parts):
+        if value is None:
+            return None
+        from nnscratch.data.common import parse_size
+
+        try:
+            parse_size(value, "", parts)
+        except UsageError:
+            forms = " or ".join({2: "HxW like 28x28", 3: "HxWxC like 32x32x3"}[p] for p in parts)
+            return f"must be {forms}, got {value!r}"
+        return None
+
     def choice(options):
         return None if value in options else f"must be one of {', '.join(options)}, got {value!r}"
 
     checks = {
         "dataset": lambda: None if isinstance(value, str) and value else f"must be a dataset name, got {value!r}",
+        "val_size": lambda: integer(1, optional=True),
+        "standardize": lambda: boolean(),
+        "verify": lambda: boolean(),
+        "image_size": lambda: size((2,)),
+        "color": lambda: None if value is None else choice(("grayscale", "rgb")),
+        "strict": lambda: boolean(),
+        "label_column": lambda: None if value is None or isinstance(value, str) else
+        f"must be a column name or index, got {value!r}",
+        "image_shape": lambda: size((2, 3)),
         "epochs": lambda: integer(1),
         "batch_size": lambda: integer(1),
         "lr": lambda: number(0.0, low_open=True),
@@ -131,7 +174,7 @@ def check_value(key: str, value: Any) -> str | None:
         else f"takes one or more positive layer sizes, got {list(value)}",
         "activation": lambda: choice(tuple(ACTIVATIONS)),
         "dropout": lambda: number(0.0, 1.0),
-        "batch_norm": lambda: None if isinstance(value, bool) else f"must be true or false, got {value!r}",
+        "batch_norm": lambda: boolean(),
         "init": lambda: choice(INITIALIZERS),
         "label_smoothing": lambda: number(0.0, 1.0, high_open=False),
         "seed": lambda: integer(0),
@@ -140,7 +183,7 @@ def check_value(key: str, value: Any) -> str | None:
         "device": lambda: choice(("auto", "cpu", "cuda")),
         "threads": lambda: integer(1, optional=True),
         "data_dir": lambda: None if value is None or isinstance(value, str) else f"must be a folder, got {value!r}",
-        "jit": lambda: None if isinstance(value, bool) else f"must be true or false, got {value!r}",
+        "jit": lambda: boolean(),
         "engines": lambda: None,
     }
     return checks[key]()
@@ -172,6 +215,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             close = [_OTHER_NAMES[key]] if key in _OTHER_NAMES else difflib.get_close_matches(key, CONFIG_KEYS, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(CONFIG_KEYS)}"
             raise UsageError(f"{path}: unknown key {key!r}{hint}")
+        if key == "label_column" and _is_int(value):
+            values[key] = value = str(value)
         if key == "hidden" and _is_int(value):
             values[key] = value = [value]
         if key == "hidden" and not isinstance(value, list):

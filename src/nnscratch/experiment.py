@@ -19,6 +19,7 @@ import numpy as np
 
 from nnscratch.config import RunConfig
 from nnscratch.data import Dataset, load_dataset
+from nnscratch.data.preprocess import ChannelStats, channel_stats, standardize, to_features
 from nnscratch.engines import make_engine
 from nnscratch.errors import UsageError
 from nnscratch.io import write_json
@@ -26,7 +27,7 @@ from nnscratch.metrics import classification_report, softmax
 from nnscratch.model_io import save_model
 from nnscratch.registry import dropout_layers, initial_state
 from nnscratch.spec import ModelSpec
-from nnscratch.train import EpochRecord, History, batch_orders, fit, random_streams, scale_pixels
+from nnscratch.train import EpochRecord, History, batch_orders, fit, random_streams
 
 
 @dataclass
@@ -41,6 +42,15 @@ class Arrays:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    stats: ChannelStats | None = None   # the standardisation, when the run asks for one
+    image_shape: tuple[int, ...] = ()
+
+    def train_transform(self):
+        """What :func:`~nnscratch.train.fit` applies to each scaled training batch (or None)."""
+        if self.stats is None:
+            return None
+        stats, shape = self.stats, self.image_shape
+        return lambda rows: standardize(rows, stats, shape, out=rows)
 
 
 @dataclass
@@ -62,22 +72,20 @@ class EngineResult:
     state: dict[str, np.ndarray]
 
 
-def to_features(images: np.ndarray, dtype) -> np.ndarray:
-    """``uint8 (N, ...)`` images -> ``(N, features)`` floats in ``[0, 1]`` (pixel / 255), C-ordered."""
-    pixels = images.reshape(len(images), -1)
-    return scale_pixels(pixels, np.empty(pixels.shape, dtype=dtype))
-
-
 def prepare_arrays(data: Dataset, cfg: RunConfig) -> Arrays:
+    """The splits as model inputs: ``cfg.train_subset`` applied, scaled to [0, 1] and, with
+    ``cfg.standardize``, standardised per channel with statistics of the training images only."""
     n = len(data.train_labels)
     if cfg.train_subset is not None and cfg.train_subset > n:
         raise UsageError(f"--train-subset {cfg.train_subset} is larger than the {n:,} training images")
     keep = slice(0, cfg.train_subset or n)
     dt = cfg.np_dtype.type
+    stats = channel_stats(data.train_images[keep]) if cfg.standardize else None
     train_pixels = data.train_images[keep].reshape(-1, data.train_images[0].size)
     return Arrays(train_pixels, data.train_labels[keep].astype(np.int64),
-                  to_features(data.val_images, dt), data.val_labels.astype(np.int64),
-                  to_features(data.test_images, dt), data.test_labels.astype(np.int64))
+                  to_features(data.val_images, dt, stats), data.val_labels.astype(np.int64),
+                  to_features(data.test_images, dt, stats), data.test_labels.astype(np.int64),
+                  stats, tuple(data.image_shape))
 
 
 def plan_run(cfg: RunConfig, n_train: int, input_dim: int, num_classes: int) -> RunPlan:
@@ -120,7 +128,8 @@ def train_engines(cfg: RunConfig, plan: RunPlan, engines: dict, arrays: Arrays, 
         history = fit(engine, (arrays.x_train, arrays.y_train), (arrays.x_val, arrays.y_val), plan.orders,
                       cfg.batch_size, plan.spec.num_classes, lr=cfg.lr, dropout=dropout_layers(plan.spec),
                       dropout_seed=plan.dropout_seed, label_smoothing=cfg.label_smoothing, progress=progress,
-                      dtype=cfg.np_dtype, on_epoch=(lambda rec, n=name: on_epoch(n, rec)) if on_epoch else None)
+                      dtype=cfg.np_dtype, transform=arrays.train_transform(),
+                      on_epoch=(lambda rec, n=name: on_epoch(n, rec)) if on_epoch else None)
         engine.eval()
         results[name] = EngineResult(history, engine.predict_logits(arrays.x_test), engine.state_dict())
     return results
@@ -162,8 +171,12 @@ def assemble_metrics(cfg: RunConfig, plan: RunPlan, data: Dataset, arrays: Array
         "config": cfg.to_dict() | {"model": plan.spec.describe()},
         "architecture": [{"index": i, "kind": kind, "args": args, "parameters": count}
                          for i, kind, args, count in plan.spec.layer_table()],
-        "dataset": {"name": data.name, "train": int(len(arrays.y_train)), "val": int(len(arrays.y_val)),
-                    "test": int(len(arrays.y_test)), "source": str(data.source)},
+        "dataset": {"name": data.name, "title": data.title, "class_names": [str(c) for c in data.class_names],
+                    "image_shape": list(data.image_shape), "train": int(len(arrays.y_train)),
+                    "val": int(len(arrays.y_val)), "test": int(len(arrays.y_test)), "source": str(data.source),
+                    "notes": list(data.notes), "split_rule": data.split_rule,
+                    "standardization": None if arrays.stats is None else
+                    {"mean": arrays.stats.mean.tolist(), "std": arrays.stats.std.tolist()}},
         "engines": {name: {"test": classification_report(arrays.y_test, r.logits.argmax(axis=1), data.class_names),
                            "train_time_s": r.history.train_time_s,
                            "wall_time_s": r.history.wall_time_s,
@@ -184,7 +197,9 @@ def write_outputs(out_dir: Path, cfg: RunConfig, plan: RunPlan, metrics: dict, d
     from nnscratch.report import write_figures, write_report
 
     written = [save_model(out_dir / f"{name}_model.safetensors", r.state, plan.spec, engine=name, dtype=cfg.dtype,
-                          dataset=cfg.dataset, seed=cfg.seed, epochs=cfg.epochs) for name, r in results.items()]
+                          dataset=data.name, data_options=cfg.data_options(), epochs=cfg.epochs, seed=cfg.seed,
+                          standardization=metrics["dataset"]["standardization"])
+               for name, r in results.items()]
     written.append(write_json(out_dir / "metrics.json", metrics))
     figures = write_figures(out_dir, metrics, test_images=data.test_images, test_labels=arrays.y_test,
                             probabilities={n: softmax(r.logits) for n, r in results.items()},
@@ -216,7 +231,7 @@ def run_experiment(cfg: RunConfig, out_dir: Path | None, progress: bool = True,
     """
     if out_dir is not None:
         check_out_dir(out_dir)
-    data = data or load_dataset(cfg.dataset, cfg.data_dir, progress=progress)
+    data = data or load_dataset(cfg.dataset, cfg.data_dir, progress=progress, **cfg.data_options())
     arrays = prepare_arrays(data, cfg)
     plan = plan_run(cfg, len(arrays.y_train), arrays.x_train.shape[1], len(data.class_names))
     engines = build_engines(cfg, plan)
