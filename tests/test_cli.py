@@ -148,7 +148,8 @@ def test_compare_stdout_has_results_table_and_hyperparameters(compare_run):
     metrics = json.loads((out / "metrics.json").read_text())
     stdout = proc.stdout
     assert "--epochs 1 --batch-size 64 --lr 0.01 --hidden 533 --activation relu --dropout 0.0 --no-batch-norm " \
-           "--init he_normal --label-smoothing 0.0 --seed 0 --dtype float32 --train-subset 2000" in stdout
+           "--init he_normal --label-smoothing 0.0 --optimizer sgd --lr-schedule none --seed 0 --dtype float32 " \
+           "--train-subset 2000" in stdout
     for word in ("Metric", "NumPy", "PyTorch", "Accuracy", "Precision", "Recall", "F1", "Errors",
                  "Training time"):
         assert word in stdout, word

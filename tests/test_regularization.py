@@ -159,8 +159,8 @@ def test_early_stopping_state_round_trip():
     assert resumed.reason == whole.reason
 
 
-@pytest.mark.parametrize("kwargs, flag", [({"patience": 0}, "--patience"), ({"patience": 2.5}, "--patience"),
-                                          ({"patience": 3, "min_delta": -0.1}, "--min-delta")])
+@pytest.mark.parametrize("kwargs, flag", [({"patience": 0}, "--early-stopping"), ({"patience": 2.5}, "--early-stopping"),
+                                          ({"patience": 3, "min_delta": -0.1}, "--early-stopping-min-delta")])
 def test_early_stopping_rejects_bad_settings(kwargs, flag):
     with pytest.raises(UsageError, match=f"^{flag} "):
         EarlyStopping(**kwargs)

@@ -47,6 +47,7 @@ def _add_run_flags(p: argparse.ArgumentParser, default_out: str) -> None:
     m.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
                    help="batch normalisation after each hidden dense layer (default: off)")
     m.add_argument("--init", choices=list(INITIALIZERS), help=f"weight initialiser (default: {d.init})")
+    _add_optimizer_flags(p)
     _add_data_flags(p)
     r = p.add_argument_group("run")
     r.add_argument("--out", default=None, metavar="DIR", help=f"output folder (default: {default_out})")
@@ -57,6 +58,63 @@ def _add_run_flags(p: argparse.ArgumentParser, default_out: str) -> None:
     r.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
                    help="NumPy engine: Numba-compiled element-wise kernels (needs numba; see docs/performance.md)")
     r.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+
+
+def _add_optimizer_flags(p: argparse.ArgumentParser) -> None:
+    """Optimizer, learning-rate schedule, regularisation and early stopping (torch's names and defaults)."""
+    from nnscratch.config import LR_SCHEDULES
+
+    flag = argparse.BooleanOptionalAction
+    o = p.add_argument_group("optimizer (torch's defaults for whatever is not given)")
+    o.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "rmsprop"], help="(default: sgd)")
+    o.add_argument("--momentum", type=float, help="sgd, rmsprop: momentum (default: 0)")
+    o.add_argument("--dampening", type=float, help="sgd: dampening of the momentum (default: 0)")
+    o.add_argument("--nesterov", action=flag, default=None, help="sgd: Nesterov momentum (default: off)")
+    o.add_argument("--betas", type=float, nargs=2, metavar=("B1", "B2"),
+                   help="adam, adamw: moving-average factors (default: 0.9 0.999)")
+    o.add_argument("--eps", type=float, help="adam, adamw, rmsprop: added to the denominator (default: 1e-8)")
+    o.add_argument("--alpha", type=float, help="rmsprop: smoothing constant (default: 0.99)")
+    o.add_argument("--centered", action=flag, default=None, help="rmsprop: centred variant (default: off)")
+    o.add_argument("--amsgrad", action=flag, default=None, help="adam, adamw: AMSGrad (default: off)")
+    o.add_argument("--weight-decay", type=float,
+                   help="L2 in the gradient (sgd, adam, rmsprop; default 0) or decoupled (adamw; default 0.01)")
+    s = p.add_argument_group("learning-rate schedule (per-step values equal to torch's schedulers)")
+    s.add_argument("--lr-schedule", choices=list(LR_SCHEDULES), help="(default: none)")
+    s.add_argument("--lr-schedule-unit", choices=["step", "epoch"],
+                   help="advance the schedule every batch or every epoch (default: epoch for step, multistep, "
+                        "exponential, cosine, plateau; step for cyclic, onecycle and a lone warm-up)")
+    s.add_argument("--warmup-steps", type=int, metavar="N", help="linear warm-up over N schedule units first")
+    s.add_argument("--warmup-start-factor", type=float, help="warm-up starts at this times --lr (default: 1/3)")
+    s.add_argument("--lr-step-size", type=int, help="step: units between decays")
+    s.add_argument("--lr-gamma", type=float, help="step, multistep, exponential, cyclic exp_range: decay factor")
+    s.add_argument("--lr-milestones", type=int, nargs="+", metavar="N", help="multistep: units where lr decays")
+    s.add_argument("--t-max", type=int, help="cosine: units of one half-period (default: the whole run)")
+    s.add_argument("--min-lr", type=float, help="cosine: eta_min; plateau: the floor (default: 0)")
+    s.add_argument("--max-lr", type=float, help="cyclic: the peak (required); onecycle: the peak (default: --lr)")
+    s.add_argument("--step-size-up", type=int, help="cyclic: units going up (default: 2000)")
+    s.add_argument("--step-size-down", type=int, help="cyclic: units going down (default: = up)")
+    s.add_argument("--cyclic-mode", choices=["triangular", "triangular2", "exp_range"], help="cyclic: shape")
+    s.add_argument("--total-steps", type=int, help="onecycle: length of the cycle (default: the whole run)")
+    s.add_argument("--pct-start", type=float, help="onecycle: share of the cycle going up (default: 0.3)")
+    s.add_argument("--anneal-strategy", choices=["cos", "linear"], help="onecycle: shape (default: cos)")
+    s.add_argument("--div-factor", type=float, help="onecycle: start = max_lr / div_factor (default: 25)")
+    s.add_argument("--final-div-factor", type=float, help="onecycle: end = start / this (default: 1e4)")
+    s.add_argument("--three-phase", action=flag, default=None, help="onecycle: three phases (default: off)")
+    s.add_argument("--plateau-factor", type=float, help="plateau: lr multiplier on a plateau (default: 0.1)")
+    s.add_argument("--plateau-patience", type=int, help="plateau: epochs without improvement (default: 10)")
+    s.add_argument("--plateau-threshold", type=float, help="plateau: what counts as better (default: 1e-4)")
+    s.add_argument("--plateau-threshold-mode", choices=["rel", "abs"], help="plateau: (default: rel)")
+    s.add_argument("--plateau-cooldown", type=int, help="plateau: epochs to wait after a cut (default: 0)")
+    s.add_argument("--plateau-eps", type=float, help="plateau: smallest change of lr applied (default: 1e-8)")
+    r = p.add_argument_group("regularisation and stopping")
+    r.add_argument("--l1", type=float, help="add l1 * sum|w| over every parameter to the loss (default: 0)")
+    r.add_argument("--l2", type=float, help="add l2 * sum w^2 over every parameter to the loss (default: 0)")
+    r.add_argument("--clip-grad-norm", type=float, metavar="MAX",
+                   help="scale the gradients to a global 2-norm of at most MAX (torch's clip_grad_norm_)")
+    r.add_argument("--early-stopping", type=int, metavar="PATIENCE",
+                   help="stop after PATIENCE epochs without a better validation loss; restore the best weights")
+    r.add_argument("--early-stopping-min-delta", type=float, metavar="DELTA",
+                   help="an improvement must beat the best validation loss by more than this (default: 0)")
 
 
 def _add_data_flags(p: argparse.ArgumentParser, evaluate: bool = False) -> None:

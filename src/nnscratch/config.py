@@ -26,9 +26,16 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
+LR_SCHEDULES = ("none", "step", "multistep", "exponential", "cosine", "cyclic", "onecycle", "plateau")
 #: Settings left out of the echoed command line while they have their default value.
 _QUIET_DEFAULTS = ("jit", "val_size", "standardize", "verify", "image_size", "color", "strict", "label_column",
-                   "image_shape")
+                   "image_shape", "momentum", "dampening", "nesterov", "betas", "eps", "alpha", "centered",
+                   "amsgrad", "weight_decay", "lr_schedule_unit", "warmup_steps", "warmup_start_factor",
+                   "lr_step_size", "lr_gamma", "lr_milestones", "t_max", "min_lr", "max_lr", "step_size_up",
+                   "step_size_down", "cyclic_mode", "total_steps", "pct_start", "anneal_strategy", "div_factor",
+                   "final_div_factor", "three_phase", "plateau_factor", "plateau_patience", "plateau_threshold",
+                   "plateau_threshold_mode", "plateau_cooldown", "plateau_eps", "l1", "l2", "clip_grad_norm",
+                   "early_stopping", "early_stopping_min_delta")
 
 
 @dataclass
@@ -53,6 +60,50 @@ class RunConfig:
     batch_norm: bool = False
     init: str = "he_normal"
     label_smoothing: float = 0.0
+    # optimizer (torch's defaults where a value is None; see numpy_engine/optimizers.py)
+    optimizer: str = "sgd"
+    momentum: float | None = None
+    dampening: float | None = None
+    nesterov: bool | None = None
+    betas: tuple[float, float] | None = None
+    eps: float | None = None
+    alpha: float | None = None
+    centered: bool | None = None
+    amsgrad: bool | None = None
+    weight_decay: float | None = None
+    # learning-rate schedule (see schedules.py); None: the schedule's default
+    lr_schedule: str = "none"
+    lr_schedule_unit: str | None = None   # "step" (batch) or "epoch"; default: epoch for step/multistep/
+    #                                       exponential/cosine/plateau, step for cyclic/onecycle and warm-up only
+    warmup_steps: int = 0
+    warmup_start_factor: float | None = None
+    lr_step_size: int | None = None
+    lr_gamma: float | None = None
+    lr_milestones: tuple[int, ...] | None = None
+    t_max: int | None = None              # default: every schedule step after the warm-up
+    min_lr: float | None = None
+    max_lr: float | None = None
+    step_size_up: int | None = None
+    step_size_down: int | None = None
+    cyclic_mode: str | None = None
+    total_steps: int | None = None        # default: every schedule step of the run
+    pct_start: float | None = None
+    anneal_strategy: str | None = None
+    div_factor: float | None = None
+    final_div_factor: float | None = None
+    three_phase: bool | None = None
+    plateau_factor: float | None = None
+    plateau_patience: int | None = None
+    plateau_threshold: float | None = None
+    plateau_threshold_mode: str | None = None
+    plateau_cooldown: int | None = None
+    plateau_eps: float | None = None
+    # regularisation and stopping
+    l1: float = 0.0
+    l2: float = 0.0
+    clip_grad_norm: float | None = None
+    early_stopping: int | None = None     # patience in epochs; None: train every epoch
+    early_stopping_min_delta: float = 0.0
     seed: int = 0
     dtype: str = "float32"
     train_subset: int | None = None
@@ -65,10 +116,76 @@ class RunConfig:
     def __post_init__(self) -> None:
         self.hidden = tuple(self.hidden)
         self.engines = tuple(self.engines)
+        if self.betas is not None:
+            self.betas = tuple(self.betas)
+        if self.lr_milestones is not None:
+            self.lr_milestones = tuple(self.lr_milestones)
         for key, value in asdict(self).items():
             problem = check_value(key, value)
             if problem:
                 raise UsageError(f"--{key.replace('_', '-')} {problem}")
+        # the optimizer's and the schedule's own checks, now rather than after loading the data
+        from nnscratch.numpy_engine.optimizers import make_optimizer
+
+        make_optimizer(self.optimizer, {}, **self.optimizer_options())
+        self.make_schedule(steps_per_epoch=100)
+
+    def optimizer_options(self) -> dict:
+        """The optimizer's hyperparameters that were set (torch's defaults apply to the rest)."""
+        keys = ("momentum", "dampening", "nesterov", "betas", "eps", "alpha", "centered", "amsgrad", "weight_decay")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+
+    def schedule_unit(self) -> str:
+        """``"step"`` (the schedule advances every batch) or ``"epoch"``."""
+        if self.lr_schedule_unit:
+            return self.lr_schedule_unit
+        if self.lr_schedule in ("cyclic", "onecycle") or self.lr_schedule == "none":
+            return "step"
+        return "epoch"
+
+    def make_schedule(self, steps_per_epoch: int):
+        """The learning-rate schedule of this run (:mod:`nnscratch.schedules`), in :meth:`schedule_unit` units."""
+        from nnscratch.schedules import make_schedule
+
+        unit = self.schedule_unit()
+        if self.lr_schedule == "plateau" and unit != "epoch":
+            raise UsageError("--lr-schedule plateau steps once per epoch (on the validation loss): "
+                             "drop --lr-schedule-unit step")
+        units = self.epochs * (steps_per_epoch if unit == "step" else 1)
+        name = "constant" if self.lr_schedule == "none" else self.lr_schedule
+        params = {"step_size": self.lr_step_size, "gamma": self.lr_gamma,
+                  "milestones": list(self.lr_milestones) if self.lr_milestones else None}
+        if name == "cosine":
+            params = {"T_max": self.t_max or max(units - self.warmup_steps, 1), "eta_min": self.min_lr}
+        elif name == "cyclic":
+            params = {"max_lr": self.max_lr, "step_size_up": self.step_size_up, "step_size_down": self.step_size_down,
+                      "mode": self.cyclic_mode, "gamma": self.lr_gamma}
+        elif name == "onecycle":
+            params = {"total_steps": self.total_steps or units, "max_lr": self.max_lr, "pct_start": self.pct_start,
+                      "anneal_strategy": self.anneal_strategy, "div_factor": self.div_factor,
+                      "final_div_factor": self.final_div_factor, "three_phase": self.three_phase}
+        elif name == "plateau":
+            params = {"factor": self.plateau_factor, "patience": self.plateau_patience,
+                      "threshold": self.plateau_threshold, "threshold_mode": self.plateau_threshold_mode,
+                      "cooldown": self.plateau_cooldown, "min_lr": self.min_lr, "eps": self.plateau_eps}
+        self._refuse_foreign_schedule_keys(name, params)
+        return make_schedule(name, self.lr, warmup_steps=self.warmup_steps,
+                             warmup_start_factor=self.warmup_start_factor, **params)
+
+    def _refuse_foreign_schedule_keys(self, name: str, used: dict) -> None:
+        """A schedule flag that the chosen schedule does not read is a mistake worth one line."""
+        owners = {"lr_step_size": ("step_size",), "lr_gamma": ("gamma",), "lr_milestones": ("milestones",),
+                  "t_max": ("T_max",), "min_lr": ("eta_min", "min_lr"), "max_lr": ("max_lr",),
+                  "step_size_up": ("step_size_up",), "step_size_down": ("step_size_down",),
+                  "cyclic_mode": ("mode",), "total_steps": ("total_steps",), "pct_start": ("pct_start",),
+                  "anneal_strategy": ("anneal_strategy",), "div_factor": ("div_factor",),
+                  "final_div_factor": ("final_div_factor",), "three_phase": ("three_phase",),
+                  "plateau_factor": ("factor",), "plateau_patience": ("patience",),
+                  "plateau_threshold": ("threshold",), "plateau_threshold_mode": ("threshold_mode",),
+                  "plateau_cooldown": ("cooldown",), "plateau_eps": ("eps",)}
+        for key, params in owners.items():
+            if getattr(self, key) is not None and not any(p in used for p in params):
+                raise UsageError(f"--{key.replace('_', '-')} does not apply to --lr-schedule {self.lr_schedule}")
 
     @property
     def np_dtype(self) -> np.dtype:
@@ -138,6 +255,14 @@ def check_value(key: str, value: Any) -> str | None:
             return f"must be an integer >= {low}, got {value!r}"
         return None
 
+    def optional_number():  # the range is the optimizer's or schedule's own check (they name the flag)
+        if value is None or (_is_number(value) and math.isfinite(value)):
+            return None
+        return f"must be a finite number, got {value!r}"
+
+    def optional_boolean():
+        return None if value is None else boolean()
+
     def boolean():
         return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
 
@@ -177,6 +302,48 @@ def check_value(key: str, value: Any) -> str | None:
         "batch_norm": lambda: boolean(),
         "init": lambda: choice(INITIALIZERS),
         "label_smoothing": lambda: number(0.0, 1.0, high_open=False),
+        "optimizer": lambda: choice(("sgd", "adam", "adamw", "rmsprop")),
+        "momentum": lambda: optional_number(),
+        "dampening": lambda: optional_number(),
+        "nesterov": lambda: optional_boolean(),
+        "betas": lambda: None if value is None or (len(value) == 2 and all(_is_number(b) for b in value)) else
+        f"takes two numbers like 0.9 0.999, got {value!r}",
+        "eps": lambda: optional_number(),
+        "alpha": lambda: optional_number(),
+        "centered": lambda: optional_boolean(),
+        "amsgrad": lambda: optional_boolean(),
+        "weight_decay": lambda: optional_number(),
+        "lr_schedule": lambda: choice(LR_SCHEDULES),
+        "lr_schedule_unit": lambda: None if value is None else choice(("step", "epoch")),
+        "warmup_steps": lambda: integer(0),
+        "warmup_start_factor": lambda: optional_number(),
+        "lr_step_size": lambda: integer(1, optional=True),
+        "lr_gamma": lambda: optional_number(),
+        "lr_milestones": lambda: None if value is None or (len(value) >= 1 and all(_is_int(m) and m >= 1 for m in value))
+        else f"takes positive step numbers like 10 20, got {value!r}",
+        "t_max": lambda: integer(1, optional=True),
+        "min_lr": lambda: optional_number(),
+        "max_lr": lambda: optional_number(),
+        "step_size_up": lambda: integer(1, optional=True),
+        "step_size_down": lambda: integer(1, optional=True),
+        "cyclic_mode": lambda: None if value is None else choice(("triangular", "triangular2", "exp_range")),
+        "total_steps": lambda: integer(1, optional=True),
+        "pct_start": lambda: optional_number(),
+        "anneal_strategy": lambda: None if value is None else choice(("cos", "linear")),
+        "div_factor": lambda: optional_number(),
+        "final_div_factor": lambda: optional_number(),
+        "three_phase": lambda: optional_boolean(),
+        "plateau_factor": lambda: optional_number(),
+        "plateau_patience": lambda: integer(0, optional=True),
+        "plateau_threshold": lambda: optional_number(),
+        "plateau_threshold_mode": lambda: None if value is None else choice(("rel", "abs")),
+        "plateau_cooldown": lambda: integer(0, optional=True),
+        "plateau_eps": lambda: optional_number(),
+        "l1": lambda: number(0.0),
+        "l2": lambda: number(0.0),
+        "clip_grad_norm": lambda: None if value is None else number(0.0, low_open=True),
+        "early_stopping": lambda: integer(1, optional=True),
+        "early_stopping_min_delta": lambda: number(0.0),
         "seed": lambda: integer(0),
         "dtype": lambda: choice(tuple(DTYPES)),
         "train_subset": lambda: integer(1, optional=True),
@@ -196,6 +363,9 @@ _OTHER_NAMES = {"learning_rate": "lr", "num_epochs": "epochs", "n_epochs": "epoc
                 "hidden_layers": "hidden", "hidden_layer_sizes": "hidden", "batchnorm": "batch_norm",
                 "bn": "batch_norm", "smoothing": "label_smoothing", "initializer": "init",
                 "initialization": "init", "precision": "dtype"}
+
+
+_FLOAT_KEYS = tuple(f.name for f in fields(RunConfig) if "float" in str(f.type) and "tuple" not in str(f.type))
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -221,8 +391,12 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             values[key] = value = [value]
         if key == "hidden" and not isinstance(value, list):
             raise UsageError(f"{path}: hidden must be a list of layer sizes like [512, 256], got {value!r}")
-        if key in ("lr", "dropout", "label_smoothing") and _is_int(value):
+        if key in _FLOAT_KEYS and _is_int(value):
             values[key] = value = float(value)
+        if key == "betas" and isinstance(value, list):
+            values[key] = value = tuple(float(b) if _is_int(b) else b for b in value)
+        if key == "lr_milestones" and isinstance(value, list):
+            values[key] = value = tuple(value)
         problem = check_value(key, value)
         if problem:
             raise UsageError(f"{path}: {key} {problem}")

@@ -27,7 +27,7 @@ from nnscratch.metrics import classification_report, softmax
 from nnscratch.model_io import save_model
 from nnscratch.registry import dropout_layers, initial_state
 from nnscratch.spec import ModelSpec
-from nnscratch.train import EpochRecord, History, batch_orders, fit, random_streams
+from nnscratch.train import EpochRecord, History, LearningRate, batch_orders, fit, random_streams
 
 
 @dataclass
@@ -107,7 +107,9 @@ def build_engines(cfg: RunConfig, plan: RunPlan) -> dict:
     """
     engines = {}
     for name in cfg.engines:
-        options: dict = {"label_smoothing": cfg.label_smoothing}
+        options: dict = {"label_smoothing": cfg.label_smoothing, "optimizer": cfg.optimizer,
+                         "optimizer_options": cfg.optimizer_options(), "l1": cfg.l1, "l2": cfg.l2,
+                         "clip_grad_norm": cfg.clip_grad_norm}
         if name == "numpy" and cfg.jit:
             options["jit"] = True
         if name == "torch":
@@ -123,10 +125,16 @@ def build_engines(cfg: RunConfig, plan: RunPlan) -> dict:
 def train_engines(cfg: RunConfig, plan: RunPlan, engines: dict, arrays: Arrays, progress: bool = True,
                   on_epoch: Callable[[str, EpochRecord], None] | None = None) -> dict[str, EngineResult]:
     """Train each engine in turn on the same batches and masks; evaluate it on the test set."""
+    from nnscratch.early_stopping import EarlyStopping
+
     results = {}
+    steps_per_epoch = -(-len(arrays.y_train) // cfg.batch_size)
     for name, engine in engines.items():
+        rate = LearningRate(cfg.make_schedule(steps_per_epoch), cfg.schedule_unit(), steps_per_epoch)
+        stopper = EarlyStopping(cfg.early_stopping, cfg.early_stopping_min_delta) if cfg.early_stopping else None
         history = fit(engine, (arrays.x_train, arrays.y_train), (arrays.x_val, arrays.y_val), plan.orders,
-                      cfg.batch_size, plan.spec.num_classes, lr=cfg.lr, dropout=dropout_layers(plan.spec),
+                      cfg.batch_size, plan.spec.num_classes, lr=rate, early_stopping=stopper,
+                      dropout=dropout_layers(plan.spec),
                       dropout_seed=plan.dropout_seed, label_smoothing=cfg.label_smoothing, progress=progress,
                       dtype=cfg.np_dtype, transform=arrays.train_transform(),
                       on_epoch=(lambda rec, n=name: on_epoch(n, rec)) if on_epoch else None)
@@ -139,6 +147,8 @@ def twin_agreement(results: dict[str, EngineResult]) -> dict:
     """How closely the NumPy engine and the torch twin agree (both started from the same weights
     and saw the same batches and masks, so any difference is floating-point rounding)."""
     a, b = (np.asarray(results[e].history.step_loss) for e in ("numpy", "torch"))
+    n = min(len(a), len(b))  # early stopping may end the twins at different epochs (float32)
+    a, b = a[:n], b[:n]
     return {"max_abs_step_loss_diff": float(np.max(np.abs(a - b))),
             "max_rel_step_loss_diff": float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300))),
             "max_rel_weight_diff": max_rel_state_diff(results["numpy"].state, results["torch"].state),
@@ -181,7 +191,10 @@ def assemble_metrics(cfg: RunConfig, plan: RunPlan, data: Dataset, arrays: Array
                            "train_time_s": r.history.train_time_s,
                            "wall_time_s": r.history.wall_time_s,
                            "step_loss": r.history.step_loss,
+                           "step_lr": r.history.step_lr,
+                           "loss_includes_penalty": bool(cfg.l1 or cfg.l2),
                            "history": r.history.records()}
+                          | ({"early_stopping": r.history.early_stopping} if r.history.early_stopping else {})
                     for name, r in results.items()},
         "machine": machine_info(),
         "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),

@@ -53,7 +53,7 @@ class LayerKind:
     def signature(self, args: dict, d_in: int, d_out: int) -> str:
         """``dense 784 -> 533``, ``dropout p=0.2``: one layer of the report's architecture table."""
         if self.name == "dense":
-            return f"{d_in} -> {d_out}"
+            return f"{d_in} -> {d_out}" + ("" if args["bias"] else ", no bias")
         return ", ".join(f"{k}={v}" for k, v in args.items()) or "-"
 
 
@@ -61,6 +61,8 @@ def _dense_check(a: dict) -> str | None:
     n = a.get("out_features")
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         return f"dense out_features must be a positive integer, got {n!r}"
+    if not isinstance(a["bias"], bool):
+        return f"dense bias must be true or false, got {a['bias']!r}"
     return None
 
 
@@ -88,10 +90,11 @@ def _gelu_check(a: dict) -> str | None:
 
 
 LAYER_KINDS: dict[str, LayerKind] = {k.name: k for k in (
-    LayerKind("dense", "Dense", lambda a, d: _nn().Linear(d, a["out_features"]),
-              defaults={"out_features": None}, check=_dense_check,
+    LayerKind("dense", "Dense", lambda a, d: _nn().Linear(d, a["out_features"], bias=a["bias"]),
+              defaults={"out_features": None, "bias": True}, check=_dense_check,
               out_features=lambda a, d: a["out_features"],
-              param_shapes=lambda a, d: {"weight": (a["out_features"], d), "bias": (a["out_features"],)}),
+              param_shapes=lambda a, d: {"weight": (a["out_features"], d)} | (
+                  {"bias": (a["out_features"],)} if a["bias"] else {})),
     LayerKind("relu", "ReLU", lambda a, d: _nn().ReLU(), init_gain_squared=lambda a: 2.0,
               short=lambda a: "relu"),
     LayerKind("leaky_relu", "LeakyReLU", lambda a, d: _nn().LeakyReLU(a["negative_slope"]),
@@ -248,7 +251,8 @@ def initial_state(spec, rng: np.random.Generator, init: str = "he_normal") -> di
     for i, layer, d_in, d_out in spec.walk():
         if layer.kind == "dense":
             for name, value in init_dense(rng, d_in, d_out, init, _gain_squared(spec, i)).items():
-                state[f"{i}.{name}"] = value
+                if name == "weight" or layer.args["bias"]:
+                    state[f"{i}.{name}"] = value
         elif layer.kind == "batch_norm":
             state.update({f"{i}.weight": np.ones(d_in), f"{i}.bias": np.zeros(d_in),
                           f"{i}.running_mean": np.zeros(d_in), f"{i}.running_var": np.ones(d_in),

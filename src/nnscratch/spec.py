@@ -142,7 +142,8 @@ def mlp_spec(input_dim: int = 784, hidden: tuple[int, ...] = (533,), num_classes
     """The multilayer perceptron the flags describe (defaults: the reference project's 784-533-10 ReLU).
 
     Each hidden block is ``dense -> [batch_norm] -> activation -> [dropout]`` (batch norm before
-    the non-linearity, as Ioffe & Szegedy place it; dropout after it, as Srivastava et al. do);
+    the non-linearity, as Ioffe & Szegedy place it, with a bias-free dense layer before it;
+    dropout after the non-linearity, as Srivastava et al. do);
     the last dense layer gives the logits. ``activation`` is a name of
     :data:`nnscratch.registry.ACTIVATIONS` (``gelu_tanh`` is GELU with ``approximate="tanh"``).
     """
@@ -160,7 +161,9 @@ def mlp_spec(input_dim: int = 784, hidden: tuple[int, ...] = (533,), num_classes
     act = LayerSpec(*ACTIVATIONS[activation])
     layers: list[LayerSpec] = []
     for h in hidden:
-        layers.append(LayerSpec("dense", {"out_features": h}))
+        # before batch norm a bias is redundant (the normalisation subtracts it again; its gradient is
+        # zero up to rounding), so it is left out, as torch users write nn.Linear(..., bias=False)
+        layers.append(LayerSpec("dense", {"out_features": h} | ({"bias": False} if batch_norm else {})))
         if batch_norm:
             layers.append(LayerSpec("batch_norm"))
         layers.append(act)

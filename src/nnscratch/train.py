@@ -40,12 +40,48 @@ class EpochRecord:
 class History:
     engine: str
     step_loss: list[float] = field(default_factory=list)
+    step_lr: list[float] = field(default_factory=list)     # the learning rate of every step
     epochs: list[EpochRecord] = field(default_factory=list)
     train_time_s: float = 0.0   # optimisation steps only (sum of the epochs' time_s)
     wall_time_s: float = 0.0    # with per-epoch validation
+    early_stopping: dict | None = None  # where and why training stopped, when early stopping was on
 
     def records(self) -> list[dict]:
         return [asdict(e) for e in self.epochs]
+
+
+class LearningRate:
+    """The learning rate of every step: a schedule (:mod:`nnscratch.schedules`) read per batch or per epoch.
+
+    ``unit="step"``: step ``k`` of the run uses ``schedule.lr(k)``; ``unit="epoch"``: every step of
+    epoch ``e`` (0-based) uses ``schedule.lr(e)``. A plateau schedule also hears each epoch's
+    validation loss through :meth:`end_epoch`. A fresh :class:`LearningRate` per engine, so the
+    twins see the same rates.
+    """
+
+    def __init__(self, schedule, unit: str = "step", steps_per_epoch: int = 1) -> None:
+        if unit not in ("step", "epoch"):
+            raise ValueError(f"unit must be 'step' or 'epoch', got {unit!r}")
+        self.schedule, self.unit, self.steps_per_epoch = schedule, unit, steps_per_epoch
+        self._epochs_done = 0
+
+    def at(self, step: int) -> float:
+        return self.schedule.lr(step if self.unit == "step" else self._epochs_done)
+
+    def end_epoch(self, val_loss: float) -> None:
+        self._epochs_done += 1
+        self.schedule.observe(val_loss)
+
+
+class _Constant:
+    def __init__(self, lr: float) -> None:
+        self.value = float(lr)
+
+    def lr(self, step: int) -> float:
+        return self.value
+
+    def observe(self, metric: float) -> None:
+        pass
 
 
 def random_streams(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.random.SeedSequence]:
@@ -119,7 +155,8 @@ def evaluate(engine, x: np.ndarray, y: np.ndarray, num_classes: int, label_smoot
 
 
 def fit(engine, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray] | None,
-        orders: list[np.ndarray], batch_size: int, num_classes: int, *, lr: float | Callable[[int], float],
+        orders: list[np.ndarray], batch_size: int, num_classes: int, *, lr: float | LearningRate,
+        early_stopping=None,
         dropout: list[tuple[int, int, float]] | None = None, dropout_seed: np.random.SeedSequence | None = None,
         label_smoothing: float = 0.0, progress: bool = True,
         on_epoch: Callable[[EpochRecord], None] | None = None, dtype=None,
@@ -128,13 +165,19 @@ def fit(engine, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.
 
     ``train = (x, y)``: ``x`` holds the model inputs, or the ``uint8`` pixels with ``dtype`` the
     engine's float type (see :class:`BatchGatherer`); ``val`` holds model inputs.
-    ``lr`` is the learning rate, or a function of the step number (0, 1, ...) giving it.
+    ``lr`` is the learning rate, or a :class:`LearningRate` (a schedule). ``early_stopping`` is an
+    :class:`~nnscratch.early_stopping.EarlyStopping` watching the validation loss: training stops
+    when it says so, and the engine gets back the state of the best epoch (``History.early_stopping``
+    says where and why).
     ``dropout`` lists ``(layer index, width, p)`` of the model's dropout layers
     (:func:`nnscratch.registry.dropout_layers`); their masks are drawn from ``dropout_seed``.
     """
     x, y = train
     gather = BatchGatherer(x, y, batch_size, dtype, transform)
-    lr_at = lr if callable(lr) else (lambda step, value=float(lr): value)
+    rate = lr if isinstance(lr, LearningRate) else LearningRate(_Constant(lr))
+    if early_stopping is not None and val is None:
+        raise ValueError("early stopping needs a validation set")
+    best_state = None
     mask_rng = np.random.default_rng(dropout_seed) if dropout else None
     history = History(engine.name)
     engine.train()
@@ -147,7 +190,9 @@ def fit(engine, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.
         for s in bar:
             xb, yb = gather.batch(order[s:s + batch_size])
             masks = dropout_keeps(mask_rng, dropout, len(yb)) if dropout else None
-            engine.train_step(xb, yb, lr_at(engine.steps), masks)
+            step_lr = rate.at(engine.steps)
+            history.step_lr.append(step_lr)
+            engine.train_step(xb, yb, step_lr, masks)
         losses, correct = engine.take_epoch_stats()
         dt = time.perf_counter() - t0
         bar.close()
@@ -159,7 +204,26 @@ def fit(engine, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.
         history.step_loss.extend(losses.tolist())
         history.epochs.append(record)
         history.train_time_s += dt
+        rate.end_epoch(record.val_loss)
         if on_epoch is not None:
             on_epoch(record)
+        if early_stopping is not None:
+            stop = early_stopping.update(epoch, record.val_loss)
+            if early_stopping.best_epoch == epoch:
+                best_state = engine.state()  # copies: what to go back to
+            if stop:
+                break
+    if early_stopping is not None:
+        history.early_stopping = _restore_best(engine, early_stopping, best_state, len(history.epochs))
     history.wall_time_s = time.perf_counter() - start_all
     return history
+
+
+def _restore_best(engine, stopper, best_state, epochs_run: int) -> dict:
+    """Put the best epoch's state back into ``engine``; what happened, for the report."""
+    restored = best_state is not None and stopper.best_epoch != epochs_run
+    if restored:
+        engine.load_state(best_state)
+    return {"stopped_epoch": stopper.stopped_epoch, "best_epoch": stopper.best_epoch,
+            "best_val_loss": stopper.best_loss if np.isfinite(stopper.best_loss) else None, "restored_best": restored,
+            "reason": stopper.reason + (f"; weights of epoch {stopper.best_epoch} restored" if restored else "")}

@@ -88,19 +88,23 @@ class Dense(Layer):
     update ``W -= lr * dW`` (one pass over ``W`` fewer than storing ``dW`` first).
     """
 
-    def __init__(self, in_features: int, dtype=np.float32, *, out_features: int) -> None:
+    def __init__(self, in_features: int, dtype=np.float32, *, out_features: int, bias: bool = True) -> None:
         super().__init__(in_features, dtype)
         self.out_features = out_features
-        self.params.update(weight=np.zeros((out_features, in_features), dtype=dtype),
-                           bias=np.zeros(out_features, dtype=dtype))
+        self.params["weight"] = np.zeros((out_features, in_features), dtype=dtype)
+        if bias:  # bias=False: y = x @ W.T (before batch norm, which removes any bias again)
+            self.params["bias"] = np.zeros(out_features, dtype=dtype)
         self.grads.update({name: np.zeros_like(p) for name, p in self.params.items()})
         self._x: np.ndarray | None = None
 
     def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
-        W, b = self.params["weight"], self.params["bias"]
+        W, b = self.params["weight"], self.params.get("bias")
         y = self._buffers.get("y", (x.shape[0], self.out_features))
-        y[...] = b                       # every row starts as the bias ...
-        gemm(x, W.T, out=y, beta=1.0)    # ... and BLAS adds x @ W.T to it (torch's addmm does the same)
+        if b is None:
+            gemm(x, W.T, out=y)
+        else:
+            y[...] = b                       # every row starts as the bias ...
+            gemm(x, W.T, out=y, beta=1.0)    # ... and BLAS adds x @ W.T to it (torch's addmm does the same)
         self._x = x if train else None
         return y
 
@@ -113,7 +117,8 @@ class Dense(Layer):
         sink = self.sink
         ones = self._buffers.ones(dout.shape[0])  # ones @ dout = dout.sum(0)
         gemm(dout.T, x, out=sink.target["weight"], alpha=sink.alpha, beta=sink.beta)
-        gemm(ones, dout, out=sink.target["bias"][None, :], alpha=sink.alpha, beta=sink.beta)
+        if "bias" in self.params:
+            gemm(ones, dout, out=sink.target["bias"][None, :], alpha=sink.alpha, beta=sink.beta)
         return dx
 
 

@@ -9,6 +9,7 @@ from nnscratch.numpy_engine.layers import GradientSink
 from nnscratch.numpy_engine.losses import SoftmaxCrossEntropy
 from nnscratch.numpy_engine.optimizers import make_optimizer
 from nnscratch.registry import LAYER_KINDS
+from nnscratch.regularization import add_penalty_gradient, clip_grad_norm, penalty
 from nnscratch.spec import ModelSpec
 
 
@@ -72,7 +73,8 @@ class NumpyEngine:
     """The hand-written engine behind the engine contract (:class:`nnscratch.engines.Engine`).
 
     One training step (:meth:`train_step`) is: forward through every layer, the loss and its
-    gradient, backward through every layer, then the optimizer's update. When the optimizer is
+    gradient, backward through every layer, the L1/L2 penalty's gradient and gradient clipping if
+    asked for, then the optimizer's update. When the optimizer is
     plain SGD (``optimizer.fused``) the update happens *inside* the backward pass instead: every
     layer's :class:`~nnscratch.numpy_engine.layers.GradientSink` points at its parameters with
     ``alpha = -lr, beta = 1`` (same math, one pass over the weights fewer; ``fuse=False`` turns it off).
@@ -82,7 +84,8 @@ class NumpyEngine:
 
     def __init__(self, spec: ModelSpec, initial: dict[str, np.ndarray], dtype=np.float32, *,
                  optimizer: str = "sgd", optimizer_options: dict | None = None,
-                 label_smoothing: float = 0.0, fuse: bool = True, jit: bool = False) -> None:
+                 label_smoothing: float = 0.0, l1: float = 0.0, l2: float = 0.0,
+                 clip_grad_norm: float | None = None, fuse: bool = True, jit: bool = False) -> None:
         self.model = Sequential(spec, dtype)
         self.model.load_state_dict(initial)
         self.loss = SoftmaxCrossEntropy(dtype, label_smoothing)
@@ -94,7 +97,9 @@ class NumpyEngine:
             if not label_smoothing:
                 self.loss = JitSoftmaxCrossEntropy(dtype)
         self.optimizer = make_optimizer(optimizer, self.model.named_params(), **(optimizer_options or {}))
-        self.fused = fuse and self.optimizer.fused
+        self.l1, self.l2, self.clip_grad_norm = l1, l2, clip_grad_norm
+        # the fused path is plain SGD on the loss's own gradient: a penalty or clipping needs the gradient first
+        self.fused = fuse and self.optimizer.fused and not (l1 or l2 or clip_grad_norm)
         if self.fused:
             for layer in self.model.layers:
                 layer.sink = GradientSink(layer.params, alpha=0.0, beta=1.0)
@@ -133,6 +138,12 @@ class NumpyEngine:
             self.model.backward(dlogits)
         else:
             self.model.backward(dlogits)
+            if self.l1 or self.l2:  # loss + l1 sum|p| + l2 sum p^2, before the update
+                params = self.optimizer.params
+                loss += penalty(params, self.l1, self.l2)
+                add_penalty_gradient(params, self._grads, self.l1, self.l2)
+            if self.clip_grad_norm is not None:
+                clip_grad_norm(self._grads, self.clip_grad_norm)
             self.optimizer.step(self._grads, lr)
         self.steps += 1
         self._losses.append(loss)

@@ -19,6 +19,8 @@ from nnscratch.registry import INTEGER_BUFFERS, LAYER_KINDS
 from nnscratch.spec import ModelSpec
 
 _TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
+_OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+               "rmsprop": torch.optim.RMSprop}
 
 
 class SharedMaskDropout(nn.Module):
@@ -79,15 +81,20 @@ class TorchEngine:
     def __init__(self, spec: ModelSpec, initial: dict[str, np.ndarray], dtype=np.float32, *,
                  device: str = "cpu", compile: bool = False, optimizer: str = "sgd",
                  optimizer_options: dict | None = None, label_smoothing: float = 0.0,
+                 l1: float = 0.0, l2: float = 0.0, clip_grad_norm: float | None = None,
                  shared_masks: bool = True) -> None:
         self.device = resolve_device(device)
         self.dtype = _TORCH_DTYPES[np.dtype(dtype)]
         self.model = build_twin(spec, shared_masks).to(device=self.device, dtype=self.dtype)
         self.load_state_dict(initial)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        if optimizer != "sgd" or optimizer_options:
-            raise UsageError(f"--optimizer {optimizer} is not available in the torch twin yet")
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.0, foreach=True)
+        if optimizer not in _OPTIMIZERS:
+            raise UsageError(f"--optimizer must be one of {', '.join(_OPTIMIZERS)}, got {optimizer!r}")
+        options = dict(optimizer_options or {})
+        if optimizer == "sgd":
+            options.setdefault("foreach", True)  # torch's fastest SGD on the CPU
+        self.optimizer = _OPTIMIZERS[optimizer](self.model.parameters(), lr=0.0, **options)
+        self.l1, self.l2, self.clip_grad_norm = l1, l2, clip_grad_norm
         self._forward = torch.compile(self.model) if compile else self.model
         self._shared = {i: m for i, m in enumerate(self.model) if isinstance(m, SharedMaskDropout)}
         self.steps = 0
@@ -119,7 +126,15 @@ class TorchEngine:
         self.optimizer.zero_grad(set_to_none=True)
         logits = self._forward(xb)
         loss = self.loss_fn(logits, yb)
+        if self.l1 or self.l2:  # the same penalty as the NumPy engine's, over every parameter
+            params = list(self.model.parameters())
+            if self.l1:
+                loss = loss + self.l1 * sum(p.abs().sum() for p in params)
+            if self.l2:
+                loss = loss + self.l2 * sum(p.pow(2).sum() for p in params)
         loss.backward()
+        if self.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
         self.optimizer.step()
         self.steps += 1
         with torch.no_grad():
