@@ -346,7 +346,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, result)
     if args.plot:
-        from nnscratch.bench_plot import plot_benchmark
+        from nnscratch.report.bench_plot import plot_benchmark
 
         plot_benchmark(result, args.plot)
     return 0

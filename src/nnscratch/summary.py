@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+from nnscratch.names import engine_label
 from nnscratch.report.markdown import format_duration
-
-ENGINE_TITLES = {"numpy": "NumPy", "torch": "PyTorch"}
 
 
 def results_table(metrics: dict) -> str:
     """Accuracy, weighted precision/recall/F1, errors and training time, one column per engine."""
     engines = list(metrics["engines"])
-    rows = [("Metric", *[ENGINE_TITLES.get(e, e) for e in engines])]
+    rows = [("Metric", *[engine_label(e) for e in engines])]
     tests = [metrics["engines"][e]["test"] for e in engines]
     for label, key in (("Accuracy", "accuracy"), ("Precision", "precision"), ("Recall", "recall"), ("F1", "f1")):
         rows.append((label, *[f"{t[key]:.4f}" for t in tests]))

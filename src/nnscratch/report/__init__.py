@@ -4,7 +4,11 @@ Typical use after training::
 
     figures = write_figures(out_dir, metrics, test_images=..., test_labels=..., probabilities=...,
                             class_names=..., train_images=..., train_labels=...)
-    write_report(out_dir / "report.md", metrics, figures)
+    write_report(out_dir / "report.md", metrics, [f.name for f in figures])
+
+Both read the dataset's title, class names and image shape from ``metrics["dataset"]`` (see
+:mod:`nnscratch.report.context`); images are uint8 ``(N, H, W, C)``, drawn in grey or in colour.
+The benchmark's figure lives here too (:mod:`nnscratch.report.bench_plot`).
 """
 
 from __future__ import annotations

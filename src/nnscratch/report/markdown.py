@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path, PurePath
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from nnscratch.io import atomic_write_text
+from nnscratch.names import engine_label
+from nnscratch.report.context import DatasetView, dataset_view, image_kind, lr_varies, step_lrs
 
-ENGINE_NAMES = {"numpy": "NumPy", "torch": "PyTorch"}
 _DASH = "—"
+#: The data line lists at most this many class names.
+_MAX_LISTED_CLASSES = 30
 
 #: Figure file-name suffix -> caption (the engine's name is prefixed).
 _FIGURE_CAPTIONS = {
@@ -26,14 +30,10 @@ _FIGURE_CAPTIONS = {
     "correct_predictions": "correct test predictions",
     "incorrect_predictions": "most confident mistakes",
 }
+_LR_FIGURE = "lr_schedule"
 
 
 # --------------------------------------------------------------------------- formatting
-
-
-def engine_label(engine: str) -> str:
-    """Display name of an engine key: ``"numpy"`` -> ``"NumPy"``, ``"torch"`` -> ``"PyTorch"``."""
-    return ENGINE_NAMES.get(engine, engine)
 
 
 def format_duration(seconds: float | None) -> str:
@@ -89,13 +89,10 @@ def most_confused(
 # --------------------------------------------------------------------------- sections
 
 
-def _header(metrics: Mapping[str, Any]) -> list[str]:
-    """Title, the command line (when recorded), the configuration and the dataset split."""
+def _header(metrics: Mapping[str, Any], view: DatasetView) -> list[str]:
+    """Title, the command line (when recorded), the configuration and the dataset."""
     engines = list(metrics.get("engines", {}))
-    dataset = metrics.get("dataset", {})
-    name = str(dataset.get("name", "dataset"))
-    lines = [f"# nnscratch: {' vs '.join(engine_label(e) for e in engines)} on "
-             f"{_dataset_title(name)}", ""]
+    lines = [f"# nnscratch: {' vs '.join(engine_label(e) for e in engines)} on {view.title}", ""]
     config = metrics.get("config", {})
     command = _command(metrics)
     if command:
@@ -103,12 +100,34 @@ def _header(metrics: Mapping[str, Any]) -> list[str]:
     shown = {k: v for k, v in config.items() if k != "command"}
     lines.append("**Config:** " + ", ".join(f"`{k}={_config_value(k, v)}`"
                                             for k, v in shown.items()))
+    return lines + ["", *_data(metrics, view)]
+
+
+def _data(metrics: Mapping[str, Any], view: DatasetView) -> list[str]:
+    """The dataset: title, image size, classes, split sizes, how it was split, notes."""
+    dataset = metrics.get("dataset", {})
     split = [f"{dataset[part]:,} {label}" for part, label in
              (("train", "train"), ("val", "validation"), ("test", "test"))
              if isinstance(dataset.get(part), int)]
-    if split:
-        lines += ["", f"**Data:** {_dataset_title(name)}, " + " / ".join(split) + " images."]
-    return lines + [""]
+    kind = image_kind(view.image_shape)
+    n = len(view.class_names)
+    about = ", ".join(part for part in (f"{kind} images" if kind else "",
+                                        f"{n} classes" if n else "") if part)
+    line = f"**Data:** {view.title}" + (f" ({about})" if about else "")
+    line += (": " + " / ".join(split) + " images." if split else ".")
+    lines = [line, ""]
+    if n:
+        listed = ", ".join(view.class_names[:_MAX_LISTED_CLASSES])
+        more = n - _MAX_LISTED_CLASSES
+        lines += [f"**Classes:** {listed}" + (f", … and {more} more" if more > 0 else "") + ".", ""]
+    if dataset.get("split_rule"):
+        lines += [f"**Split:** {dataset['split_rule']}", ""]
+    if dataset.get("source"):
+        lines += [f"**Source:** `{dataset['source']}`", ""]
+    notes = [str(note) for note in dataset.get("notes") or []]
+    if notes:
+        lines += ["**Notes on the data:**", "", *(f"- {note}" for note in notes), ""]
+    return lines
 
 
 def _command(metrics: Mapping[str, Any]) -> str | None:
@@ -126,7 +145,8 @@ def _command(metrics: Mapping[str, Any]) -> str | None:
     defaults = RunConfig().to_dict()
     flags = []
     for key, value in config.items():  # every setting that differs from its default, as its flag
-        if key not in defaults or key == "engines" or value == defaults[key]:
+        if key not in defaults or key == "engines" or value == defaults[key] or value is None \
+                or isinstance(value, dict):
             continue
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):
@@ -150,17 +170,17 @@ def _architecture(metrics: Mapping[str, Any]) -> list[str]:
 
 
 def _config_value(key: str, value: Any) -> str:
-    """A config value as written in the config line (``None`` reads as ``all`` for subsets)."""
+    """A config value as written in the config line (``None`` reads as ``all`` for subsets).
+
+    Lists read ``[0.9,0.999]``, mappings ``{patience:3,min_delta:0.0}``, at any depth.
+    """
     if value is None:
         return "all" if key.endswith("subset") else "none"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{k}:{_config_value(str(k), v)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(str(v) for v in value) + "]"
+        return "[" + ",".join(_config_value(key, v) for v in value) + "]"
     return str(value)
-
-
-def _dataset_title(name: str) -> str:
-    """``"mnist"`` -> ``"MNIST"``, ``"fashion-mnist"`` -> ``"Fashion-MNIST"``; others as given."""
-    return {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}.get(name.lower(), name)
 
 
 def _results(metrics: Mapping[str, Any]) -> list[str]:
@@ -200,7 +220,7 @@ def _errors(result: Mapping[str, Any]) -> str:
     return f"{int(errors):,}" + (f" of {total:,}" if total else "")
 
 
-def _per_digit(metrics: Mapping[str, Any]) -> list[str]:
+def _per_class(metrics: Mapping[str, Any], view: DatasetView) -> list[str]:
     """Per-class accuracy (the recall of each class), one column per engine."""
     engines = metrics.get("engines", {})
     per_engine = [r.get("test", {}).get("per_class") or [] for r in engines.values()]
@@ -211,16 +231,16 @@ def _per_digit(metrics: Mapping[str, Any]) -> list[str]:
     for k, entry in enumerate(first):
         cells = [_num(pc[k].get("accuracy", pc[k].get("recall"))) if k < len(pc) else _DASH
                  for pc in per_engine]
-        rows.append([str(entry.get("class", k)), f"{int(entry.get('support', 0)):,}", *cells])
-    digits = str(metrics.get("dataset", {}).get("name", "mnist")).lower() == "mnist"
-    header = ["Digit" if digits else "Class", "Test images",
+        name = view.class_names[k] if k < len(view.class_names) else entry.get("class", k)
+        rows.append([str(name), f"{int(entry.get('support', 0)):,}", *cells])
+    header = [view.noun.capitalize(), "Test images",
               *(f"{engine_label(e)} accuracy" for e in engines)]
-    title = "## Per-digit accuracy" if digits else "## Per-class accuracy"
-    return [title, "", "Accuracy on the test images of each class (the recall of that class).",
+    return [f"## Per-{view.noun} accuracy on {view.title}", "",
+            f"Accuracy on the test images of each {view.noun} (the recall of that {view.noun}).",
             "", *_table(header, rows), ""]
 
 
-def _confused_pairs(metrics: Mapping[str, Any], class_names: Sequence[str] | None) -> list[str]:
+def _confused_pairs(metrics: Mapping[str, Any], class_names: Sequence[str]) -> list[str]:
     """The five most frequent (true -> predicted) mistakes of each engine."""
     engines = metrics.get("engines", {})
     tops = {e: most_confused(r["test"]["confusion_matrix"])
@@ -269,6 +289,81 @@ def _twin(metrics: Mapping[str, Any], figures: Sequence[str]) -> list[str]:
     return lines
 
 
+def _training(metrics: Mapping[str, Any], figures: Sequence[str]) -> list[str]:
+    """The learning-rate schedule (when the rate varied) and each engine's early stopping."""
+    lines = _lr_lines(metrics)
+    planned = metrics.get("config", {}).get("epochs")
+    for engine, result in metrics.get("engines", {}).items():
+        stopping = result.get("early_stopping")
+        if stopping:
+            text = _early_stopping_text(stopping, planned, len(result.get("history") or []))
+            lines.append(f"- **Early stopping ({engine_label(engine)}):** {text}")
+    if not lines:
+        return []
+    lines.append("")
+    for fig in figures:
+        if PurePath(fig).stem == _LR_FIGURE:
+            lines += [f"![Learning rate per step]({fig})", ""]
+    return ["## Training", "", *lines]
+
+
+def _lr_lines(metrics: Mapping[str, Any]) -> list[str]:
+    """How the learning rate moved, when it did: the schedule's name and its landmarks."""
+    if not lr_varies(metrics):
+        return []
+    config = metrics.get("config", {})
+    schedule = config.get("lr_schedule")
+    head = (f"`{_config_value('lr_schedule', schedule)}` schedule" if schedule
+            else "changed during training")
+    if config.get("warmup_steps"):
+        head += f", {int(config['warmup_steps']):,} warm-up steps"
+    series = step_lrs(metrics)
+    groups: list[tuple[list[str], list[float]]] = []
+    for engine, lrs in series.items():       # engines with identical rates share one line
+        match = next((g for g in groups if g[1] == lrs), None)
+        if match:
+            match[0].append(engine)
+        else:
+            groups.append(([engine], lrs))
+    if len(groups) == 1:
+        return [f"**Learning rate:** {head}: {_lr_landmarks(groups[0][1])}.", ""]
+    return [f"**Learning rate:** {head}.", "",
+            *(f"- {' and '.join(map(engine_label, engines))}: {_lr_landmarks(lrs)}"
+              for engines, lrs in groups), ""]
+
+
+def _lr_landmarks(lrs: Sequence[float]) -> str:
+    """``0.001 at step 1, peak 0.1 at step 500, 0.0001 at step 9,380``."""
+    peak = int(np.argmax(lrs))
+    return (f"{lrs[0]:.4g} at step 1, peak {lrs[peak]:.4g} at step {peak + 1:,}, "
+            f"{lrs[-1]:.4g} at step {len(lrs):,}")
+
+
+def _early_stopping_text(stopping: Mapping[str, Any], planned: Any, epochs_run: int) -> str:
+    """``stopped after epoch 7 of 20 (reason). Best validation loss 0.0712 at epoch 4; ...``."""
+    stopped, best = stopping.get("stopped_epoch"), stopping.get("best_epoch")
+    of = f" of {planned}" if isinstance(planned, int) else ""
+    if stopped is None:
+        text = f"did not stop early (ran all{' ' + str(planned) if of else ''} epochs)."
+    else:
+        reason = _bare_reason(str(stopping.get("reason") or ""))
+        text = f"stopped after epoch {stopped}{of}" + (f" ({reason})." if reason else ".")
+    if best is not None:
+        text += f" Best validation loss {_num(stopping.get('best_val_loss'))} at epoch {best}"
+        text += ("; its weights were restored." if stopping.get("restored_best")
+                 else "; the last epoch was the best." if best == epochs_run
+                 else "; the last epoch's weights were kept.")
+    return text
+
+
+def _bare_reason(reason: str) -> str:
+    """The why of :attr:`~nnscratch.early_stopping.EarlyStopping.reason`, without the epoch,
+    best loss and restoring that the report states on its own (``"stopped after epoch 12: X;
+    best 0.07 at epoch 9; weights of epoch 9 restored"`` -> ``"X"``)."""
+    reason = re.sub(r"^stopped after epoch \d+\s*:\s*", "", reason.strip())
+    return re.sub(r";\s*best .*$", "", reason).strip()
+
+
 def _history(metrics: Mapping[str, Any]) -> list[str]:
     """A compact per-epoch table for each engine."""
     lines = ["## Training history", ""]
@@ -284,10 +379,12 @@ def _history(metrics: Mapping[str, Any]) -> list[str]:
     return lines if len(lines) > 2 else []
 
 
-def _figure_caption(stem: str, engines: Iterable[str]) -> str:
+def _figure_caption(stem: str, engines: Iterable[str], view: DatasetView) -> str:
     """Alt text for a figure from its file name (``numpy_loss_curve`` -> 'NumPy: training...')."""
     if stem.endswith("_samples"):
-        return "Samples of the training set"
+        return f"{view.title} training samples, some of every {view.noun}"
+    if stem == _LR_FIGURE:
+        return "Learning rate per step"
     for engine in engines:
         suffix = stem[len(engine) + 1:] if stem.startswith(engine + "_") else None
         if suffix in _FIGURE_CAPTIONS:
@@ -295,11 +392,13 @@ def _figure_caption(stem: str, engines: Iterable[str]) -> str:
     return stem.replace("_", " ")
 
 
-def _figures(metrics: Mapping[str, Any], figures: Sequence[str]) -> list[str]:
+def _figures(metrics: Mapping[str, Any], figures: Sequence[str], view: DatasetView) -> list[str]:
     """Every figure not already shown in another section, grouped by engine."""
     engines = list(metrics.get("engines", {}))
-    twin_shown = bool(metrics.get("twin"))
-    rest = [f for f in figures if not (twin_shown and PurePath(f).stem == "twin_divergence")]
+    shown = {"twin_divergence"} if metrics.get("twin") else set()
+    if _training(metrics, []):
+        shown.add(_LR_FIGURE)
+    rest = [f for f in figures if PurePath(f).stem not in shown]
     if not rest:
         return []
     lines = ["## Figures", ""]
@@ -313,7 +412,7 @@ def _figures(metrics: Mapping[str, Any], figures: Sequence[str]) -> list[str]:
         if owner:
             lines += [f"### {engine_label(owner)}", ""]
         for fig in figs:
-            lines += [f"![{_figure_caption(PurePath(fig).stem, engines)}]({fig})", ""]
+            lines += [f"![{_figure_caption(PurePath(fig).stem, engines, view)}]({fig})", ""]
     return lines
 
 
@@ -354,7 +453,11 @@ def _blas(pools: Sequence[Mapping[str, Any]]) -> str:
 # --------------------------------------------------------------------------- public API
 
 
-def render_report(metrics: Mapping[str, Any], figures: Sequence[str | os.PathLike]) -> str:
+def render_report(
+    metrics: Mapping[str, Any],
+    figures: Sequence[str | os.PathLike],
+    class_names: Sequence[str] | None = None,
+) -> str:
     """Render the Markdown report of a run.
 
     Parameters
@@ -365,6 +468,9 @@ def render_report(metrics: Mapping[str, Any], figures: Sequence[str | os.PathLik
     figures : sequence of str or path
         Figure files as they should be linked from the report (usually bare file names beside
         it); embedded as ``![caption](file.png)``.
+    class_names : sequence of str, optional
+        Overrides ``metrics["dataset"]["class_names"]`` (which older files lack; then the
+        ``per_class`` entries name the classes).
 
     Returns
     -------
@@ -372,19 +478,20 @@ def render_report(metrics: Mapping[str, Any], figures: Sequence[str | os.PathLik
         The report, ending in a newline.
     """
     figs = [PurePath(f).as_posix() for f in figures]
-    per_class = next((r.get("test", {}).get("per_class") for r in
-                      metrics.get("engines", {}).values() if r.get("test", {}).get("per_class")),
-                     None)
-    class_names = [str(pc.get("class", k)) for k, pc in enumerate(per_class)] if per_class else None
-    sections = (_header(metrics), _architecture(metrics), _results(metrics), _per_digit(metrics),
-                _confused_pairs(metrics, class_names), _twin(metrics, figs), _history(metrics),
-                _figures(metrics, figs), _machine(metrics.get("machine")))
+    view = dataset_view(metrics, class_names)
+    sections = (_header(metrics, view), _architecture(metrics), _results(metrics),
+                _per_class(metrics, view), _confused_pairs(metrics, view.class_names),
+                _twin(metrics, figs), _training(metrics, figs), _history(metrics),
+                _figures(metrics, figs, view), _machine(metrics.get("machine")))
     lines = [line for section in sections for line in section]
     return "\n".join(lines).rstrip() + "\n"
 
 
 def write_report(
-    path: str | os.PathLike, metrics: Mapping[str, Any], figures: Sequence[str | os.PathLike]
+    path: str | os.PathLike,
+    metrics: Mapping[str, Any],
+    figures: Sequence[str | os.PathLike],
+    class_names: Sequence[str] | None = None,
 ) -> Path:
     """Write :func:`render_report` to ``path`` atomically; return the path.
 
@@ -400,4 +507,4 @@ def write_report(
             links.append(os.path.relpath(fig_path.resolve(), base))
         else:
             links.append(str(fig))
-    return atomic_write_text(path, render_report(metrics, links))
+    return atomic_write_text(path, render_report(metrics, links, class_names))

@@ -8,6 +8,7 @@ it. :func:`write_figures` draws the whole set for one ``compare``/``train`` run.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -21,11 +22,19 @@ from matplotlib.colors import ListedColormap, PowerNorm  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from nnscratch.io import atomic_path  # noqa: E402
+from nnscratch.names import engine_label  # noqa: E402
+from nnscratch.report.context import DatasetView, dataset_view, lr_varies, step_lrs  # noqa: E402
 
 DPI = 110
 #: Differences of exactly zero cannot sit on a log axis; they are drawn at this floor instead.
 ZERO_FLOOR = 1e-18
-ENGINE_NAMES = {"numpy": "NumPy", "torch": "PyTorch"}
+#: The sample grid shows at most this many classes (the first ones, said so in its title).
+MAX_SAMPLE_CLASSES = 20
+_SAMPLE_COLUMNS = 10
+#: Class names longer than this are cut with an ellipsis in figures (tables keep them whole).
+LABEL_CHARS = 14
+#: Above this many classes the confusion matrix is drawn without a count in each cell.
+MAX_ANNOTATED_CLASSES = 20
 ENGINE_COLOURS = {"numpy": "tab:blue", "torch": "tab:orange"}
 _MISTAKE_RED = "#c62828"
 _CORRECT_GREEN = "#1b5e20"
@@ -36,17 +45,40 @@ def _short(class_names: Sequence[str]) -> bool:
     return max((len(str(c)) for c in class_names), default=0) <= 3
 
 
-def dataset_label(name: str) -> str:
-    """``"mnist"`` -> ``"MNIST"``, ``"fashion-mnist"`` -> ``"Fashion-MNIST"``; others as given."""
-    return {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}.get(name.lower(), name)
+def short_label(name: Any, limit: int = LABEL_CHARS, *, middle: bool = False) -> str:
+    """``name`` as a string, cut to ``limit`` characters with an ellipsis when longer.
+
+    The ellipsis ends the text, or with ``middle=True`` replaces its middle, keeping both ends
+    (``"a very…ber one"``).
+    """
+    text = str(name)
+    if len(text) <= limit:
+        return text
+    if not middle:
+        return text[: limit - 1].rstrip() + "…"
+    tail = (limit - 1) // 2
+    return text[: limit - 1 - tail].rstrip() + "…" + text[len(text) - tail:].lstrip()
 
 
-def engine_label(engine: str) -> str:
-    """Display name of an engine key: ``"numpy"`` -> ``"NumPy"``, ``"torch"`` -> ``"PyTorch"``."""
-    return ENGINE_NAMES.get(engine, engine)
+def short_labels(names: Sequence[Any], limit: int = LABEL_CHARS) -> list[str]:
+    """Every name cut to ``limit`` characters, still telling the classes apart.
+
+    The end is cut first; if that makes two names equal (``"a very long class name one"``,
+    ``"... two"``) the middle is cut instead; if that fails too, each keeps its label number.
+    """
+    for middle in (False, True):
+        labels = [short_label(n, limit, middle=middle) for n in names]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [f"{k}: " + short_label(n, max(limit - len(str(k)) - 2, 4)) for k, n in enumerate(names)]
 
 
-def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
+def _on(dataset: str | None) -> str:
+    """`` on CIFAR-10`` for figure titles, or nothing when the dataset is not named."""
+    return f" on {dataset}" if dataset else ""
+
+
+def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:
     """Write ``fig`` as a PNG to ``path`` atomically, close it and return the path."""
     try:
         with atomic_path(path) as tmp:
@@ -56,9 +88,42 @@ def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def _image_axes(ax: plt.Axes, image: np.ndarray) -> None:
-    """Show a 28x28 grey image without ticks or frame."""
-    ax.imshow(image, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
+# --------------------------------------------------------------------------- images
+
+
+def _pixels(image: np.ndarray) -> np.ndarray:
+    """One image as ``imshow`` wants it: ``(H, W)`` for greyscale, ``(H, W, 3|4)`` for colour.
+
+    Accepts ``(H, W)``, ``(H, W, 1)`` (squeezed), ``(H, W, 3)`` and ``(H, W, 4)``; any other
+    channel count shows its first channel in grey.
+    """
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] not in (3, 4):
+        image = image[:, :, 0]
+    return image
+
+
+def ink_on_paper(images: np.ndarray) -> bool:
+    """Whether greyscale images have a dark background (MNIST-style: bright strokes on black).
+
+    Such images are drawn inverted, dark ink on white paper, as MNIST is usually shown; others
+    (a photo turned grey) are drawn as they are. Decided from the mean of the outermost pixels.
+    """
+    images = np.asarray(images)
+    if images.ndim == 4 and images.shape[3] in (3, 4):
+        return False
+    if images.size == 0 or images.ndim < 3:
+        return True
+    border = np.concatenate([images[:, 0, :].ravel(), images[:, -1, :].ravel(),
+                             images[:, :, 0].ravel(), images[:, :, -1].ravel()])
+    return float(border.mean()) < 64
+
+
+def _image_axes(ax: plt.Axes, image: np.ndarray, invert: bool = True) -> None:
+    """Show one uint8 image (grey or colour, any size) without ticks or frame."""
+    pixels = _pixels(image)
+    cmap = None if pixels.ndim == 3 else ("gray_r" if invert else "gray")
+    ax.imshow(pixels, cmap=cmap, vmin=0, vmax=255, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
@@ -68,12 +133,9 @@ def _image_axes(ax: plt.Axes, image: np.ndarray) -> None:
 # --------------------------------------------------------------------------- samples
 
 
-def _first_per_class(labels: np.ndarray, n_classes: int, per_class: int) -> list[list[int]]:
-    """Indices of the first ``per_class`` examples of each class, in dataset order."""
-    picks: list[list[int]] = []
-    for cls in range(n_classes):
-        picks.append([int(i) for i in np.flatnonzero(labels == cls)[:per_class]])
-    return picks
+def _first_per_class(labels: np.ndarray, classes: Sequence[int], per_class: int) -> list[list[int]]:
+    """Indices of the first ``per_class`` examples of each of ``classes``, in dataset order."""
+    return [[int(i) for i in np.flatnonzero(labels == cls)[:per_class]] for cls in classes]
 
 
 def plot_samples(
@@ -82,14 +144,21 @@ def plot_samples(
     class_names: Sequence[str],
     path: str | os.PathLike,
     *,
-    per_class: int = 2,
+    per_class: int | None = None,
     title: str = "Training samples",
+    max_classes: int = MAX_SAMPLE_CLASSES,
 ) -> Path:
-    """Draw ``per_class`` examples of every class: one column per class, labelled.
+    """Draw examples of every class, the first of each in dataset order.
+
+    Six classes or more: one column per class, each image titled with its class (2 per class by
+    default), in bands of at most ten columns. Up to five: one row per class, named on the left
+    (more per class by default). With more than ``max_classes`` classes only the first
+    ``max_classes`` are drawn, and the title says so.
 
     Parameters
     ----------
-    images : ndarray of uint8, shape (N, H, W)
+    images : ndarray of uint8, shape (N, H, W) or (N, H, W, C)
+        C = 1 is drawn in grey, C = 3 in colour.
     labels : ndarray of int, shape (N,)
     class_names : sequence of str
         Display names indexed by label.
@@ -98,22 +167,38 @@ def plot_samples(
     """
     labels = np.asarray(labels)
     n_classes = len(class_names)
-    picks = _first_per_class(labels, n_classes, per_class)
-    fig, axes = plt.subplots(
-        per_class, n_classes, figsize=(1.0 * n_classes, 1.15 * per_class + 0.5), squeeze=False
-    )
-    for col, indices in enumerate(picks):
-        for row in range(per_class):
-            ax = axes[row, col]
-            if row < len(indices):
-                _image_axes(ax, images[indices[row]])
-                ax.set_title(str(class_names[col]), fontsize=10 if _short(class_names) else 8,
-                             pad=2)
-            else:
-                ax.axis("off")
+    shown = list(range(min(n_classes, max_classes)))
+    names = short_labels([class_names[c] for c in shown], 12)
+    by_row = len(shown) <= 5
+    if per_class is None:
+        per_class = max(4, min(10, 20 // max(len(shown), 1))) if by_row else 2
+    picks = _first_per_class(labels, shown, per_class)
+    band = len(shown) if by_row else min(len(shown), _SAMPLE_COLUMNS)
+    bands = -(-len(shown) // band)
+    rows, cols = (len(shown), per_class) if by_row else (per_class * bands, band)
+    margin = 1.4 if by_row else 0.0                          # inches for the row names
+    fig, axes = plt.subplots(rows, cols, squeeze=False,
+                             figsize=(max(1.0 * cols + margin, 4.5), 1.15 * rows + 0.6))
+    invert = ink_on_paper(images)
+    fontsize = 10 if _short(class_names) else 8
+    for ax in axes.flat:                          # frames off; cells left empty stay blank
+        ax.axis("off")
+    for c, indices in enumerate(picks):
+        for k, index in enumerate(indices):
+            ax = axes[c, k] if by_row else axes[c // band * per_class + k, c % band]
+            _image_axes(ax, images[index], invert)
+            if not by_row:
+                ax.set_title(names[c], fontsize=fontsize, pad=2)
+        if by_row:
+            axes[c, 0].text(-0.1, 0.5, names[c], transform=axes[c, 0].transAxes, ha="right",
+                            va="center", fontsize=10)
+    if len(shown) < n_classes:
+        title += f" (the first {len(shown)} of {n_classes} classes)"
     fig.suptitle(title, fontsize=12)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.8, wspace=0.08, hspace=0.35)
-    return _save(fig, path)
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(left=max(margin / width, 0.01), right=0.99, bottom=0.02,
+                        top=1 - 0.5 / height, wspace=0.08, hspace=0.35)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- training curves
@@ -143,11 +228,15 @@ def plot_loss_curve(
     history: Sequence[Mapping[str, Any]],
     path: str | os.PathLike,
     engine: str,
+    *,
+    dataset: str | None = None,
+    penalty: bool = False,
 ) -> Path:
     """Draw the per-step training loss (raw and smoothed) with per-epoch train/val loss markers.
 
     The x axis is in epochs (step / steps per epoch). Train loss is the mean over an epoch, so
-    it is drawn at the epoch's middle; validation loss is measured at its end.
+    it is drawn at the epoch's middle; validation loss is measured at its end. ``penalty``: the
+    training loss includes an L1/L2 weight penalty (the axis says so).
     """
     loss = np.asarray(step_loss, dtype=float)
     spe = _steps_per_epoch(len(loss), len(history))
@@ -168,16 +257,20 @@ def plot_loss_curve(
     ax.set_xlim(0, 1.015 * max(len(history), x[-1] if len(x) else 1))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("cross-entropy loss")
-    ax.set_title(f"{engine_label(engine)}: training loss ({len(loss):,} steps)")
+    ax.set_ylabel("cross-entropy + weight penalty" if penalty else "cross-entropy loss")
+    ax.set_title(f"{engine_label(engine)}{_on(dataset)}: training loss ({len(loss):,} steps)")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(loc="upper right", fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_metrics(
-    history: Sequence[Mapping[str, Any]], path: str | os.PathLike, engine: str
+    history: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike,
+    engine: str,
+    *,
+    dataset: str | None = None,
 ) -> Path:
     """Draw per-epoch accuracy / validation F1 (left) and train / validation loss (right)."""
     epochs = np.arange(1, len(history) + 1)
@@ -202,18 +295,23 @@ def plot_metrics(
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
-    fig.suptitle(f"{engine_label(engine)}: per-epoch metrics", fontsize=12)
+    fig.suptitle(f"{engine_label(engine)}{_on(dataset)}: per-epoch metrics", fontsize=12)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- confusion matrix
 
 
+def _cell_fontsize(n: int) -> int:
+    """Font size of the counts (and class labels) of an ``n`` x ``n`` confusion matrix."""
+    return 9 if n <= 10 else 8 if n <= 14 else 7
+
+
 def _annotate_cells(ax: plt.Axes, cm: np.ndarray, off_max: float) -> None:
     """Write every non-zero count in its cell, white on dark cells and black elsewhere."""
     n = cm.shape[0]
-    fontsize = 9 if n <= 10 else 7
+    fontsize = _cell_fontsize(n) if n <= 14 else 6
     for i in range(n):
         for j in range(n):
             value = int(cm[i, j])
@@ -225,47 +323,69 @@ def _annotate_cells(ax: plt.Axes, cm: np.ndarray, off_max: float) -> None:
                     fontweight="bold" if i == j else "normal")
 
 
+def _class_ticks(ax: plt.Axes, class_names: Sequence[str], n: int) -> None:
+    """Label both axes with the class names, cut to :data:`LABEL_CHARS`, slanted when long.
+
+    With many classes only every k-th class is labelled, so the labels never overlap.
+    """
+    step = max(1, -(-n // 40))
+    ticks = np.arange(0, n, step)
+    names = short_labels([class_names[i] if i < len(class_names) else str(i) for i in range(n)])
+    labels = [names[i] for i in ticks]
+    size = _cell_fontsize(n)
+    ax.set_xticks(ticks, labels, fontsize=size)
+    ax.set_yticks(ticks, labels, fontsize=size)
+    if not _short(labels):
+        plt.setp(ax.get_xticklabels(), rotation=40, ha="right", rotation_mode="anchor")
+
+
 def plot_confusion_matrix(
     cm: Sequence[Sequence[int]] | np.ndarray,
     class_names: Sequence[str],
     path: str | os.PathLike,
     engine: str,
+    *,
+    dataset: str | None = None,
+    noun: str = "class",
 ) -> Path:
     """Draw an annotated confusion matrix (rows = true class, columns = predicted class).
 
     The diagonal (correct predictions) is drawn in one flat colour and the errors on their own
     square-root colour scale, so that a handful of mistakes is not washed out by the thousand
-    correct predictions beside them. Zero off-diagonal cells are left blank.
+    correct predictions beside them. Zero off-diagonal cells are left blank. The figure grows
+    with the number of classes; long class names are cut (see :func:`short_label`) and slanted;
+    beyond :data:`MAX_ANNOTATED_CLASSES` classes the cells carry no counts.
     """
     cm = np.asarray(cm, dtype=np.int64)
     n = cm.shape[0]
     diag = np.eye(n, dtype=bool)
     off = np.ma.masked_array(cm, mask=diag)
     off_max = float(off.max()) if off.count() and off.max() > 0 else 1.0
-    fig, ax = plt.subplots(figsize=(7.2, 6.2))
+    side = min(max(6.2, 0.42 * n + 2.8), 14.0)
+    fig, ax = plt.subplots(figsize=(side + 1.0, side))
     image = ax.imshow(off, cmap="Reds", norm=PowerNorm(gamma=0.5, vmin=0, vmax=off_max))
     ax.imshow(np.ma.masked_array(np.ones_like(cm), mask=~diag),
               cmap=ListedColormap(["#2e7d32"]), vmin=0, vmax=1)
-    _annotate_cells(ax, cm, off_max)
-    ticks = np.arange(n)
-    ax.set_xticks(ticks, [str(c) for c in class_names])
-    ax.set_yticks(ticks, [str(c) for c in class_names])
-    if not _short(class_names):
-        plt.setp(ax.get_xticklabels(), rotation=35, ha="right", rotation_mode="anchor")
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.tick_params(length=0)
-    ax.set_xticks(ticks[:-1] + 0.5, minor=True)
-    ax.set_yticks(ticks[:-1] + 0.5, minor=True)
-    ax.grid(which="minor", color="white", lw=1)
+    if n <= MAX_ANNOTATED_CLASSES:
+        _annotate_cells(ax, cm, off_max)
+    _class_ticks(ax, class_names, n)
+    ax.set_xlabel(f"predicted {noun}")
+    ax.set_ylabel(f"true {noun}")
+    ax.tick_params(which="both", length=0)
+    if n <= 60:
+        ticks = np.arange(n)
+        ax.set_xticks(ticks[:-1] + 0.5, minor=True)
+        ax.set_yticks(ticks[:-1] + 0.5, minor=True)
+        ax.grid(which="minor", color="white", lw=1 if n <= 20 else 0.5)
     errors, total = int(cm.sum() - np.trace(cm)), int(cm.sum())
-    ax.set_title(f"{engine_label(engine)}: confusion matrix on the test set\n"
+    where = f"the {dataset} test set" if dataset else "the test set"
+    ax.set_title(f"{engine_label(engine)}: confusion matrix on {where}\n"
                  f"{errors:,} errors in {total:,} images (diagonal in green = correct)",
                  fontsize=11)
     bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03)
     bar.set_label("misclassified images (off-diagonal, sqrt scale)")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- prediction grids
@@ -277,7 +397,7 @@ def select_predictions(
     """Pick ``n`` test images to show, deterministically.
 
     Correct: the first correct predictions of each class in turn (round robin over the classes,
-    in test-set order), so every digit appears. Incorrect: the most confident mistakes, most
+    in test-set order), so every class appears. Incorrect: the most confident mistakes, most
     confident first (ties broken by test-set index).
     """
     labels = np.asarray(labels)
@@ -306,17 +426,23 @@ def plot_predictions(
     engine: str,
     correct: bool,
     n: int = 20,
+    *,
+    dataset: str | None = None,
+    noun: str = "class",
 ) -> Path:
-    """Draw a grid of test images titled ``"pred 7 (98.1%) / true 7"``.
+    """Draw a grid of test images titled ``"pred cat (98.1%)"`` over ``"true dog"``.
 
-    ``correct=True`` shows correct predictions (some of every digit, in dark green);
+    ``correct=True`` shows correct predictions (some of every class, in dark green);
     ``correct=False`` the ``n`` most confident mistakes, in red. See :func:`select_predictions`.
+    Images may be ``(N, H, W)`` or ``(N, H, W, C)``; colour images are drawn in colour.
     """
     probs = np.asarray(probs, dtype=float)
     labels = np.asarray(labels)
     chosen = select_predictions(labels, probs, correct, n)
+    names = short_labels(class_names)
     cols, sep = 5, " / " if _short(class_names) else "\n"
     rows = max(1, -(-max(len(chosen), 1) // cols))
+    invert = ink_on_paper(images)
     fig, axes = plt.subplots(rows, cols, figsize=(9.5, 2.05 * rows + 0.7), squeeze=False)
     for k, ax in enumerate(axes.flat):
         if k >= len(chosen):
@@ -324,16 +450,16 @@ def plot_predictions(
             continue
         i = int(chosen[k])
         pred = int(np.argmax(probs[i]))
-        _image_axes(ax, images[i])
-        ax.set_title(f"pred {class_names[pred]} ({100 * probs[i, pred]:.1f}%){sep}"
-                     f"true {class_names[int(labels[i])]}", fontsize=9,
+        _image_axes(ax, images[i], invert)
+        ax.set_title(f"pred {names[pred]} ({100 * probs[i, pred]:.1f}%){sep}"
+                     f"true {names[int(labels[i])]}", fontsize=9,
                      color=_CORRECT_GREEN if pred == labels[i] else _MISTAKE_RED)
     n_wrong = int(np.sum(np.argmax(probs, axis=1) != labels))
+    who = f"{engine_label(engine)}{_on(dataset)}"
     if correct:
-        kind = "digit" if _short(class_names) else "class"
-        title = f"{engine_label(engine)}: correct test predictions (each {kind} in turn)"
+        title = f"{who}: correct test predictions (each {noun} in turn)"
     else:
-        title = (f"{engine_label(engine)}: the {len(chosen)} most confident mistakes "
+        title = (f"{who}: the {len(chosen)} most confident mistakes "
                  f"(of {n_wrong:,} errors on {len(labels):,} test images)")
     if not len(chosen):
         axes[0, 0].text(0, 0.5, "none to show", fontsize=12, transform=axes[0, 0].transAxes)
@@ -341,7 +467,55 @@ def plot_predictions(
     head = 0.75 if sep == " / " else 0.95                   # inches above the first row
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - head / fig.get_figheight(),
                         wspace=0.15, hspace=0.3 if sep == " / " else 0.4)
-    return _save(fig, path)
+    return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- learning rate
+
+
+def plot_lr_schedule(
+    step_lr: Mapping[str, Sequence[float]],
+    path: str | os.PathLike,
+    *,
+    epochs: int | None = None,
+    dataset: str | None = None,
+) -> Path:
+    """Draw the learning rate of every optimisation step, one line per engine.
+
+    When every engine used the same rates (the twins normally do) one line is drawn and the
+    legend says so. With ``epochs`` the x axis is in epochs, else in steps.
+
+    Parameters
+    ----------
+    step_lr : mapping of engine -> sequence of float
+        The learning rate each step used (``metrics["engines"][e]["step_lr"]``).
+    path : path-like
+        Destination PNG.
+    """
+    series = {e: np.asarray(v, dtype=float) for e, v in step_lr.items() if len(v)}
+    first = next(iter(series.values()), np.zeros(0))
+    same = all(np.array_equal(v, first) for v in series.values())
+    lines = ({" and ".join(map(engine_label, series)) + (" (identical)" if len(series) > 1 else ""):
+              ("black", first)} if same else
+             {engine_label(e): (ENGINE_COLOURS.get(e, "tab:grey"), v) for e, v in series.items()})
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    for k, (label, (colour, lrs)) in enumerate(lines.items()):
+        x = np.arange(1, len(lrs) + 1) * (epochs / len(lrs) if epochs else 1.0)
+        ax.plot(x, lrs, color=colour, lw=1.6, ls="-" if k == 0 else "--", label=label)
+    ax.set_xlabel("epoch" if epochs else "optimisation step")
+    if epochs:
+        ax.set_xlim(0, epochs)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel("learning rate")
+    if len(first):
+        ax.set_title(f"Learning rate per step{_on(dataset)}: {first[0]:.3g} at the first step, "
+                     f"peak {first.max():.3g}, {first[-1]:.3g} at the last ({len(first):,} steps)",
+                     fontsize=11)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- twin divergence
@@ -397,6 +571,7 @@ def plot_twin_divergence(
     dtype: str,
     *,
     epochs: int | None = None,
+    dataset: str | None = None,
 ) -> Path:
     """Draw how far the NumPy engine and its PyTorch twin drift apart, step by step.
 
@@ -415,6 +590,8 @@ def plot_twin_divergence(
         The float dtype both engines trained in, e.g. ``"float32"``.
     epochs : int, optional
         Number of epochs the steps span: the x axis is then in epochs, with epoch boundaries.
+    dataset : str, optional
+        The dataset's title, for the figure's title.
     """
     a = np.asarray(step_loss_numpy, dtype=np.float64)
     b = np.asarray(step_loss_torch, dtype=np.float64)
@@ -436,9 +613,9 @@ def plot_twin_divergence(
     if epochs:
         ax_rel.set_xlim(0, epochs)
         ax_rel.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.suptitle(_divergence_title(absdiff, rel, dtype, len(a), len(b)), fontsize=11)
+    fig.suptitle(_divergence_title(absdiff, rel, dtype, len(a), len(b), dataset), fontsize=11)
     fig.tight_layout(h_pad=2.5)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _machine_epsilon(dtype: str) -> float | None:
@@ -450,7 +627,8 @@ def _machine_epsilon(dtype: str) -> float | None:
 
 
 def _divergence_title(
-    absdiff: np.ndarray, rel: np.ndarray, dtype: str, n_numpy: int, n_torch: int
+    absdiff: np.ndarray, rel: np.ndarray, dtype: str, n_numpy: int, n_torch: int,
+    dataset: str | None = None,
 ) -> str:
     """Title of the twin figure: the largest differences, the dtype and the step count."""
     m = len(absdiff)
@@ -463,7 +641,8 @@ def _divergence_title(
                     f"over {m:,} steps")
     if n_numpy != n_torch:
         headline += f" (logs differ in length: {n_numpy:,} vs {n_torch:,})"
-    return (f"NumPy vs PyTorch twin in {dtype}: {headline}\n"
+    return (f"{engine_label('numpy')} vs {engine_label('torch')} twin{_on(dataset)} in {dtype}: "
+            f"{headline}\n"
             "same initial weights, same batches — every difference is floating-point rounding")
 
 
@@ -477,59 +656,86 @@ def write_figures(
     test_images: np.ndarray | None,
     test_labels: np.ndarray | None,
     probabilities: Mapping[str, np.ndarray] | None,
-    class_names: Sequence[str],
+    class_names: Sequence[str] | None = None,
     train_images: np.ndarray | None = None,
     train_labels: np.ndarray | None = None,
 ) -> list[Path]:
     """Draw every figure of a run into ``out_dir`` and return their paths, in report order.
 
-    Writes ``{dataset}_samples.png`` (when training images are given), then for each engine in
+    Writes ``{slug}_samples.png`` (when training images are given; ``slug`` from
+    :func:`nnscratch.names.dataset_slug`, e.g. ``mnist``, ``cifar10``), ``lr_schedule.png``
+    (when some engine's ``step_lr`` is not constant), then for each engine in
     ``metrics["engines"]``: ``{engine}_loss_curve.png``, ``{engine}_metrics.png``,
     ``{engine}_confusion_matrix.png`` and, when its test probabilities are given,
     ``{engine}_correct_predictions.png`` and ``{engine}_incorrect_predictions.png``; finally
     ``twin_divergence.png`` when both ``numpy`` and ``torch`` ran.
+
+    Images are uint8 ``(N, H, W, C)`` (or ``(N, H, W)``): greyscale drawn in grey, colour in
+    colour. The dataset's title and class names come from ``metrics["dataset"]``; ``class_names``
+    overrides the latter (see :func:`nnscratch.report.context.dataset_view`).
     """
     out = Path(out_dir)
     engines: Mapping[str, Any] = metrics.get("engines", {})
-    dataset = str(metrics.get("dataset", {}).get("name", "dataset"))
+    view = _with_class_names(dataset_view(metrics, class_names), engines, train_labels)
+    epochs = max((len(r.get("history") or []) for r in engines.values()), default=0) or None
     written: list[Path] = []
     if train_images is not None and train_labels is not None:
-        written.append(plot_samples(train_images, train_labels, class_names,
-                                    out / f"{dataset}_samples.png",
-                                    title=f"{dataset_label(dataset)} training samples"))
+        written.append(plot_samples(train_images, train_labels, view.class_names,
+                                    out / f"{view.slug}_samples.png",
+                                    title=f"{view.title} training samples"))
+    if lr_varies(metrics):
+        written.append(plot_lr_schedule(step_lrs(metrics), out / "lr_schedule.png",
+                                        epochs=epochs, dataset=view.title))
     for engine, result in engines.items():
-        written += _engine_figures(out, engine, result, class_names, test_images, test_labels,
+        written += _engine_figures(out, engine, result, view, test_images, test_labels,
                                    (probabilities or {}).get(engine))
     if "numpy" in engines and "torch" in engines:
-        history = engines["numpy"].get("history") or []
+        # compared over the epochs both ran (early stopping may end the twins apart)
+        common = min(len(engines[e].get("history") or []) for e in ("numpy", "torch"))
         written.append(plot_twin_divergence(
             engines["numpy"].get("step_loss", []), engines["torch"].get("step_loss", []),
             out / "twin_divergence.png", str(metrics.get("config", {}).get("dtype", "float32")),
-            epochs=len(history) or None))
+            epochs=common or None, dataset=view.title))
     return written
+
+
+def _with_class_names(
+    view: DatasetView, engines: Mapping[str, Any], labels: np.ndarray | None
+) -> DatasetView:
+    """``view``, with the labels ``"0"``, ``"1"``, ... as class names when none are recorded."""
+    if view.class_names:
+        return view
+    sizes = [len(r.get("test", {}).get("confusion_matrix") or []) for r in engines.values()]
+    if labels is not None and len(labels):
+        sizes.append(int(np.max(labels)) + 1)
+    return replace(view, class_names=tuple(str(i) for i in range(max(sizes, default=0))))
 
 
 def _engine_figures(
     out: Path,
     engine: str,
     result: Mapping[str, Any],
-    class_names: Sequence[str],
+    view: DatasetView,
     test_images: np.ndarray | None,
     test_labels: np.ndarray | None,
     probs: np.ndarray | None,
 ) -> list[Path]:
     """The five figures of one engine (the two prediction grids only when data is given)."""
     history = result.get("history") or []
+    names, about = view.class_names, {"dataset": view.title}
     written = [
         plot_loss_curve(result.get("step_loss", []), history,
-                        out / f"{engine}_loss_curve.png", engine),
-        plot_metrics(history, out / f"{engine}_metrics.png", engine),
-        plot_confusion_matrix(result["test"]["confusion_matrix"], class_names,
-                              out / f"{engine}_confusion_matrix.png", engine),
+                        out / f"{engine}_loss_curve.png", engine,
+                        penalty=bool(result.get("loss_includes_penalty")), **about),
+        plot_metrics(history, out / f"{engine}_metrics.png", engine, **about),
+        plot_confusion_matrix(result["test"]["confusion_matrix"], names,
+                              out / f"{engine}_confusion_matrix.png", engine, noun=view.noun,
+                              **about),
     ]
     if test_images is not None and test_labels is not None and probs is not None:
         for correct, name in ((True, "correct"), (False, "incorrect")):
             written.append(plot_predictions(
-                test_images, test_labels, probs, class_names,
-                out / f"{engine}_{name}_predictions.png", engine, correct))
+                test_images, test_labels, probs, names,
+                out / f"{engine}_{name}_predictions.png", engine, correct, noun=view.noun,
+                **about))
     return written

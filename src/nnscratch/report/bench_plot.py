@@ -1,4 +1,5 @@
-"""The benchmark figure: seconds per epoch per engine and configuration, with the physical limit."""
+"""The benchmark figure (``nnscratch bench --plot``): seconds per epoch per engine and configuration,
+with the physical limit."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nnscratch.io import atomic_path  # noqa: E402
+from nnscratch.report.plots import save_figure  # noqa: E402
 
 COLORS = {"numpy-float32": "#1f77b4", "numpy-float64": "#9ecae1", "numpy-float32-jit": "#17becf",
           "torch-eager": "#d62728", "torch-compile": "#ff9896", "sklearn": "#7f7f7f"}
@@ -41,6 +42,4 @@ def plot_benchmark(result: dict, path: str) -> None:
     ax.legend(fontsize=8, ncols=2)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
