@@ -94,8 +94,25 @@ def test_config_that_is_not_a_file(tmp_path):
     (["--lr", "nan"], "--lr"),
     (["--label-smoothing", "-0.1"], "--label-smoothing"),
     (["--out", "{tmp}/file/sub"], "--out"),
+    (["--out", "{tmp}/file"], "--out"),
+    (["--out", "/proc/nnscratch-test/run"], "--out"),
+    (["--device", "cuda"], "--device cuda"),
+    (["--optimizer", "adam", "--momentum", "0.9"], "--momentum does not apply to --optimizer adam"),
+    (["--optimizer", "sgd", "--nesterov"], "--nesterov"),
+    (["--optimizer", "adam", "--betas", "0.9", "1.0"], "--betas"),
+    (["--momentum", "-0.5"], "--momentum"),
+    (["--lr-schedule", "cyclic"], "--max-lr"),
+    (["--lr-schedule", "step", "--t-max", "3"], "--t-max does not apply"),
+    (["--lr-schedule", "plateau", "--lr-schedule-unit", "step"], "plateau"),
+    (["--early-stopping", "0"], "--early-stopping"),
+    (["--clip-grad-norm", "0"], "--clip-grad-norm"),
+    (["--l2", "-1"], "--l2"),
 ])
 def test_cli_config_and_flag_errors_are_one_line_and_write_nothing(tmp_path, args, words):
+    from nnscratch.engines import no_cuda_device
+
+    if "cuda" in args and not no_cuda_device():
+        pytest.skip("this machine may have a CUDA GPU: --device cuda is no error here")
     (tmp_path / "bad.toml").write_text("learning_rate = 0.1\n")
     (tmp_path / "file").write_text("I am a file, not a folder")
     before = sorted(p.name for p in tmp_path.iterdir())

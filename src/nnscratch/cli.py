@@ -206,10 +206,13 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
 
     from nnscratch.threads import set_threads
     from nnscratch.experiment import run_experiment
-    from nnscratch.summary import results_table
+
+    from nnscratch.experiment import check_engines, check_out_dir
 
     cfg = _config_from(args, engines)
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{label}")
+    check_out_dir(out)      # everything that can be checked before any work, in well under a second
+    check_engines(cfg)
     threads = set_threads(cfg.threads)
     print(f"nnscratch {label}: {cfg.dataset}, engines {', '.join(engines)}, {threads} threads"
           + (f", config {args.config}" if args.config else ""))
@@ -224,6 +227,8 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
 
     metrics, _ = run_experiment(cfg, out, progress=not args.quiet, on_epoch=on_epoch)
     print()
+    from nnscratch.summary import results_table  # imports matplotlib: only once there is a result
+
     print(results_table(metrics))
     print(f"\nwrote {out}/report.md, metrics.json, figures and models")
     return 0
@@ -235,7 +240,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from nnscratch.data import load_dataset
     from nnscratch.engines import make_engine
     from nnscratch.data.preprocess import ChannelStats, to_features
-    from nnscratch.io import write_json
+    from nnscratch.atomic import write_json
     from nnscratch.metrics import classification_report
     from nnscratch.model_io import load_model
     from nnscratch.threads import set_threads

@@ -54,6 +54,16 @@ class Engine(Protocol):
     def load_state(self, state: dict[str, np.ndarray]) -> None: ...
 
 
+def no_cuda_device() -> bool:
+    """True when this machine surely has no CUDA GPU: Linux without the NVIDIA driver's device
+    files. Cheap (no torch import); False means "ask torch"."""
+    import os
+    import sys
+
+    return sys.platform.startswith("linux") and not (os.path.exists("/dev/nvidiactl")
+                                                      or os.path.exists("/proc/driver/nvidia"))
+
+
 def torch_available() -> bool:
     try:
         import torch  # noqa: F401

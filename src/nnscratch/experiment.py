@@ -10,6 +10,8 @@ and ``nnscratch train`` and the Python API (:mod:`nnscratch.api`).
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from nnscratch.data import Dataset, load_dataset
 from nnscratch.data.preprocess import ChannelStats, channel_stats, standardize, to_features
 from nnscratch.engines import make_engine
 from nnscratch.errors import UsageError
-from nnscratch.io import write_json
+from nnscratch.atomic import write_json
 from nnscratch.metrics import classification_report, softmax
 from nnscratch.model_io import save_model
 from nnscratch.registry import dropout_layers, initial_state
@@ -209,6 +211,7 @@ def write_outputs(out_dir: Path, cfg: RunConfig, plan: RunPlan, metrics: dict, d
     """Models, ``metrics.json``, figures and ``report.md`` into ``out_dir`` (each written atomically)."""
     from nnscratch.report import write_figures, write_report
 
+    out_dir.mkdir(parents=True, exist_ok=True)
     written = [save_model(out_dir / f"{name}_model.safetensors", r.state, plan.spec, engine=name, dtype=cfg.dtype,
                           dataset=data.name, data_options=cfg.data_options(), epochs=cfg.epochs, seed=cfg.seed,
                           standardization=metrics["dataset"]["standardization"])
@@ -224,15 +227,50 @@ def write_outputs(out_dir: Path, cfg: RunConfig, plan: RunPlan, metrics: dict, d
 
 
 def check_out_dir(out_dir: Path) -> None:
-    """Create ``out_dir`` and prove it writable now, before any training, or fail in one line."""
+    """Prove now, before any work, that ``out_dir`` can be created and written, leaving nothing
+    behind: an existing folder gets a probe file (removed at once); a new one, a probe folder in
+    its nearest existing parent (removed at once). The folder itself is made when outputs are written."""
+    out_dir = Path(out_dir)
+    existing = out_dir
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".nnscratch-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        if not existing.is_dir():
+            raise NotADirectoryError(20, f"{existing} is a file, not a folder")
+        if existing == out_dir:
+            probe = tempfile.NamedTemporaryFile(dir=out_dir, prefix=".nnscratch-probe-")
+            probe.close()
+        else:
+            os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".nnscratch-probe-"))
     except OSError as exc:
         raise UsageError(f"--out {out_dir} cannot be written ({exc.strerror or exc}); "
                          "choose a folder you can write to") from None
+
+
+def check_engines(cfg: RunConfig) -> None:
+    """Everything the engines need, before any data is read: torch and its device, numba for --jit."""
+    from nnscratch.engines import no_cuda_device, torch_available
+
+    if "torch" in cfg.engines:
+        if cfg.device == "cuda" and no_cuda_device():  # answered without importing torch (seconds)
+            raise UsageError("--device cuda: this machine has no NVIDIA GPU driver; use --device cpu or auto")
+        if not torch_available():
+            raise UsageError("the torch engine needs PyTorch: pip install torch==2.13.0 "
+                             "then pip install 'nnscratch[torch]'")
+        from nnscratch.torch_engine import resolve_device
+
+        resolve_device(cfg.device)
+    elif cfg.device == "cuda":
+        raise UsageError("--device cuda applies to the torch engine; the NumPy engine runs on the CPU")
+    if cfg.jit:
+        if "numpy" not in cfg.engines:
+            raise UsageError("--jit applies to the NumPy engine only")
+        try:
+            import numba  # noqa: F401
+        except ImportError:
+            raise UsageError("--jit needs numba: pip install 'nnscratch[bench]' (or run without --jit)") from None
 
 
 def run_experiment(cfg: RunConfig, out_dir: Path | None, progress: bool = True,
@@ -244,6 +282,7 @@ def run_experiment(cfg: RunConfig, out_dir: Path | None, progress: bool = True,
     """
     if out_dir is not None:
         check_out_dir(out_dir)
+    check_engines(cfg)
     data = data or load_dataset(cfg.dataset, cfg.data_dir, progress=progress, **cfg.data_options())
     arrays = prepare_arrays(data, cfg)
     plan = plan_run(cfg, len(arrays.y_train), arrays.x_train.shape[1], len(data.class_names))
