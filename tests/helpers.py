@@ -1,4 +1,4 @@
-"""Small helpers shared by the gradient, twin, model-io and CLI tests."""
+"""Small helpers shared by the tests: numerical gradients, CLI subprocesses, one-line errors, IDX bytes."""
 
 from __future__ import annotations
 
@@ -78,3 +78,42 @@ def assert_one_line_error(stderr: str, stdout: str = "") -> str:
     assert lines[0].startswith("nnscratch: error:"), lines[0]
     assert "Traceback" not in stderr and "Traceback" not in stdout, stderr + stdout
     return lines[0]
+
+
+def one_line(exc_info) -> str:
+    """The message of the exception in ``exc_info`` (``pytest.raises``), asserted to be one line."""
+    message = str(exc_info.value)
+    assert "\n" not in message
+    return message
+
+
+def encode_idx(array: np.ndarray) -> bytes:
+    """The IDX bytes (uncompressed) of ``array``: the inverse of :func:`nnscratch.data.idx.parse_idx`,
+    for writing test files. The dtype must be one of the six IDX types (uint8, int8, int16, int32,
+    float32, float64) and the array must have at least 1 dimension."""
+    from nnscratch.data.idx import IDX_DTYPES
+
+    array = np.asarray(array)
+    codes = {dt.newbyteorder("=").str: code for code, dt in IDX_DTYPES.items()}
+    key = array.dtype.newbyteorder("=").str
+    if key not in codes or array.ndim == 0:
+        raise ValueError(f"cannot encode an array of dtype {array.dtype}, ndim {array.ndim} as IDX")
+    code = codes[key]
+    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    return header + np.ascontiguousarray(array, dtype=IDX_DTYPES[code]).tobytes()
+
+
+def optional_import(module: str):
+    """Import an optional dependency (torch, numba, scikit-learn) for a test.
+
+    Where it is missing the test is skipped, except when ``NNSCRATCH_REQUIRE_OPTIONAL=1`` (``.ci/run``
+    sets it): then the import error fails the test, so CI can never pass by silently dropping the
+    torch twin, the Numba kernels or the scikit-learn oracle.
+    """
+    import importlib
+
+    import pytest
+
+    if os.environ.get("NNSCRATCH_REQUIRE_OPTIONAL", "") not in ("", "0"):
+        return importlib.import_module(module)
+    return pytest.importorskip(module)

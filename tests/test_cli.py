@@ -116,6 +116,33 @@ def compare_run(mnist, tmp_path_factory):
     return proc, out
 
 
+def test_twin_figures_in_metrics_are_recomputed_from_the_run(compare_run, mnist):
+    """The ``twin`` block is not trusted: recompute each figure from the two ``step_loss`` lists and
+    from the two saved models' test predictions, and compare."""
+    from nnscratch.data.preprocess import to_features
+    from nnscratch.engines import make_engine
+    from nnscratch.experiment import max_rel_state_diff
+    from nnscratch.model_io import load_model
+
+    proc, out = compare_run
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    a, b = (np.asarray(metrics["engines"][e]["step_loss"]) for e in ("numpy", "torch"))
+    assert len(a) == len(b) == STEPS
+    twin = metrics["twin"]
+    assert twin["max_abs_step_loss_diff"] == float(np.max(np.abs(a - b)))
+    assert twin["max_rel_step_loss_diff"] == pytest.approx(float(np.max(np.abs(a - b) / np.abs(b))), rel=1e-12)
+    assert twin["max_abs_step_loss_diff"] > 0  # float32 twins are not bit-equal: a real difference measured
+    states = {e: load_model(out / f"{e}_model.safetensors")[0] for e in ("numpy", "torch")}
+    assert twin["max_rel_weight_diff"] == pytest.approx(max_rel_state_diff(states["numpy"], states["torch"]),
+                                                        rel=1e-12)
+    x = to_features(mnist.test_images, np.float32)
+    spec = load_model(out / "numpy_model.safetensors")[1]
+    preds = {e: make_engine(e, spec, states[e], np.float32, device="cpu").eval().predict_logits(x).argmax(1)
+             for e in states}
+    assert twin["test_prediction_agreement"] == float(np.mean(preds["numpy"] == preds["torch"]))
+
+
 def test_compare_exits_0_and_writes_every_file(compare_run):
     proc, out = compare_run
     assert proc.returncode == 0, proc.stderr

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import numerical_gradient, rel_error
+from helpers import numerical_gradient, optional_import, rel_error
 from nnscratch.numpy_engine import Dense, NumpyEngine, ReLU, Sequential, SoftmaxCrossEntropy
 from nnscratch.numpy_engine.blas import gemm
 from nnscratch.registry import initial_state
@@ -205,7 +205,7 @@ def test_fused_sgd_equals_grads_plus_sgd_step(dtype, hidden, batch):
 
 @pytest.fixture
 def torch():
-    return pytest.importorskip("torch")
+    return optional_import("torch")
 
 
 def _torch_grads(torch, spec: ModelSpec, state: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray):

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-pytest.importorskip("numba")
+from helpers import optional_import
+
+optional_import("numba")
 
 from nnscratch.numpy_engine import NumpyEngine, ReLU, SoftmaxCrossEntropy  # noqa: E402
 from nnscratch.registry import initial_state  # noqa: E402

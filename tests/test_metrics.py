@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers import optional_import
+
 from nnscratch.metrics import accuracy, classification_report, confusion_matrix, per_class_scores, weighted_f1
 
-skm = pytest.importorskip("sklearn.metrics")
+skm = optional_import("sklearn.metrics")
 
 C = 10
 NAMES = tuple(str(d) for d in range(C))

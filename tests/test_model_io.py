@@ -9,7 +9,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from helpers import rel_error
+from helpers import optional_import, rel_error
 from nnscratch.engines import make_engine
 from nnscratch.errors import DataError
 from nnscratch.model_io import FORMAT, load_model, save_model
@@ -77,7 +77,7 @@ def test_save_overwrites_atomically(tmp_path):
 
 
 def test_numpy_file_loads_into_torch_twin_with_identical_logits(tmp_path):
-    torch = pytest.importorskip("torch")
+    torch = optional_import("torch")
     from safetensors.torch import load_file as torch_load_file
 
     from nnscratch.torch_engine import build_twin

@@ -11,14 +11,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import rel_error
+from helpers import optional_import, rel_error
 from nnscratch.engines import make_engine
 from nnscratch.data.preprocess import to_features
 from nnscratch.registry import initial_state
 from nnscratch.spec import mlp_spec
 from nnscratch.train import batch_orders, fit, random_streams
 
-pytest.importorskip("torch")
+optional_import("torch")
 
 N_TRAIN = 2000
 BATCH = 64
