@@ -1,4 +1,5 @@
-"""Shared fixtures: the real MNIST files, found through NNSCRATCH_DATA_DIR.
+"""Shared fixtures: the real MNIST files, found through NNSCRATCH_DATA_DIR; an isolated cache;
+a local HTTP server for download tests.
 
 Tests that need real data skip when it cannot be found, except when NNSCRATCH_REQUIRE_DATA=1
 (CI sets it): then they fail, so a CI run can never pass by skipping its data tests.
@@ -6,7 +7,10 @@ Tests that need real data skip when it cannot be found, except when NNSCRATCH_RE
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -33,3 +37,40 @@ def mnist():
         if _require_data():
             pytest.fail(f"real MNIST needed (NNSCRATCH_REQUIRE_DATA=1): {exc}")
         pytest.skip(str(exc))
+
+
+@pytest.fixture
+def isolated_env(tmp_path, monkeypatch):
+    """No test sees the real cache; NNSCRATCH_DATA_DIR is unset unless a test sets it.
+
+    A data-test module opts in for every test with ``pytestmark = pytest.mark.usefixtures("isolated_env")``.
+    """
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.delenv("NNSCRATCH_DATA_DIR", raising=False)
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A static HTTP server on 127.0.0.1 serving tmp_path/served; yields (base URL, request log, folder)."""
+    root = tmp_path / "served"
+    root.mkdir()
+    requests: list[str] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def log_message(self, format, *args):
+            pass
+
+        def do_GET(self):
+            requests.append(self.path.rsplit("/", 1)[-1])
+            super().do_GET()
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/", requests, root
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)

@@ -9,21 +9,20 @@ entry whose checksums are those of the generated files.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import io
 import tarfile
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import nnscratch.data.cifar as cifar
+from helpers import one_line
 from nnscratch.data import (DATASETS, ChecksumError, DatasetNotFoundError, UnsafeArchiveError,
                             describe_datasets, format_datasets_table, load_dataset)
-from nnscratch.data.cifar import CIFAR10, CifarFile, parse_batch
+from nnscratch.data.cifar import CIFAR10, parse_batch
+from nnscratch.data.common import FileSpec
 from nnscratch.errors import DataError
 
 PER_BATCH = 20
@@ -31,16 +30,7 @@ FOLDER = "cifar-10-batches-bin"
 NAMES = CIFAR10.class_names
 
 
-@pytest.fixture(autouse=True)
-def isolated_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    monkeypatch.delenv("NNSCRATCH_DATA_DIR", raising=False)
-
-
-def one_line(exc_info) -> str:
-    message = str(exc_info.value)
-    assert "\n" not in message
-    return message
+pytestmark = pytest.mark.usefixtures("isolated_env")  # conftest.py: no test sees the real cache
 
 
 def make_batches(seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -104,11 +94,11 @@ def expected(batches):
 
 def matching_spec(batches, archive: Path | None = None, **changes):
     """CIFAR10 with the checksums of the generated files (so that verify=True passes)."""
-    files = {name: CifarFile(name, hashlib.sha256(encode_batch(*b)).hexdigest())
+    files = {name: FileSpec(name, hashlib.sha256(encode_batch(*b)).hexdigest())
              for name, b in batches.items()}
     arc = CIFAR10.archive
     if archive is not None:
-        arc = CifarFile(arc.filename, hashlib.sha256(archive.read_bytes()).hexdigest())
+        arc = FileSpec(arc.filename, hashlib.sha256(archive.read_bytes()).hexdigest())
     return dataclasses.replace(CIFAR10, archive=arc, test_file=files["test_batch.bin"],
                                train_files=tuple(files[f.filename] for f in CIFAR10.train_files),
                                **changes)
@@ -293,33 +283,6 @@ def test_symlinked_batch_is_refused_even_when_it_is_a_wanted_name(tmp_path):
 
 
 # --- download into the cache ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def server(tmp_path):
-    root = tmp_path / "served"
-    root.mkdir()
-    requests: list[str] = []
-
-    class Handler(SimpleHTTPRequestHandler):
-        def log_message(self, format, *args):
-            pass
-
-        def do_GET(self):
-            requests.append(self.path.rsplit("/", 1)[-1])
-            super().do_GET()
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/", requests, root
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
 
 
 def test_download_verify_extract_into_cache_then_reuse(tmp_path, server, monkeypatch):

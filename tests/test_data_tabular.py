@@ -5,20 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers import one_line
 from nnscratch.data import load_dataset
 from nnscratch.errors import DataError, UsageError
 
 
-@pytest.fixture(autouse=True)
-def isolated_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    monkeypatch.delenv("NNSCRATCH_DATA_DIR", raising=False)
-
-
-def one_line(exc_info) -> str:
-    message = str(exc_info.value)
-    assert "\n" not in message
-    return message
+pytestmark = pytest.mark.usefixtures("isolated_env")  # conftest.py: no test sees the real cache
 
 
 def everything(ds):

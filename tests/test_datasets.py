@@ -8,19 +8,17 @@ that they run in milliseconds and never touch the network or the real cache.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gzip
 import hashlib
 import os
 import socket
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import _require_data
+from helpers import encode_idx, one_line
 from nnscratch.data import (
     DATASETS,
     ChecksumError,
@@ -34,20 +32,13 @@ from nnscratch.data import (
     read_idx,
 )
 from nnscratch.data.datasets import DatasetSpec, cache_dir
-from nnscratch.data.idx import encode_idx
 from nnscratch.errors import DataError, UsageError
 
 MNIST_FILES = [f.filename for f in DATASETS["mnist"].files]
+pytestmark = pytest.mark.usefixtures("isolated_env")  # conftest.py: no test sees the real cache
 
 
 # --- fixtures --------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def isolated_env(tmp_path, monkeypatch):
-    """No test sees the real cache; NNSCRATCH_DATA_DIR is unset unless a test sets it."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    monkeypatch.delenv("NNSCRATCH_DATA_DIR", raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -60,35 +51,6 @@ def shared_data() -> Path:
             pytest.fail(msg + " (NNSCRATCH_REQUIRE_DATA=1)")
         pytest.skip(msg)
     return Path(base)
-
-
-@pytest.fixture
-def server(tmp_path):
-    """A static HTTP server on 127.0.0.1 serving tmp_path/served; yields (base URL, request log)."""
-    root = tmp_path / "served"
-    root.mkdir()
-    requests: list[str] = []
-
-    class Handler(SimpleHTTPRequestHandler):
-        def log_message(self, format, *args):
-            pass
-
-        def do_GET(self):
-            requests.append(self.path.rsplit("/", 1)[-1])
-            super().do_GET()
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
-    httpd.daemon_threads = True
-    thread = threading.Thread(
-        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/", requests, root
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
 
 
 def dead_mirror() -> str:
@@ -135,12 +97,6 @@ def write_tiny(folder: Path, arrays: dict[str, np.ndarray] | None = None, *, gz:
 def register(monkeypatch):
     """register(spec) makes ``spec`` loadable as load_dataset("tiny")."""
     return lambda spec: monkeypatch.setitem(DATASETS, spec.name, spec)
-
-
-def one_line(exc_info) -> str:
-    message = str(exc_info.value)
-    assert "\n" not in message
-    return message
 
 
 # --- real MNIST --------------------------------------------------------------------------------

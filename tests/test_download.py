@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 
 from conftest import _require_data
+from helpers import encode_idx
 from nnscratch.data import DATASETS, DownloadError, fetch, read_idx
 from nnscratch.data.download import mirror_url
-from nnscratch.data.idx import encode_idx
 from nnscratch.errors import DataError
 
 FILENAME = "tiny-images-idx3-ubyte.gz"

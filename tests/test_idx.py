@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import _require_data
+from helpers import encode_idx
 from nnscratch.data import (
     BadMagicError,
     ChecksumError,
@@ -22,7 +23,6 @@ from nnscratch.data import (
     read_idx,
     sha256_of_idx,
 )
-from nnscratch.data.idx import encode_idx
 from nnscratch.errors import DataError
 
 DTYPE_CODES = {

@@ -317,7 +317,7 @@ def command_line(args: argparse.Namespace) -> str:
 def run_bench(args: argparse.Namespace) -> int:
     from nnscratch.threads import set_threads
     from nnscratch.data import load_dataset
-    from nnscratch.io import write_json
+    from nnscratch.atomic import write_json
     from nnscratch.report import machine_info
 
     if args.epochs < 1:

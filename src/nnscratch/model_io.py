@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from nnscratch.errors import DataError, UsageError
-from nnscratch.io import atomic_path
+from nnscratch.atomic import atomic_path
 from nnscratch.registry import INTEGER_BUFFERS, state_shapes
 from nnscratch.spec import ModelSpec
 

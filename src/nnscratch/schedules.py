@@ -52,6 +52,7 @@ import math
 import numpy as np
 
 from nnscratch.errors import UsageError
+from nnscratch.flags import flag
 
 #: The CLI flag of every parameter, for error messages (one place for the spelling).
 FLAGS = {
@@ -85,7 +86,7 @@ FLAGS = {
 
 
 def _flag(name: str) -> str:
-    return FLAGS.get(name, "--" + name.replace("_", "-"))
+    return flag(name, FLAGS)
 
 
 def _check(ok: bool, name: str, requirement: str, value) -> None:

@@ -25,7 +25,6 @@ extracted into a temporary folder that is removed after reading.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -34,23 +33,15 @@ from pathlib import Path
 import numpy as np
 
 from nnscratch.data.archive import safe_extract
-from nnscratch.data.common import Parts, warn
-from nnscratch.data.download import fetch, file_sha256
-from nnscratch.data.idx import ChecksumError
+from nnscratch.data.common import FileSpec, Parts, warn
+from nnscratch.data.download import fetch
+from nnscratch.data.idx import verify_sha256
 from nnscratch.errors import DataError
 
 __all__ = ["CIFAR10", "CifarSpec", "parse_batch", "read_batch"]
 
 RECORD_BYTES = 1 + 3 * 32 * 32
 _REDOWNLOAD = "delete it and download it again"
-
-
-@dataclass(frozen=True)
-class CifarFile:
-    """One file of the dataset and the SHA-256 of its bytes."""
-
-    filename: str
-    sha256: str
 
 
 @dataclass(frozen=True)
@@ -61,18 +52,18 @@ class CifarSpec:
     title: str = "CIFAR-10"
     class_names: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer", "dog",
                                     "frog", "horse", "ship", "truck")
-    archive: CifarFile = CifarFile(
+    archive: FileSpec = FileSpec(
         "cifar-10-binary.tar.gz", "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd")
     archive_md5: str = "c32a1d4ab5d03f1284b67883e8d87530"
     folder: str = "cifar-10-batches-bin"
-    train_files: tuple[CifarFile, ...] = (
-        CifarFile("data_batch_1.bin", "cee916563c9f80d84e3cc88e17fdc0941787f1244f00a67874d45b261883ada5"),
-        CifarFile("data_batch_2.bin", "a591ca11fa1708a91ee40f54b3da4784ccd871ecf2137de63f51ada8b3fa57ed"),
-        CifarFile("data_batch_3.bin", "bbe8596564c0f86427f876058170b84dac6670ddf06d79402899d93ceea26f67"),
-        CifarFile("data_batch_4.bin", "014e562d6e23c72197cc727519169a60359f5eccd8945ad5a09d710285ff4e48"),
-        CifarFile("data_batch_5.bin", "755304fc0b379caeae8c14f0dac912fbc7d6cd469eb67a1029a08a39453a9add"),
+    train_files: tuple[FileSpec, ...] = (
+        FileSpec("data_batch_1.bin", "cee916563c9f80d84e3cc88e17fdc0941787f1244f00a67874d45b261883ada5"),
+        FileSpec("data_batch_2.bin", "a591ca11fa1708a91ee40f54b3da4784ccd871ecf2137de63f51ada8b3fa57ed"),
+        FileSpec("data_batch_3.bin", "bbe8596564c0f86427f876058170b84dac6670ddf06d79402899d93ceea26f67"),
+        FileSpec("data_batch_4.bin", "014e562d6e23c72197cc727519169a60359f5eccd8945ad5a09d710285ff4e48"),
+        FileSpec("data_batch_5.bin", "755304fc0b379caeae8c14f0dac912fbc7d6cd469eb67a1029a08a39453a9add"),
     )
-    test_file: CifarFile = CifarFile(
+    test_file: FileSpec = FileSpec(
         "test_batch.bin", "8e2eb146ae340b09e24670f29cabc6326dba54da8789dab6768acf480273f65b")
     meta_file: str = "batches.meta.txt"
     mirrors: tuple[str, ...] = ("https://www.cs.toronto.edu/~kriz/",)
@@ -82,7 +73,7 @@ class CifarSpec:
     val_size: int = 10_000
 
     @property
-    def files(self) -> tuple[CifarFile, ...]:
+    def files(self) -> tuple[FileSpec, ...]:
         """The six batch files, training first."""
         return (*self.train_files, self.test_file)
 
@@ -154,13 +145,9 @@ class CifarSpec:
             return self._read_batches(self._extract(archive, Path(tmp)), verify)
 
     def _verify_archive(self, archive: Path) -> None:
-        actual = file_sha256(archive)
-        if actual != self.archive.sha256:
-            raise ChecksumError(
-                f"{archive}: SHA-256 is {actual}, expected {self.archive.sha256} (corrupt or a "
-                f"different file); {_REDOWNLOAD} from {self.download_url}, or pass --no-verify "
-                f"for a copy you re-packed yourself"
-            )
+        verify_sha256(archive, self.archive.sha256, str(archive), of="the file",
+                      advice=f"(corrupt or a different file); {_REDOWNLOAD} from {self.download_url}, "
+                             f"or pass --no-verify for a copy you re-packed yourself")
 
     def _extract(self, archive: Path, dest: Path) -> Path:
         wanted = {f"{self.folder}/{f.filename}" for f in self.files}
@@ -239,12 +226,8 @@ def read_batch(path: Path, sha256: str | None = None) -> tuple[np.ndarray, np.nd
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc}); check the path") from exc
     if sha256 is not None:
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != sha256:
-            raise ChecksumError(
-                f"{path}: SHA-256 is {actual}, expected {sha256} (corrupt or a different file); "
-                f"{_REDOWNLOAD}, or pass --no-verify for a copy you re-packed yourself"
-            )
+        verify_sha256(data, sha256, str(path), of="the file", advice=f"(corrupt or a different file); "
+                      f"{_REDOWNLOAD}, or pass --no-verify for a copy you re-packed yourself")
     return parse_batch(data, str(path))
 
 

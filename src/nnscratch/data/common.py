@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -16,11 +17,20 @@ import numpy as np
 
 from nnscratch.errors import DataError, UsageError
 
-__all__ = ["Parts", "cache_dir", "convert_images", "frozen", "labels_from_values", "note", "parse_size",
+__all__ = ["FileSpec", "Parts", "cache_dir", "convert_images", "frozen", "labels_from_values", "note", "parse_size",
            "pixels_to_uint8", "shape_str", "warn", "check_image_options"]
 
 COLORS = {"grayscale": "grayscale", "greyscale": "grayscale", "gray": "grayscale",
           "grey": "grayscale", "rgb": "rgb"}
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """One file of a built-in dataset: its name and its SHA-256 (of the decompressed content for
+    the IDX files of MNIST and Fashion-MNIST, of the bytes as stored for CIFAR-10's files)."""
+
+    filename: str
+    sha256: str
 
 
 class Parts(NamedTuple):

@@ -39,7 +39,8 @@ from nnscratch.data.cifar import CIFAR10, CifarSpec
 from nnscratch.data.common import (cache_dir, check_image_options, convert_images, frozen, note,
                                    parse_size)
 from nnscratch.data.download import DownloadError
-from nnscratch.data.idx_datasets import ENV_DATA_DIR, FASHION_MNIST, MNIST, DatasetSpec, FileSpec
+from nnscratch.data.idx import ChecksumError
+from nnscratch.data.idx_datasets import FASHION_MNIST, MNIST, DatasetSpec, FileSpec
 from nnscratch.data.split import (Split, builtin_val_size, check_val_size, split_last, split_rng,
                                   split_stratified)
 from nnscratch.errors import DataError, UsageError
@@ -61,6 +62,7 @@ __all__ = [
 ]
 
 BuiltinSpec = Union[DatasetSpec, CifarSpec]
+ENV_DATA_DIR = "NNSCRATCH_DATA_DIR"
 
 #: The built-in datasets, by name.
 DATASETS: dict[str, BuiltinSpec] = {"mnist": MNIST, "fashion-mnist": FASHION_MNIST, "cifar10": CIFAR10}
@@ -226,8 +228,11 @@ def load_dataset(
     spec = get_spec(name)
     _refuse_csv_options(label_column, image_shape, name)
     folder = _locate(spec, data_dir, download=download, progress=progress)
-    parts = spec.read(folder, verify=verify, progress=progress,
-                      in_cache=folder == cache_dir() / spec.name)
+    try:
+        parts = spec.read(folder, verify=verify, progress=progress,
+                          in_cache=folder == cache_dir() / spec.name)
+    except ChecksumError as exc:
+        raise _name_known_file(exc, spec) from None
     train_images = convert_images(parts.train_images, image_size, color, str(folder))
     test_images = convert_images(parts.test_images, image_size, color, str(folder))
     n = len(train_images)
@@ -236,6 +241,16 @@ def load_dataset(
     split = split_last(n, size)
     return _dataset(name, spec.display_name, parts.class_names, train_images, parts.train_labels,
                     split, test_images, parts.test_labels, str(folder), ())
+
+
+def _name_known_file(exc: ChecksumError, wanted: BuiltinSpec) -> ChecksumError:
+    """A wrong checksum that is that of a known file of another dataset says so, and what to do."""
+    for spec in DATASETS.values():
+        for file in spec.files:
+            if file.sha256 == exc.actual:
+                return exc.with_advice(f"(that is {spec.name}'s {file.filename}); point --data-dir or "
+                                       f"{ENV_DATA_DIR} at the {wanted.name} files")
+    return exc
 
 
 def _refuse_csv_options(label_column, image_shape, name: str) -> None:

@@ -3,9 +3,9 @@
 :func:`fetch` tries each mirror in turn. A transfer goes into a temporary file in the
 destination folder; it is accepted only if it is complete (as many bytes as the server's
 ``Content-Length``) and the SHA-256 of its decompressed content is the expected one. Then it is
-renamed over the final name with :func:`os.replace`, which is atomic. A failed, cut-off or
-corrupt transfer deletes its temporary file and moves on to the next mirror, so the
-destination never holds a partial or wrong file. The file is kept as downloaded (usually the
+renamed over the final name (:func:`nnscratch.atomic.atomic_path`, an atomic :func:`os.replace`).
+A failed, cut-off or corrupt transfer deletes its temporary file and moves on to the next mirror,
+so the destination never holds a partial or wrong file. The file is kept as downloaded (usually the
 original ``.gz`` bytes); only its decompressed content is hashed, so any mirror's compression of
 the same data is accepted. An archive (``digest_of="file"``, e.g. CIFAR-10's ``.tar.gz``) is
 instead checked by the SHA-256 of the downloaded bytes themselves.
@@ -13,10 +13,8 @@ instead checked by the SHA-256 of the downloaded bytes themselves.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -24,10 +22,11 @@ from typing import BinaryIO, Iterable
 
 from tqdm import tqdm
 
+from nnscratch.atomic import atomic_path
 from nnscratch.data.idx import IDXError, decompress_if_gzip, verify_sha256
 from nnscratch.errors import DataError
 
-__all__ = ["DownloadError", "fetch", "file_sha256", "mirror_url"]
+__all__ = ["DownloadError", "fetch", "mirror_url"]
 
 DEFAULT_TIMEOUT = 30.0
 _CHUNK = 1 << 20
@@ -139,28 +138,23 @@ def _local_files_hint(filename: str) -> str:
 
 def _download_verified(url: str, final: Path, sha256: str, progress: bool, timeout: float,
                        digest_of: str = "content") -> None:
-    """Download ``url`` to a temp file beside ``final``, verify it, rename it to ``final``.
+    """Download ``url`` to a temp file beside ``final``, verify it, rename it to ``final``
+    (:func:`nnscratch.atomic.atomic_path`: the temp file is removed whatever goes wrong).
 
-    Raises :class:`_BadTransfer` (temp file removed) when anything goes wrong with this mirror,
+    Raises :class:`_BadTransfer` when anything goes wrong with this mirror,
     :class:`DownloadError` when the folder is not writable (no mirror can help).
     """
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
-    except OSError as exc:
+        with atomic_path(final) as tmp:
+            with open(tmp, "wb") as out:
+                _transfer(url, out, final.name, progress, timeout)
+            _verify(tmp, sha256, url, digest_of)
+    except OSError as exc:  # _transfer turns the network's OSErrors into _BadTransfer: this is the disk
         raise DownloadError(
             f"cannot write into {final.parent} ({exc.strerror or exc}); "
             f"{_local_files_hint(final.name)}",
             final.name,
         ) from exc
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            _transfer(url, out, final.name, progress, timeout)
-        _verify(tmp, sha256, url, digest_of)
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _transfer(url: str, out: BinaryIO, label: str, progress: bool, timeout: float) -> None:
@@ -213,24 +207,13 @@ def _content_length(response) -> int | None:
 
 def _verify(path: Path, sha256: str, url: str, digest_of: str = "content") -> None:
     """Check the SHA-256 of the downloaded file's decompressed content (or of the file itself)."""
-    if digest_of == "file":
-        actual = file_sha256(path)
-        if actual != sha256.lower():
-            raise _BadTransfer(f"SHA-256 of the file is {actual}, expected {sha256.lower()}")
-        return
     try:
-        verify_sha256(decompress_if_gzip(path.read_bytes(), url), sha256, url)
+        if digest_of == "file":
+            verify_sha256(path, sha256, url, of="the file")
+        else:
+            verify_sha256(decompress_if_gzip(path.read_bytes(), url), sha256, url)
     except IDXError as exc:
         raise _BadTransfer(_short_reason(str(exc), url)) from exc
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes as stored (no decompression), read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _short_reason(message: str, url: str) -> str:

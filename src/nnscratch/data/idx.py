@@ -50,8 +50,8 @@ __all__ = [
     "read_idx_bytes",
     "parse_idx",
     "sha256_of_idx",
+    "sha256_hex",
     "verify_sha256",
-    "encode_idx",
 ]
 
 #: IDX data type code -> big-endian NumPy dtype of the stored values.
@@ -93,7 +93,20 @@ class DimensionError(IDXError):
 
 
 class ChecksumError(IDXError):
-    """The SHA-256 of the (decompressed) file content is not the expected one."""
+    """The SHA-256 of a file (or of its decompressed content) is not the expected one.
+
+    The message is ``finding`` (what was found) then ``advice`` (what to do); ``actual`` is the
+    hex digest found, so a caller that knows more (which dataset's file it is) can say so
+    through :meth:`with_advice`.
+    """
+
+    def __init__(self, finding: str, advice: str = "", actual: str = "") -> None:
+        super().__init__(f"{finding} {advice}".rstrip())
+        self.finding, self.advice, self.actual = finding, advice, actual
+
+    def with_advice(self, advice: str) -> "ChecksumError":
+        """The same finding with other advice."""
+        return ChecksumError(self.finding, advice, self.actual)
 
 
 def is_gzip(data: bytes) -> bool:
@@ -151,17 +164,31 @@ def sha256_of_idx(path: str | os.PathLike) -> str:
     This is the checksum listed in ``SHA256SUMS.uncompressed``: it is the same for the official
     ``.gz`` files, for a re-compressed copy and for the decompressed file.
     """
-    return hashlib.sha256(read_idx_bytes(path)).hexdigest()
+    return sha256_hex(read_idx_bytes(path))
 
 
-def verify_sha256(data: bytes, expected: str, source: str) -> None:
-    """Raise :class:`ChecksumError` unless ``sha256(data)`` is ``expected`` (hex, any case)."""
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != expected.lower():
-        raise ChecksumError(
-            f"{source}: SHA-256 of the decompressed content is {actual}, "
-            f"expected {expected.lower()} (corrupt or a different file); {_REDOWNLOAD}"
-        )
+def sha256_hex(data: bytes | str | os.PathLike) -> str:
+    """Hex SHA-256 of ``data``: bytes, or a file's bytes as stored (no decompression), read in 1 MiB chunks."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256()
+    with open(data, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_sha256(data: bytes | str | os.PathLike, expected: str, source: str, *,
+                  of: str = "the decompressed content",
+                  advice: str = f"(corrupt or a different file); {_REDOWNLOAD}") -> None:
+    """The one checksum check of the data package: raise :class:`ChecksumError` unless the SHA-256
+    of ``data`` (bytes, or a file hashed as stored) is ``expected`` (hex, any case).
+
+    The message is ``"{source}: SHA-256 of {of} is <actual>, expected <expected> {advice}"``.
+    """
+    actual, expected = sha256_hex(data), expected.lower()
+    if actual != expected:
+        raise ChecksumError(f"{source}: SHA-256 of {of} is {actual}, expected {expected}", advice, actual)
 
 
 def read_idx(path: str | os.PathLike, *, sha256: str | None = None) -> np.ndarray:
@@ -288,18 +315,3 @@ def _check_payload_size(actual: int, expected: int, source: str) -> None:
             f"({actual - expected:,} trailing bytes: corrupt or not an IDX file); {_REDOWNLOAD}"
         )
 
-
-def encode_idx(array: np.ndarray) -> bytes:
-    """Return the IDX bytes (uncompressed) of ``array``, the inverse of :func:`parse_idx`.
-
-    Useful to write test fixtures and small datasets. The array's dtype must be one of the six
-    IDX types (uint8, int8, int16, int32, float32, float64) and it must have at least 1 dimension.
-    """
-    array = np.asarray(array)
-    codes = {dt.newbyteorder("=").str: code for code, dt in IDX_DTYPES.items()}
-    key = array.dtype.newbyteorder("=").str
-    if key not in codes or array.ndim == 0:
-        raise ValueError(f"cannot encode an array of dtype {array.dtype}, ndim {array.ndim} as IDX")
-    code = codes[key]
-    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
-    return header + np.ascontiguousarray(array, dtype=IDX_DTYPES[code]).tobytes()

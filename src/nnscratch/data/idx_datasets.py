@@ -8,27 +8,16 @@ SHA-256 of its decompressed content is checked against the registry before use (
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from nnscratch.data.common import Parts, shape_str, warn
+from nnscratch.data.common import FileSpec, Parts, shape_str, warn
 from nnscratch.data.download import fetch
-from nnscratch.data.idx import ChecksumError, DimensionError, parse_idx, read_idx_bytes
+from nnscratch.data.idx import DimensionError, parse_idx, read_idx_bytes, verify_sha256
 
 __all__ = ["FASHION_MNIST", "MNIST", "DatasetSpec", "FileSpec"]
-
-ENV_DATA_DIR = "NNSCRATCH_DATA_DIR"
-
-
-@dataclass(frozen=True)
-class FileSpec:
-    """One file of a dataset: its name and the SHA-256 of its decompressed content."""
-
-    filename: str
-    sha256: str
 
 
 @dataclass(frozen=True)
@@ -116,7 +105,7 @@ class DatasetSpec:
                  f"{folder}; results may not be comparable with the real {self.display_name}")
         paths = [_find_file(folder, f) for f in self.files]
         train_images, train_labels, test_images, test_labels = (
-            _read_verified(path, file, self, verify) for path, file in zip(paths, self.files)
+            _read_verified(path, file, verify) for path, file in zip(paths, self.files)
         )
         _check_images(train_images, self, paths[0])
         _check_labels(train_labels, len(train_images), self, paths[1])
@@ -184,31 +173,12 @@ def _find_file(folder: Path, file: FileSpec) -> Path | None:
     return None
 
 
-def _read_verified(path: Path, file: FileSpec, spec: DatasetSpec, verify: bool) -> np.ndarray:
+def _read_verified(path: Path, file: FileSpec, verify: bool) -> np.ndarray:
     """Decompress once, check the SHA-256 of the content (unless told not to), then parse it."""
     data = read_idx_bytes(path)
     if verify:
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != file.sha256:
-            raise ChecksumError(
-                f"{path}: SHA-256 of the decompressed content is {actual}, expected {file.sha256}"
-                f"{_checksum_advice(actual, spec)}"
-            )
+        verify_sha256(data, file.sha256, str(path))
     return parse_idx(data, str(path))
-
-
-def _checksum_advice(sha256: str, wanted: DatasetSpec) -> str:
-    """What a wrong checksum means and what to do: a known file of another dataset, or corrupt."""
-    from nnscratch.data.datasets import DATASETS  # the registry, which imports this module
-
-    for spec in DATASETS.values():
-        for file in spec.files:
-            if file.sha256 == sha256:
-                return (
-                    f" (that is {spec.name}'s {file.filename}); point --data-dir or "
-                    f"{ENV_DATA_DIR} at the {wanted.name} files"
-                )
-    return " (corrupt or a different file); delete it and download it again"
 
 
 def _check_images(images: np.ndarray, spec: DatasetSpec, path: Path) -> None:

@@ -45,9 +45,10 @@ class Pool:
 # --- CSV ---------------------------------------------------------------------------------------
 
 
-def _is_number(text: str) -> bool:
+def _parses(text: str, kind: type = float) -> bool:
+    """True when ``kind(text)`` succeeds: ``float`` for a number cell, ``int`` for a column index."""
     try:
-        float(text)
+        kind(text)
     except ValueError:
         return False
     return True
@@ -87,7 +88,7 @@ def read_csv(path: str | os.PathLike, *, label_column: str | int | None = None,
     notes: list[str] = []
     integral = bool((pixels == np.rint(pixels)).all()) if np.isfinite(pixels).all() else None
     images = pixels_to_uint8(pixels, str(path), notes, integral=integral)
-    values = (np.array(labels_text, dtype=np.float64) if all(map(_is_number, labels_text))
+    values = (np.array(labels_text, dtype=np.float64) if all(map(_parses, labels_text))
               else np.array(labels_text, dtype=str))
     labels, class_names = labels_from_values(values, f"{path} (label column)")
     return Pool(images.reshape(len(images), *shape), labels, class_names, notes)
@@ -100,7 +101,7 @@ def _numbered_rows(reader):
 
 def _header_and_label_column(lines, label_column, path: Path) -> tuple[list[str] | None, int]:
     first = lines[0][0]
-    if isinstance(label_column, str) and not _is_int(label_column):
+    if isinstance(label_column, str) and not _parses(label_column, int):
         if label_column not in first:
             shown = ", ".join(first[:8]) + (", ..." if len(first) > 8 else "")
             raise UsageError(f"--label-column {label_column!r}: {path} has no such column "
@@ -111,18 +112,10 @@ def _header_and_label_column(lines, label_column, path: Path) -> tuple[list[str]
         raise UsageError(f"--label-column {label_column}: {path} has {len(first)} columns "
                          f"(0..{len(first) - 1}); give a column name or a 0-based index")
     index %= len(first)
-    pixels_text = any(not _is_number(c) for k, c in enumerate(first) if k != index)
-    label_text = not _is_number(first[index]) and len(lines) > 1 and \
-        len(lines[1][0]) > index and _is_number(lines[1][0][index])
+    pixels_text = any(not _parses(c) for k, c in enumerate(first) if k != index)
+    label_text = not _parses(first[index]) and len(lines) > 1 and \
+        len(lines[1][0]) > index and _parses(lines[1][0][index])
     return (first if pixels_text or label_text else None), index
-
-
-def _is_int(text: str) -> bool:
-    try:
-        int(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _parse_rows(lines, width: int, col: int, path: Path) -> tuple[list[str], np.ndarray]:
@@ -147,7 +140,7 @@ def _parse_rows(lines, width: int, col: int, path: Path) -> tuple[list[str], np.
 def _raise_first_non_number(lines, col: int, path: Path) -> None:
     for row, line_no in lines:
         for k, cell in enumerate(row):
-            if k != col and not _is_number(cell):
+            if k != col and not _parses(cell):
                 raise DataError(f"{path}: line {line_no}, column {k + 1}: {cell!r} is not a "
                                 f"number; every pixel must be a number (0..255, or 0..1)")
     raise DataError(f"{path}: a pixel cell is not a number; every pixel must be a number")

@@ -34,23 +34,7 @@ import inspect
 import numpy as np
 
 from nnscratch.errors import UsageError
-
-#: The CLI flag of every hyperparameter, for error messages (one place for the spelling).
-FLAGS = {
-    "momentum": "--momentum",
-    "dampening": "--dampening",
-    "nesterov": "--nesterov",
-    "weight_decay": "--weight-decay",
-    "betas": "--betas",
-    "eps": "--eps",
-    "amsgrad": "--amsgrad",
-    "alpha": "--alpha",
-    "centered": "--centered",
-}
-
-
-def _flag(name: str) -> str:
-    return FLAGS.get(name, "--" + name.replace("_", "-"))
+from nnscratch.flags import flag as _flag  # every hyperparameter's flag is its name: --weight-decay
 
 
 def _require(ok: bool, message: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from nnscratch.io import atomic_write_text
+from nnscratch.atomic import atomic_write_text
 from nnscratch.names import engine_label
 from nnscratch.report.context import DatasetView, dataset_view, image_kind, lr_varies, step_lrs
 

@@ -1,7 +1,7 @@
 """The report's figures, drawn with matplotlib's Agg backend and written atomically.
 
 Every function takes plain data (lists, NumPy arrays, the dicts of ``metrics.json``) and a
-destination path, draws one figure, writes it through :func:`nnscratch.io.atomic_path` and closes
+destination path, draws one figure, writes it through :func:`nnscratch.atomic.atomic_path` and closes
 it. :func:`write_figures` draws the whole set for one ``compare``/``train`` run.
 """
 
@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap, PowerNorm  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from nnscratch.io import atomic_path  # noqa: E402
+from nnscratch.atomic import atomic_path  # noqa: E402
 from nnscratch.names import engine_label  # noqa: E402
 from nnscratch.report.context import DatasetView, dataset_view, lr_varies, step_lrs  # noqa: E402
 
