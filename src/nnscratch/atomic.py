@@ -1,8 +1,11 @@
-"""Atomic file output: nothing we write is ever left half-written.
+"""Atomic, durable file output: nothing we write is ever left half-written.
 
-Every output goes to a temporary file in the destination folder first and is then renamed over
-the final name (``os.replace`` is atomic on POSIX and Windows), so an interrupted run leaves
-either the old file or the new one, never a truncated one.
+Every output goes to a temporary file in the destination folder first. On success the file is
+given the usual permissions (``0666 & ~umask``, as ``open()`` would), flushed to disk
+(``fsync``), renamed over the final name (``os.replace`` is atomic on POSIX and Windows), and the
+folder's entry is flushed too; so after a crash or a power loss the path holds either the old file
+or the whole new one, never a truncated or empty one. On any exception, Ctrl-C included, the
+temporary file is removed and the old file is left as it was.
 """
 
 from __future__ import annotations
@@ -29,13 +32,38 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual permissions
     try:
         yield tmp_path
+        # after the writer: some libraries (safetensors) replace the file, which undoes an earlier chmod
+        os.chmod(tmp_path, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual permissions
+        _fsync_file(tmp_path)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); folders cannot be opened for this on Windows."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems do not support fsync on a folder
+    finally:
+        os.close(fd)
 
 
 def _current_umask() -> int:
