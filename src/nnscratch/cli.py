@@ -149,12 +149,20 @@ def _add_data_flags(p: argparse.ArgumentParser, evaluate: bool = False) -> None:
     g.add_argument("--image-shape", metavar="HxW[xC]", help="csv: the images' shape when not square greyscale")
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """argparse with the project's error contract: one line on stderr naming the fix, exit 2
+    (argparse's own prints the whole usage block first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"nnscratch: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="nnscratch",
         description="A neural network written from scratch in NumPy, trained beside its exact PyTorch twin.")
     parser.add_argument("--version", action="version", version=f"nnscratch {__version__}")
-    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_OneLineErrors)
 
     p = verbs.add_parser("compare", help="train the NumPy engine and its PyTorch twin, write the report",
                          description="Train both engines from the same initial weights on the same batches, "

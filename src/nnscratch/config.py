@@ -243,9 +243,11 @@ def check_value(key: str, value: Any) -> str | None:
             return f"must be a finite number, got {value!r}"
         if (value <= low if low_open else value < low) or \
                 (high is not None and (value >= high if high_open else value > high)):
+            if high is None:
+                return f"must be a number {'>' if low_open else '>='} {low:g}, got {value!r}"
             lo = "(" if low_open else "["
-            hi = ("" if high is None else (f"{high})" if high_open else f"{high}]"))
-            return f"must be in {lo}{low}, {hi or 'inf)'}, got {value!r}"
+            hi = f"{high:g})" if high_open else f"{high:g}]"
+            return f"must be in {lo}{low:g}, {hi}, got {value!r}"
         return None
 
     def integer(low, optional=False):
