@@ -97,9 +97,14 @@ def _header(metrics: Mapping[str, Any], view: DatasetView) -> list[str]:
     command = _command(metrics)
     if command:
         lines += ["```", command, "```", ""]
-    shown = {k: v for k, v in config.items() if k != "command"}
-    lines.append("**Config:** " + ", ".join(f"`{k}={_config_value(k, v)}`"
-                                            for k, v in shown.items()))
+    from nnscratch.config import RunConfig
+
+    defaults = RunConfig().to_dict()
+    always = ("dataset", "epochs", "batch_size", "lr", "hidden", "activation", "optimizer", "seed", "dtype")
+    shown = {k: v for k, v in config.items()
+             if k not in ("command", "engines") and (k in always or k not in defaults or v != defaults[k])}
+    lines.append("**Config** (the rest at its default; all of it in `metrics.json`): "
+                 + ", ".join(f"`{k}={_config_value(k, v)}`" for k, v in shown.items()))
     return lines + ["", *_data(metrics, view)]
 
 
