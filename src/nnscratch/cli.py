@@ -210,12 +210,12 @@ def _config_from(args: argparse.Namespace, engines: tuple[str, ...]):
 
 
 def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
+    """compare/train: the settings, the checks, then the Python API's run (nnscratch.api)."""
     from tqdm.auto import tqdm
 
-    from nnscratch.threads import set_threads
-    from nnscratch.experiment import run_experiment
-
+    from nnscratch import api
     from nnscratch.experiment import check_engines, check_out_dir
+    from nnscratch.threads import set_threads
 
     cfg = _config_from(args, engines)
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{label}")
@@ -227,17 +227,23 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
     print(f"  {cfg.describe()}")
     print(f"  output: {out}/")
 
-    def on_epoch(engine: str, r) -> None:
+    def on_epoch(engine: str, r: dict) -> None:
         if not args.quiet:
-            tqdm.write(f"  {engine:>5} epoch {r.epoch:>2}/{cfg.epochs}: train loss {r.train_loss:.4f} "
-                       f"acc {r.train_accuracy:.4f} | val loss {r.val_loss:.4f} acc {r.val_accuracy:.4f} "
-                       f"f1 {r.val_f1:.4f} | {r.time_s:.2f} s")
+            tqdm.write(f"  {engine:>5} epoch {r['epoch']:>2}/{cfg.epochs}: train loss {r['train_loss']:.4f} "
+                       f"acc {r['train_accuracy']:.4f} | val loss {r['val_loss']:.4f} acc {r['val_accuracy']:.4f} "
+                       f"f1 {r['val_f1']:.4f} | {r['time_s']:.2f} s")
 
-    metrics, _ = run_experiment(cfg, out, progress=not args.quiet, on_epoch=on_epoch)
+    if len(engines) == 2:
+        run = api.compare(cfg, out=out, progress=not args.quiet, on_epoch=on_epoch)
+    else:
+        run = api.train(cfg, engine=engines[0], out=out, progress=not args.quiet, on_epoch=on_epoch)
     print()
     from nnscratch.summary import results_table  # imports matplotlib: only once there is a result
 
-    print(results_table(metrics))
+    print(results_table(run.metrics))
+    for engine, record in run.history.items():
+        if record.get("early_stopping"):
+            print(f"{engine} early stopping: {record['early_stopping']['reason']}")
     print(f"\nwrote {out}/report.md, metrics.json, figures and models")
     return 0
 
