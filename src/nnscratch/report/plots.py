@@ -643,7 +643,7 @@ def _divergence_title(
         headline += f" (logs differ in length: {n_numpy:,} vs {n_torch:,})"
     return (f"{engine_label('numpy')} vs {engine_label('torch')} twin{_on(dataset)} in {dtype}: "
             f"{headline}\n"
-            "same initial weights, same batches — every difference is floating-point rounding")
+            "same initial weights, same batches, same dropout masks — every difference is floating-point rounding")
 
 
 # --------------------------------------------------------------------------- the whole set
