@@ -109,3 +109,37 @@ def test_command_line_records_the_settings_not_the_output_paths():
     cmd = command_line(build_parser().parse_args(["bench", "--settle", "0"]))
     assert "--settle 0" in cmd  # a pause other than the default is part of the settings
     assert command_line(build_parser().parse_args(cmd.split()[1:])) == cmd
+
+
+def test_run_benchmark_measures_a_config_with_its_training_options(monkeypatch):
+    """``--config``: the config's network at its batch size, each engine built with its optimizer and
+    options (ours drawing dropout masks, torch with its own nn.Dropout); scikit-learn is left out."""
+    import nnscratch.bench as bench
+    from nnscratch.config import RunConfig
+
+    built = []
+    real_make_engine = __import__("nnscratch.engines", fromlist=["make_engine"]).make_engine
+
+    def recording_make_engine(name, spec, initial, dtype, **options):
+        built.append((name, spec.describe(), options))
+        return real_make_engine(name, spec, initial, dtype, **options)
+
+    monkeypatch.setattr("nnscratch.engines.make_engine", recording_make_engine)
+    cfg = RunConfig(hidden=(16,), dropout=0.25, batch_norm=True, optimizer="adamw", weight_decay=0.01, lr=1e-3,
+                    batch_size=32)
+    rng = np.random.default_rng(0)
+    pixels, y = rng.integers(0, 256, (256, 784), dtype=np.uint8), rng.integers(0, 10, 256)
+    result = run_benchmark(pixels, y, engines=["numpy-float32", "torch-eager", "sklearn"], batch_sizes=[64], deep=[],
+                           epochs=1, progress=False, settle_s=0.0, config=cfg, config_name="best.toml")
+    rows = [r for r in result["rows"] if r["arch"].startswith("best.toml")]
+    assert [r["engine"] for r in rows] == ["numpy-float32", "torch-eager", "sklearn"]
+    assert all(r["batch_size"] == 32 for r in rows)
+    assert rows[0]["arch"] == "best.toml: 784-16-10 (batch norm, relu, dropout 0.25)"
+    assert rows[0]["s_per_epoch"] > 0 and rows[1]["s_per_epoch"] > 0
+    assert rows[2]["s_per_epoch"] is None and rows[2]["note"].startswith("not measured")
+    config_builds = [b for b in built if b[1].startswith("784-16-10")]
+    assert {b[0] for b in config_builds} == {"numpy", "torch"}
+    for name, _, options in config_builds:
+        assert options["optimizer"] == "adamw" and options["optimizer_options"] == {"weight_decay": 0.01}
+    assert next(o for n, _, o in config_builds if n == "torch")["shared_masks"] is False
+    assert "best.toml" in bench.format_table(result)

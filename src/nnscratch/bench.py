@@ -41,6 +41,7 @@ import statistics
 import sys
 import time
 import warnings
+from pathlib import Path
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -80,6 +81,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"pause before every timed epoch and peak measurement, so that the thread pools of the "
                         f"previous engine are idle (default: {SETTLE_S})")
     p.add_argument("--jit", action="store_true", help="also measure the NumPy engine with Numba element-wise kernels")
+    p.add_argument("--config", default=None, metavar="FILE.toml",
+                   help="also measure the network and training options of a config file (e.g. configs/best.toml) at "
+                        "its batch size: its optimizer, dropout, batch norm, penalties (scikit-learn has none of them)")
     p.add_argument("--train-subset", type=int, default=None, metavar="N", help="use the first N training images")
     p.add_argument("--threads", type=int, default=None, help="threads for every engine (default: all usable cores)")
     p.add_argument("--data-dir", default=None, metavar="DIR", help="folder holding the MNIST files")
@@ -143,15 +147,17 @@ def epoch_flops(sizes: tuple[int, ...], n: int) -> float:
     return total
 
 
-def _engine_runner(engine, pixels, y, batch_size: int, dtype):
+def _engine_runner(engine, pixels, y, batch_size: int, dtype, lr: float = 0.01, dropout=None):
     """A function that trains ``engine`` for one epoch (a fresh shuffle) and returns its seconds.
 
-    It is the training loop of ``nnscratch compare`` itself: uint8 pixels, scaled per batch."""
+    It is the training loop of ``nnscratch compare`` itself: uint8 pixels, scaled per batch; with
+    ``dropout`` (the model's dropout layers) the loop draws the masks, as in a comparison."""
     from nnscratch.train import fit
 
     rng = np.random.default_rng(0)
-    return lambda: fit(engine, (pixels, y), None, [rng.permutation(len(y))], batch_size, 10, lr=0.01,
-                       progress=False, dtype=dtype).epochs[0].time_s
+    return lambda: fit(engine, (pixels, y), None, [rng.permutation(len(y))], batch_size, 10, lr=lr,
+                       dropout=dropout, dropout_seed=np.random.SeedSequence(0), progress=False,
+                       dtype=dtype).epochs[0].time_s
 
 
 def _sklearn_runner(x, y, hidden, batch_size: int):
@@ -170,30 +176,44 @@ def _sklearn_runner(x, y, hidden, batch_size: int):
     return one_epoch
 
 
-def make_runner(engine: str, spec, pixels, y, batch_size: int):
+def _training_options(cfg) -> dict:
+    """The engine options of a config: optimizer and its settings, penalties, clipping, smoothing."""
+    if cfg is None:
+        return {}
+    return {"optimizer": cfg.optimizer, "optimizer_options": cfg.optimizer_options(), "l1": cfg.l1, "l2": cfg.l2,
+            "clip_grad_norm": cfg.clip_grad_norm, "label_smoothing": cfg.label_smoothing}
+
+
+def make_runner(engine: str, spec, pixels, y, batch_size: int, cfg=None):
     """``(one-epoch function, "")`` for ``engine``, or ``(None, reason)`` where it cannot run here.
 
+    With ``cfg`` (a :class:`~nnscratch.config.RunConfig`) the engines train with its optimizer and
+    options; the torch twin then uses its own ``nn.Dropout`` (its fastest), ours the loop's masks.
     The first call of the function is the warm-up (Numba and ``torch.compile`` compile there); an
     engine that fails in it is reported unavailable too.
     """
-    from nnscratch.engines import make_engine
-    from nnscratch.registry import initial_state
     from nnscratch.data.preprocess import scale_pixels
+    from nnscratch.engines import make_engine
+    from nnscratch.registry import dropout_layers, initial_state
 
     initial = initial_state(spec, np.random.default_rng(0))
+    options, lr = _training_options(cfg), (cfg.lr if cfg is not None else 0.01)
     try:
         if engine == "sklearn":  # sklearn takes the whole float32 training set, as its users give it
+            if cfg is not None:
+                return None, "not measured: scikit-learn's MLPClassifier has no batch norm, dropout or these options"
             run = _sklearn_runner(scale_pixels(pixels, np.empty(pixels.shape, np.float32)), y,
                                   tuple(spec.widths()[1:-1]), batch_size)
         elif engine.startswith("numpy"):
             dtype = np.float64 if engine.endswith("float64") else np.float32
-            options = {"jit": True} if engine == "numpy-float32-jit" else {}
+            if engine == "numpy-float32-jit":
+                options = options | {"jit": True}
             e = make_engine("numpy", spec, initial, dtype, **options)
-            run = _engine_runner(e, pixels, y, batch_size, dtype)
+            run = _engine_runner(e, pixels, y, batch_size, dtype, lr, dropout_layers(spec))
         else:
             e = make_engine("torch", spec, initial, np.float32, device="cpu",
-                            compile=engine == "torch-compile")
-            run = _engine_runner(e, pixels, y, batch_size, np.float32)
+                            compile=engine == "torch-compile", shared_masks=False, **options)
+            run = _engine_runner(e, pixels, y, batch_size, np.float32, lr)
         run()  # warm-up epoch
         return run, ""
     except (ImportError, UsageError) as exc:
@@ -205,7 +225,7 @@ def make_runner(engine: str, spec, pixels, y, batch_size: int):
 
 
 def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, progress=True,
-                  settle_s: float = SETTLE_S) -> dict:
+                  settle_s: float = SETTLE_S, config=None, config_name: str = "config") -> dict:
     """Measure everything on ``pixels`` (uint8, ``(N, D)``) and labels ``y``; return
     ``{"peak_gflops": ..., "rows": [...], ...}`` (plain data).
 
@@ -215,7 +235,9 @@ def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, p
     product per dtype, through the library that won at the start). Each row gets ``pct_of_peak``
     (% of round peak: the median over the rounds of ``limit in that round / epoch time in that
     round``) and ``pct_of_start_peak`` (``limit at the start peak / median epoch time``). Each
-    timed epoch and each peak measurement starts after a pause of ``settle_s`` seconds.
+    timed epoch and each peak measurement starts after a pause of ``settle_s`` seconds. With
+    ``config`` (a :class:`~nnscratch.config.RunConfig`) its network is measured too, at its batch
+    size and with its training options; its rows' ``arch`` names it (``config_name``).
     """
     from nnscratch.spec import mlp_spec
 
@@ -223,13 +245,15 @@ def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, p
         raise ValueError(f"settle_s must be between 0 and 60 seconds, got {settle_s}")
     probes = {dtype: PeakProbe(dtype) for dtype in ("float32", "float64")}
     peaks = {dtype: gemm_peak(probe, settle_s=settle_s) for dtype, probe in probes.items()}
-    configs = [(mlp_spec(pixels.shape[1], (533,), 10), b) for b in batch_sizes]
+    configs = [(mlp_spec(pixels.shape[1], (533,), 10), b, None) for b in batch_sizes]
     if deep:
-        configs.append((mlp_spec(pixels.shape[1], tuple(deep), 10), batch_sizes[0]))
+        configs.append((mlp_spec(pixels.shape[1], tuple(deep), 10), batch_sizes[0], None))
+    if config is not None:
+        configs.append((config.model_spec(pixels.shape[1], 10), config.batch_size, config))
     engine_list = list(engines) + (["numpy-float32-jit"] if jit else [])
     rows, limits = [], {}
-    for spec, batch in configs:
-        arch = "-".join(map(str, spec.widths()))
+    for spec, batch, cfg in configs:
+        arch = "-".join(map(str, spec.widths())) if cfg is None else f"{config_name}: {spec.describe()}"
         flops = epoch_flops(tuple(spec.widths()), len(y))
         for dtype in ("float32", "float64"):
             limits[f"{arch} {dtype}"] = flops / (peaks[dtype]["peak"] * 1e9)
@@ -237,7 +261,7 @@ def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, p
             print(f"  measuring {arch} batch {batch}: {', '.join(engine_list)}", file=sys.stderr, flush=True)
         runners, notes = {}, {}
         for engine in engine_list:
-            runners[engine], notes[engine] = make_runner(engine, spec, pixels, y, batch)
+            runners[engine], notes[engine] = make_runner(engine, spec, pixels, y, batch, cfg)
         dtypes = sorted({_dtype_of(e) for e, run in runners.items() if run is not None})
         times = {engine: [] for engine in engine_list}
         round_peaks = {dtype: [] for dtype in dtypes}
@@ -287,7 +311,7 @@ def format_table(result: dict) -> str:
         lines.append((r["engine"], r["dtype"], r["arch"], str(r["batch_size"]), f"{r['s_per_epoch']:.3f}",
                       f"{r['samples_per_s']:,.0f}", f"{r['pct_of_peak']:.0f} %", f"{r['pct_of_start_peak']:.0f} %",
                       ratio))
-    widths = [max(len(head[i]), *(len(l[i]) for l in lines if not l[4].startswith("unavailable")))
+    widths = [max(len(head[i]), *(len(l[i]) for l in lines if not l[4].startswith(("unavailable", "not measured"))))
               for i in range(len(head))]
     fmt = lambda row: " | ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa: E731
     out = [fmt(head), "-|-".join("-" * w for w in widths)] + [fmt(l) for l in lines]
@@ -309,6 +333,7 @@ def command_line(args: argparse.Namespace) -> str:
              "--deep " + " ".join(map(str, args.deep or [])), "--engines " + " ".join(args.engines)]
     parts += [f"--settle {args.settle:g}"] if args.settle != SETTLE_S else []
     parts += ["--jit"] if args.jit else []
+    parts += [f"--config {args.config}"] if getattr(args, "config", None) else []
     parts += [f"--train-subset {args.train_subset}"] if args.train_subset else []
     parts += [f"--threads {args.threads}"] if args.threads else []
     return " ".join(p.strip() for p in parts)
@@ -333,8 +358,14 @@ def run_bench(args: argparse.Namespace) -> int:
     y = data.train_labels[:n].astype(np.int64)
     print(f"nnscratch bench: {n:,} MNIST training images, {threads} threads, {args.epochs} measured epochs "
           "per engine after one warm-up", flush=True)
+    config = None
+    if args.config:
+        from nnscratch.config import resolve_config
+
+        config = resolve_config(args.config, {}, ("numpy", "torch"))
     result = run_benchmark(pixels, y, engines=args.engines, batch_sizes=args.batch_sizes, deep=args.deep,
-                           epochs=args.epochs, jit=args.jit, settle_s=args.settle)
+                           epochs=args.epochs, jit=args.jit, settle_s=args.settle, config=config,
+                           config_name=Path(args.config).name if args.config else "config")
     result["threads"] = threads
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["machine"] = machine_info()
