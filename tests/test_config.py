@@ -122,3 +122,33 @@ def test_cli_config_and_flag_errors_are_one_line_and_write_nothing(tmp_path, arg
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert words in assert_one_line_error(proc.stderr, proc.stdout)
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no run folder, nothing written
+
+
+@pytest.mark.parametrize("settings", [
+    {},
+    {"optimizer": "adam", "betas": (0.9, 0.99), "amsgrad": True, "lr_schedule": "multistep",
+     "lr_milestones": (10, 15), "lr_schedule_unit": "step"},
+    {"color": "rgb", "image_size": "14x14", "standardize": True, "val_size": 5000, "train_subset": 100},
+    {"hidden": (64, 32), "batch_norm": True, "dropout": 0.3, "activation": "gelu_tanh", "l2": 1e-4,
+     "clip_grad_norm": 2.0, "early_stopping": 3, "optimizer": "sgd", "momentum": 0.9, "nesterov": True},
+])
+def test_the_echoed_settings_are_a_command_line_that_gives_them_back(settings):
+    """What a run prints first (RunConfig.describe) parses back into the very same settings."""
+    from nnscratch.cli import _config_from, build_parser
+
+    cfg = RunConfig(**settings)
+    args = build_parser().parse_args(["compare", *cfg.describe().split()])
+    assert _config_from(args, cfg.engines) == cfg
+
+
+def test_onecycle_shorter_than_the_run_is_refused_before_training():
+    with pytest.raises(UsageError, match="--total-steps 10 is shorter"):
+        RunConfig(lr_schedule="onecycle", total_steps=10).make_schedule(steps_per_epoch=100)
+    RunConfig(lr_schedule="onecycle", total_steps=2000, epochs=20).make_schedule(steps_per_epoch=100)
+
+
+@pytest.mark.parametrize("key", ["out", "quiet", "config"])
+def test_command_line_options_in_a_config_file_are_named_as_such(tmp_path, key):
+    path = _write(tmp_path, f'{key} = "x"\n')
+    with pytest.raises(UsageError, match=f"{key} is a command-line option"):
+        read_config_file(path)

@@ -29,7 +29,7 @@ def _add_run_flags(p: argparse.ArgumentParser, default_out: str) -> None:
     g = p.add_argument_group("training (defaults: the reference project's)")
     g.add_argument("--epochs", type=int, help=f"passes over the training set (default: {d.epochs})")
     g.add_argument("--batch-size", type=int, help=f"mini-batch size (default: {d.batch_size})")
-    g.add_argument("--lr", type=float, help=f"SGD learning rate (default: {d.lr})")
+    g.add_argument("--lr", type=float, help=f"learning rate of every optimizer; a schedule's base (default: {d.lr})")
     g.add_argument("--seed", type=int,
                    help=f"seed of the initial weights, batch order and dropout masks (default: {d.seed})")
     g.add_argument("--dtype", choices=["float32", "float64"], help=f"floating-point type of both engines "
@@ -137,12 +137,12 @@ def _add_data_flags(p: argparse.ArgumentParser, evaluate: bool = False) -> None:
                    help="validation images (default: 10,000, or a sixth of the training part when smaller)")
     g.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None,
                    help="standardise each channel with the training split's mean and std (default: off)")
-    g.add_argument("--image-size", metavar="HxW", help="folder: resize every image, e.g. 28x28")
+    g.add_argument("--image-size", metavar="HxW", help="resize every image, e.g. 28x28 (any dataset)")
     colour = g.add_mutually_exclusive_group()
     colour.add_argument("--grayscale", dest="color", action="store_const", const="grayscale",
-                        help="folder: convert images to one grey channel")
+                        help="convert images to one grey channel (any dataset)")
     colour.add_argument("--rgb", dest="color", action="store_const", const="rgb",
-                        help="folder: convert images to three colour channels")
+                        help="convert images to three colour channels (any dataset)")
     g.add_argument("--strict", action=argparse.BooleanOptionalAction, default=None,
                    help="folder: an unreadable image is an error (default: skipped with a warning)")
     g.add_argument("--label-column", metavar="NAME_OR_INDEX", help="csv: the label column (default: the first)")
@@ -261,7 +261,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     state, spec, info = load_model(args.model)
     dtype = np.dtype(args.dtype or info.get("dtype", "float32"))
-    options = dict(info.get("data_options") or {})
+    same_data = args.dataset is None or args.dataset == info.get("dataset")
+    # the model's own data options (resizing, colour, CSV layout) belong to the data it was trained on
+    options = dict(info.get("data_options") or {}) if same_data else {}
     if args.verify is not None:
         options["verify"] = args.verify
     data = load_dataset(args.dataset or info.get("dataset", "mnist"), args.data_dir, **options)

@@ -161,6 +161,9 @@ class RunConfig:
             params = {"max_lr": self.max_lr, "step_size_up": self.step_size_up, "step_size_down": self.step_size_down,
                       "mode": self.cyclic_mode, "gamma": self.lr_gamma}
         elif name == "onecycle":
+            if self.total_steps is not None and self.total_steps < units:
+                raise UsageError(f"--total-steps {self.total_steps} is shorter than the run's {units:,} schedule "
+                                 f"steps ({self.epochs} epochs x {units // self.epochs:,}): leave it out to span the run")
             params = {"total_steps": self.total_steps or units, "max_lr": self.max_lr, "pct_start": self.pct_start,
                       "anneal_strategy": self.anneal_strategy, "div_factor": self.div_factor,
                       "final_div_factor": self.final_div_factor, "three_phase": self.three_phase}
@@ -204,26 +207,31 @@ class RunConfig:
         return mlp_spec(input_dim, self.hidden, num_classes, self.activation, self.dropout, self.batch_norm)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["hidden"], d["engines"] = list(self.hidden), list(self.engines)
-        return d
+        """Plain JSON-able data (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     def describe(self) -> str:
-        """The settings as flags, for the start of a run and the report (defaults included)."""
-        parts = []
-        d = RunConfig.__dataclass_fields__
-        d = {k: f.default for k, f in d.items()}
-        for key, value in self.to_dict().items():
-            if key in ("engines", "data_dir", "device", "threads") or (key in _QUIET_DEFAULTS and value == d[key]):
-                continue
-            flag = "--" + key.replace("_", "-")
-            if isinstance(value, bool):
-                parts.append(flag if value else f"--no-{key.replace('_', '-')}")
-            elif isinstance(value, list):
-                parts.append(f"{flag} {' '.join(map(str, value))}")
-            else:
-                parts.append(f"{flag} {'all' if value is None else value}")
-        return " ".join(parts)
+        """The settings as the flags that give them, for the start of a run (defaults included,
+        but for the rarely used ones): a valid ``nnscratch`` command line."""
+        d = RunConfig().to_dict()
+        parts = [setting_as_flag(key, value) for key, value in self.to_dict().items()
+                 if key not in ("engines", "data_dir", "device", "threads")
+                 and not (key in _QUIET_DEFAULTS and value == d[key])]
+        return " ".join(p for p in parts if p)
+
+
+def setting_as_flag(key: str, value: Any) -> str | None:
+    """One setting as the command-line flag that sets it (None when there is nothing to write)."""
+    if value is None:
+        return None
+    if key == "color":  # spelled --grayscale / --rgb
+        return f"--{value}"
+    flag = "--" + key.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else f"--no-{key.replace('_', '-')}"
+    if isinstance(value, (list, tuple)):
+        return f"{flag} {' '.join(map(str, value))}"
+    return f"{flag} {value}"
 
 
 def _is_int(v) -> bool:
@@ -360,6 +368,8 @@ def check_value(key: str, value: Any) -> str | None:
 
 #: The keys a config file may set: every field but ``engines`` (the verb chooses those).
 CONFIG_KEYS = tuple(f.name for f in fields(RunConfig) if f.name != "engines")
+#: Flags of compare/train that are not settings of the experiment.
+_COMMAND_LINE_ONLY = ("out", "quiet", "config")
 #: Names other tools use for our keys, suggested when a file uses them.
 _OTHER_NAMES = {"learning_rate": "lr", "num_epochs": "epochs", "n_epochs": "epochs", "hidden_sizes": "hidden",
                 "hidden_layers": "hidden", "hidden_layer_sizes": "hidden", "batchnorm": "batch_norm",
@@ -384,6 +394,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"--config {path} cannot be read: {exc.strerror or exc}") from None
     for key, value in values.items():
         if key not in CONFIG_KEYS:
+            if key in _COMMAND_LINE_ONLY:
+                raise UsageError(f"{path}: {key} is a command-line option (--{key}), not a config key: "
+                                 "a config describes the experiment, not where or how it runs")
             close = [_OTHER_NAMES[key]] if key in _OTHER_NAMES else difflib.get_close_matches(key, CONFIG_KEYS, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(CONFIG_KEYS)}"
             raise UsageError(f"{path}: unknown key {key!r}{hint}")

@@ -24,7 +24,10 @@ preallocated ``work`` array per parameter (or into the gradient, which is scratc
 NumPy's ``out=`` / in-place operators. Measured (2-core AMD EPYC, 1.86M float32 parameters,
 784-1024-1024-10): Adam 6.2 ms per step (13 element-wise passes), against 17.9 ms for the same
 formulas written as plain NumPy expressions and 4.1 ms for torch's single-tensor Adam; plain SGD's
-``step`` 1.1 ms; no allocation at all (``tracemalloc`` peak under 1 kB).
+``step`` 1.1 ms; no allocation at all (``tracemalloc`` peak under 1 kB). Every one of those passes
+is a rounding of its own, so NumPy cannot do the same numbers in fewer; ``--jit`` runs the Numba
+twins of these classes (``numpy_engine/jit.py``): one pass, same numbers, about 3x faster for
+Adam (docs/performance.md, "Optimizer updates").
 """
 
 from __future__ import annotations
@@ -386,16 +389,23 @@ class RMSprop(Optimizer):
 OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
 
 
-def make_optimizer(name: str, params: dict[str, np.ndarray], **hyperparameters) -> Optimizer:
+def make_optimizer(name: str, params: dict[str, np.ndarray], *, jit: bool = False,
+                   **hyperparameters) -> Optimizer:
     """Build the optimizer called ``name`` (a key of :data:`OPTIMIZERS`) over ``params``.
 
     Hyperparameters set to ``None`` count as not given (the class default applies), so a CLI can
     pass every flag it has. A hyperparameter the optimizer does not take is a :class:`UsageError`
-    (``--betas does not apply to --optimizer sgd``), as is an unknown name.
+    (``--betas does not apply to --optimizer sgd``), as is an unknown name. ``jit=True`` (``--jit``)
+    builds the Numba-compiled twin from :mod:`nnscratch.numpy_engine.jit` instead: same math, same
+    numbers, same state, one pass over memory per parameter (needs numba).
     """
     if name not in OPTIMIZERS:
         raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}; got {name!r}")
     cls = OPTIMIZERS[name]
+    if jit:
+        from nnscratch.numpy_engine.jit import JIT_OPTIMIZERS
+
+        cls = JIT_OPTIMIZERS[name]
     given = {k: v for k, v in hyperparameters.items() if v is not None}
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "params"}
     for key in given:

@@ -143,22 +143,14 @@ def _command(metrics: Mapping[str, Any]) -> str | None:
         return " ".join(map(str, recorded)) if isinstance(recorded, list) else str(recorded)
     if "epochs" not in config:
         return None
-    from nnscratch.config import RunConfig
+    from nnscratch.config import RunConfig, setting_as_flag
 
     engines = list(metrics.get("engines", {}))
     verb = "compare" if len(engines) > 1 else f"train --engine {engines[0]}" if engines else "train"
     defaults = RunConfig().to_dict()
-    flags = []
-    for key, value in config.items():  # every setting that differs from its default, as its flag
-        if key not in defaults or key == "engines" or value == defaults[key] or value is None \
-                or isinstance(value, dict):
-            continue
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            flags.append(flag if value else f"--no-{key.replace('_', '-')}")
-        else:
-            flags.append(f"{flag} {' '.join(map(str, value)) if isinstance(value, (list, tuple)) else value}")
-    return " ".join(["nnscratch", verb, *flags])
+    flags = [setting_as_flag(key, value) for key, value in config.items()  # what differs from its default
+             if key in defaults and key != "engines" and value != defaults[key] and not isinstance(value, dict)]
+    return " ".join(["nnscratch", verb, *(f for f in flags if f)])
 
 
 def _architecture(metrics: Mapping[str, Any]) -> list[str]:
