@@ -351,6 +351,11 @@ def run_bench(args: argparse.Namespace) -> int:
         raise UsageError(f"--settle must be between 0 and 60 seconds, got {args.settle}")
     if any(b < 1 for b in args.batch_sizes):
         raise UsageError(f"--batch-sizes must be positive, got {args.batch_sizes}")
+    config = None
+    if args.config:  # checked before any data is read
+        from nnscratch.config import resolve_config
+
+        config = resolve_config(args.config, {}, ("numpy", "torch"))
     threads = set_threads(args.threads)
     data = load_dataset("mnist", args.data_dir, progress=True)
     n = args.train_subset or len(data.train_labels)
@@ -358,11 +363,6 @@ def run_bench(args: argparse.Namespace) -> int:
     y = data.train_labels[:n].astype(np.int64)
     print(f"nnscratch bench: {n:,} MNIST training images, {threads} threads, {args.epochs} measured epochs "
           "per engine after one warm-up", flush=True)
-    config = None
-    if args.config:
-        from nnscratch.config import resolve_config
-
-        config = resolve_config(args.config, {}, ("numpy", "torch"))
     result = run_benchmark(pixels, y, engines=args.engines, batch_sizes=args.batch_sizes, deep=args.deep,
                            epochs=args.epochs, jit=args.jit, settle_s=args.settle, config=config,
                            config_name=Path(args.config).name if args.config else "config")
