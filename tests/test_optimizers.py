@@ -249,3 +249,27 @@ def test_adam_first_step_hand_computed():
     p = {"w": np.array([0.0, 0.0])}
     Adam(p, eps=0.0).step({"w": np.array([3.0, -0.5])}, lr=0.01)
     np.testing.assert_allclose(p["w"], [-0.01, 0.01], rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_subnormal_state_is_flushed_every_few_steps(dtype):
+    """Moving averages that decay into subnormal numbers (slow on x86) are set to 0 every
+    FLUSH_SUBNORMALS_EVERY steps; normal entries are left exactly as they were."""
+    from nnscratch.numpy_engine.optimizers import FLUSH_SUBNORMALS_EVERY
+
+    tiny = np.finfo(dtype).tiny
+    params = {"w": np.ones((4, 5), dtype=dtype)}
+    opt = make_optimizer("sgd", params, momentum=0.99)
+    grads = lambda: {"w": np.zeros((4, 5), dtype=dtype)}  # noqa: E731
+    opt.step({"w": np.full((4, 5), 1.0, dtype=dtype)}, 0.1)
+    buf = opt._state["w"]["momentum_buffer"]
+    buf[0, 0] = tiny / 4          # subnormal: decays further, never below the flush
+    buf[1, 1] = 3.0               # normal: must survive untouched (apart from the decay)
+    for _ in range(FLUSH_SUBNORMALS_EVERY - 2):
+        opt.step(grads(), 0.1)
+    assert 0 < buf[0, 0] < tiny   # still subnormal one step before the flush
+    expected = buf[1, 1] * dtype(0.99)
+    opt.step(grads(), 0.1)        # step FLUSH_SUBNORMALS_EVERY
+    assert opt.steps % FLUSH_SUBNORMALS_EVERY == 0
+    assert buf[0, 0] == 0 and not np.any((buf != 0) & (np.abs(buf) < tiny))
+    assert buf[1, 1] == expected

@@ -186,13 +186,14 @@ def fit(engine, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.
         starts = range(0, len(order), batch_size)
         bar = tqdm(starts, desc=f"{engine.name:>5} epoch {epoch}/{len(orders)}", unit="step",
                    disable=not progress, leave=False, mininterval=0.5)
+        lr_at, record_lr, step = rate.at, history.step_lr.append, engine.train_step
         t0 = time.perf_counter()
         for s in bar:
             xb, yb = gather.batch(order[s:s + batch_size])
             masks = dropout_keeps(mask_rng, dropout, len(yb)) if dropout else None
-            step_lr = rate.at(engine.steps)
-            history.step_lr.append(step_lr)
-            engine.train_step(xb, yb, step_lr, masks)
+            step_lr = lr_at(engine.steps)
+            record_lr(step_lr)
+            step(xb, yb, step_lr, masks)
         losses, correct = engine.take_epoch_stats()
         dt = time.perf_counter() - t0
         bar.close()

@@ -100,9 +100,13 @@ class NumpyEngine:
         self.l1, self.l2, self.clip_grad_norm = l1, l2, clip_grad_norm
         # the fused path is plain SGD on the loss's own gradient: a penalty or clipping needs the gradient first
         self.fused = fuse and self.optimizer.fused and not (l1 or l2 or clip_grad_norm)
+        self._sinks: list[GradientSink] = []   # the fused path's sinks, whose alpha is -lr
+        self._sink_lr: float | None = None
         if self.fused:
             for layer in self.model.layers:
                 layer.sink = GradientSink(layer.params, alpha=0.0, beta=1.0)
+                if layer.params:
+                    self._sinks.append(layer.sink)
         self._grads = self.model.named_grads()
         self._dropout = {i: layer for i, layer in enumerate(self.model.layers)
                          if isinstance(layer, layer_classes.Dropout)}
@@ -127,14 +131,17 @@ class NumpyEngine:
         """
         if not self.training:
             raise RuntimeError("train_step needs training mode: call engine.train() first")
-        for i, layer in self._dropout.items():
-            layer.set_keep(masks[i])
+        if self._dropout:
+            for i, layer in self._dropout.items():
+                layer.set_keep(masks[i])
         logits = self.model.forward(x, train=True)
         self._correct += int(np.count_nonzero(logits.argmax(axis=1) == y))
         loss, dlogits = self.loss.forward_backward(logits, y)
         if self.fused:
-            for layer in self.model.layers:
-                layer.sink.alpha = -lr
+            if lr != self._sink_lr:
+                for sink in self._sinks:
+                    sink.alpha = -lr
+                self._sink_lr = lr
             self.model.backward(dlogits)
         else:
             self.model.backward(dlogits)

@@ -52,6 +52,10 @@ def _at_least_zero(name: str, value: float) -> float:
     return float(value)
 
 
+#: How often (in steps) the optimizers set subnormal state entries to 0: see ``Optimizer.flush_subnormals``.
+FLUSH_SUBNORMALS_EVERY = 50
+
+
 class Optimizer:
     """Base class: holds the live parameters, their named state arrays and the step count.
 
@@ -99,6 +103,25 @@ class Optimizer:
         lr = float(lr)  # a NumPy float64 scalar would push float32 arithmetic through float64
         for name, p in self.params.items():
             self._update(p, grads[name], self._state[name], self._work[name], lr)
+        if self.steps % FLUSH_SUBNORMALS_EVERY == 0:
+            self.flush_subnormals()
+
+    def flush_subnormals(self) -> None:
+        """Set state entries below the dtype's smallest normal number (``|a| < tiny``: 1.2e-38 in
+        float32) to exactly 0.
+
+        Why: a moving average (momentum buffer, ``exp_avg``...) whose gradient stays 0 for a while
+        (an MNIST border pixel's weights) decays geometrically into subnormal numbers, and x86 CPUs
+        compute on those through a slow microcode path. Measured on this project's Intel Xeon VM:
+        one SGD-momentum step on 1.8M float32 parameters takes 3.8 ms with normal buffers and 33 ms
+        with subnormal ones, and the epochs of ``configs/best.toml`` slowed from 4.2 to 5.1 s over
+        20 epochs. Every :data:`FLUSH_SUBNORMALS_EVERY` steps costs three cheap passes; the values
+        changed are below 1e-38 (float32) or 2e-308 (float64), far under any rounding of the update.
+        """
+        for arrays in self._state.values():
+            for a in arrays.values():
+                tiny = np.finfo(a.dtype).tiny
+                np.copyto(a, 0, where=np.abs(a) < tiny)
 
     # -- state ---------------------------------------------------------------------------------
 
