@@ -3,6 +3,8 @@ with the physical limit."""
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -34,8 +36,10 @@ def plot_benchmark(result: dict, path: str) -> None:
         limit = result["limit_s_per_epoch"][f"{arch} float32"]
         ax.hlines(limit, i - 0.45, i + 0.45, colors="black", linewidth=2,
                   label="float32 limit (all FLOPs at GEMM peak)" if i == 0 else None)
-    ax.set_xticks(np.arange(len(groups)), [f"{a}\nbatch {b}" for a, b in groups])
-    ax.set_ylabel("seconds per epoch (50k images, lower is better)")
+    # a config's row names its file and network: wrap it so that neighbouring labels do not overlap
+    ax.set_xticks(np.arange(len(groups)), [textwrap.fill(a.replace(": ", ":\n", 1), 22) + f"\nbatch {b}"
+                                           for a, b in groups], fontsize=9)
+    ax.set_ylabel(f"seconds per epoch ({result.get('train_images', 50_000):,} images, lower is better)")
     peak = result["peak_gflops"]["float32"]["peak"]
     ax.set_title(f"Training speed per engine, {result.get('threads', '?')} threads "
                  f"(float32 GEMM peak {peak:.0f} GFLOP/s)")
