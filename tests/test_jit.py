@@ -10,7 +10,7 @@ optional_import("numba")
 from nnscratch.numpy_engine import NumpyEngine, ReLU, SoftmaxCrossEntropy  # noqa: E402
 from nnscratch.registry import initial_state  # noqa: E402
 from nnscratch.numpy_engine.jit import (JIT_OPTIMIZERS, JitAdam, JitAdamW, JitReLU, JitRMSprop,  # noqa: E402
-                                        JitSGD, JitSoftmaxCrossEntropy)
+                                        JitSGD, JitSoftmaxCrossEntropy, make_jit_optimizer)
 from nnscratch.numpy_engine.optimizers import OPTIMIZERS, make_optimizer  # noqa: E402
 from nnscratch.spec import mlp_spec  # noqa: E402
 from nnscratch.train import batch_orders, fit  # noqa: E402
@@ -110,11 +110,11 @@ def test_jit_optimizers_are_chosen_by_make_optimizer():
     params = _params(0, np.float32)
     assert set(JIT_OPTIMIZERS) == set(OPTIMIZERS)
     for name, cls in {"sgd": JitSGD, "adam": JitAdam, "adamw": JitAdamW, "rmsprop": JitRMSprop}.items():
-        opt = make_optimizer(name, params, jit=True)
+        opt = make_jit_optimizer(name, params)
         assert type(opt) is cls and isinstance(opt, OPTIMIZERS[name])
         assert type(make_optimizer(name, params)) is OPTIMIZERS[name]
-    assert make_optimizer("adamw", params, jit=True).weight_decay == 1e-2  # AdamW's own default
-    assert make_optimizer("sgd", params, jit=True).fused  # plain SGD stays inside the backward pass
+    assert make_jit_optimizer("adamw", params).weight_decay == 1e-2  # AdamW's own default
+    assert make_jit_optimizer("sgd", params).fused  # plain SGD stays inside the backward pass
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -125,7 +125,7 @@ def test_jit_optimizer_equals_numpy(name, hp, dtype):
     plain = {k: v.copy() for k, v in params.items()}
     jit = {k: v.copy() for k, v in params.items()}
     plain_opt = _run(make_optimizer(name, plain, **hp), grads, lrs)
-    jit_opt = make_optimizer(name, jit, jit=True, **hp)
+    jit_opt = make_jit_optimizer(name, jit, **hp)
     for g, lr in zip(grads, lrs):
         scratch = {k: v.copy() for k, v in g.items()}
         jit_opt.step(scratch, lr)
@@ -144,9 +144,10 @@ def test_jit_optimizer_state_round_trips_both_ways(name, hp):
     whole_state = _run(make_optimizer(name, whole, **hp), grads, lrs).state()
     for save_jit in (False, True):
         first = {k: v.copy() for k, v in params.items()}
-        saved = _run(make_optimizer(name, first, jit=save_jit, **hp), grads[:25], lrs[:25]).state()
+        build_first, build_then = (make_jit_optimizer, make_optimizer) if save_jit else (make_optimizer, make_jit_optimizer)
+        saved = _run(build_first(name, first, **hp), grads[:25], lrs[:25]).state()
         resumed = dict(first)
-        opt = make_optimizer(name, resumed, jit=not save_jit, **hp)
+        opt = build_then(name, resumed, **hp)
         opt.load_state(saved)
         _run(opt, grads[25:], lrs[25:])
         _assert_same(whole, whole_state, resumed, opt.state(), 1e-12)
@@ -164,7 +165,7 @@ def test_jit_optimizer_takes_the_numpy_path_for_mixed_layouts(name, hp):
     grads = [{"w": rng.standard_normal((6, 4)), "v": rng.standard_normal((8, 3))} for _ in range(5)]
     # w in Fortran order against C-ordered gradients; v a strided view (state arrays are contiguous)
     plain, jit = ({"w": np.asfortranarray(w), "v": v.copy()[:, ::2]} for _ in range(2))
-    plain_opt, jit_opt = make_optimizer(name, plain, **hp), make_optimizer(name, jit, jit=True, **hp)
+    plain_opt, jit_opt = make_optimizer(name, plain, **hp), make_jit_optimizer(name, jit, **hp)
     for g, lr in zip(grads, _lrs(5)):
         plain_opt.step({k: v.copy() for k, v in g.items()}, lr)
         jit_opt.step({k: v.copy() for k, v in g.items()}, lr)

@@ -23,7 +23,7 @@ import numpy as np
 
 from nnscratch.numpy_engine.layers import ReLU
 from nnscratch.numpy_engine.losses import SoftmaxCrossEntropy
-from nnscratch.numpy_engine.optimizers import SGD, Adam, AdamW, Optimizer, RMSprop
+from nnscratch.numpy_engine.optimizers import SGD, Adam, AdamW, Optimizer, RMSprop, make_optimizer
 
 try:
     import numba
@@ -304,3 +304,8 @@ class JitRMSprop(RMSprop):
 #: The compiled twin of every optimizer of :data:`~nnscratch.numpy_engine.optimizers.OPTIMIZERS`.
 JIT_OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": JitSGD, "adam": JitAdam, "adamw": JitAdamW,
                                               "rmsprop": JitRMSprop}
+
+
+def make_jit_optimizer(name: str, params: dict[str, np.ndarray], **hyperparameters) -> Optimizer:
+    """:func:`~nnscratch.numpy_engine.optimizers.make_optimizer` with the compiled classes above."""
+    return make_optimizer(name, params, classes=JIT_OPTIMIZERS, **hyperparameters)

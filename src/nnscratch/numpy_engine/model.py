@@ -96,7 +96,10 @@ class NumpyEngine:
                                  for layer in self.model.layers]
             if not label_smoothing:
                 self.loss = JitSoftmaxCrossEntropy(dtype)
-        self.optimizer = make_optimizer(optimizer, self.model.named_params(), jit=jit, **(optimizer_options or {}))
+        build = make_optimizer
+        if jit:  # the optimizers' Numba twins (same numbers, one pass over memory)
+            from nnscratch.numpy_engine.jit import make_jit_optimizer as build
+        self.optimizer = build(optimizer, self.model.named_params(), **(optimizer_options or {}))
         self.l1, self.l2, self.clip_grad_norm = l1, l2, clip_grad_norm
         # the fused path is plain SGD on the loss's own gradient: a penalty or clipping needs the gradient first
         self.fused = fuse and self.optimizer.fused and not (l1 or l2 or clip_grad_norm)

@@ -412,23 +412,20 @@ class RMSprop(Optimizer):
 OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
 
 
-def make_optimizer(name: str, params: dict[str, np.ndarray], *, jit: bool = False,
-                   **hyperparameters) -> Optimizer:
+def make_optimizer(name: str, params: dict[str, np.ndarray], *,
+                   classes: dict[str, type[Optimizer]] | None = None, **hyperparameters) -> Optimizer:
     """Build the optimizer called ``name`` (a key of :data:`OPTIMIZERS`) over ``params``.
 
     Hyperparameters set to ``None`` count as not given (the class default applies), so a CLI can
     pass every flag it has. A hyperparameter the optimizer does not take is a :class:`UsageError`
-    (``--betas does not apply to --optimizer sgd``), as is an unknown name. ``jit=True`` (``--jit``)
-    builds the Numba-compiled twin from :mod:`nnscratch.numpy_engine.jit` instead: same math, same
-    numbers, same state, one pass over memory per parameter (needs numba).
+    (``--betas does not apply to --optimizer sgd``), as is an unknown name. ``classes`` replaces
+    :data:`OPTIMIZERS` (``--jit`` passes the Numba-compiled twins of
+    :mod:`nnscratch.numpy_engine.jit`: same math, same numbers, same state, one pass over memory).
     """
-    if name not in OPTIMIZERS:
-        raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}; got {name!r}")
-    cls = OPTIMIZERS[name]
-    if jit:
-        from nnscratch.numpy_engine.jit import JIT_OPTIMIZERS
-
-        cls = JIT_OPTIMIZERS[name]
+    classes = OPTIMIZERS if classes is None else classes
+    if name not in classes:
+        raise UsageError(f"--optimizer must be one of {', '.join(classes)}; got {name!r}")
+    cls = classes[name]
     given = {k: v for k, v in hyperparameters.items() if v is not None}
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "params"}
     for key in given:
