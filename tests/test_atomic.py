@@ -125,3 +125,13 @@ def test_atomic_path_removes_its_temp_file_when_the_writer_fails(tmp_path):
             tmp.write_bytes(b"partial")
             raise ValueError("writer failed")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_json_outputs_are_strict_json_even_for_a_diverged_run(tmp_path):
+    """NaN and infinities (a diverged run's losses) are written as null: strict readers accept the file."""
+    import json
+
+    path = write_json(tmp_path / "m.json", {"loss": [1.0, float("nan"), float("inf")], "x": {"y": -float("inf")},
+                                            "ok": 2.5, "n": 3})
+    strict = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
+    assert strict == {"loss": [1.0, None, None], "x": {"y": None}, "ok": 2.5, "n": 3}

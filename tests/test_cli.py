@@ -412,3 +412,29 @@ def test_top_level_help_lists_every_verb(capsys):
     out = capsys.readouterr().out
     for verb in ("compare", "train", "evaluate", "bench"):
         assert verb in out
+
+
+def test_sigterm_mid_run_is_one_line_exit_143_and_leaves_no_temp_file(mnist, tmp_path):
+    """A terminated run stops at once with ``nnscratch: terminated`` (exit 143, as shells expect),
+    without a traceback and without half-written files."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers import cli_env
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "nnscratch", "train", "--epochs", "200", "--train-subset", "3000",
+                             "--data-dir", mnist.source, "--out", str(out)],
+                            cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # wait until training has started
+        if line.startswith("  output:"):
+            break
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, (stdout, stderr)
+    lines = [line for line in stderr.splitlines() if line.strip() and "step/s" not in line and "epoch" not in line]
+    assert lines[-1] == "nnscratch: terminated" and "Traceback" not in stderr
+    assert not out.exists() or not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]

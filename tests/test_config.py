@@ -152,3 +152,10 @@ def test_command_line_options_in_a_config_file_are_named_as_such(tmp_path, key):
     path = _write(tmp_path, f'{key} = "x"\n')
     with pytest.raises(UsageError, match=f"{key} is a command-line option"):
         read_config_file(path)
+
+
+def test_onecycle_total_steps_is_checked_against_the_real_run_not_at_parse_time():
+    cfg = RunConfig(lr_schedule="onecycle", total_steps=50, epochs=3)  # 3 epochs of 5 steps: fine
+    cfg.make_schedule(steps_per_epoch=5)
+    with pytest.raises(UsageError, match="--total-steps 50 is shorter"):
+        cfg.make_schedule(steps_per_epoch=100)

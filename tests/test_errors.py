@@ -49,10 +49,13 @@ CASES = [
     ("a data folder without the dataset", "compare --data-dir DIR/empty"),
     ("more training images asked for than there are", "compare --train-subset 60000"),
     ("batch norm with a last batch of one image", "compare --batch-norm --train-subset 129"),
+    ("batch norm with batches of one image", "compare --batch-norm --batch-size 1"),
     ("an unknown engine", "train --engine jax"),
     ("a model file that does not exist", "evaluate --model DIR/missing.safetensors"),
     ("a file that is not a model", "evaluate --model DIR/not_a_model.safetensors"),
     ("a model for other images", "evaluate --model DIR/digits8x8.safetensors"),
+    ("a JSON output path that is a folder", "evaluate --model DIR/digits8x8.safetensors --json DIR"),
+    ("a JSON output path that cannot be written", "evaluate --model DIR/digits8x8.safetensors --json /proc/x/m.json"),
     ("a benchmark pause out of range", "bench --settle -1"),
 ]
 

@@ -43,3 +43,10 @@ def test_scale_pixels_is_division_by_255_in_the_output_dtype():
 def test_pixels_without_a_dtype_are_refused():
     with pytest.raises(ValueError, match="dtype"):
         BatchGatherer(np.zeros((10, 4), np.uint8), np.zeros(10, np.int64), 4)
+
+
+def test_a_batch_larger_than_the_data_allocates_only_the_data():
+    x = np.zeros((10, 4), dtype=np.float32)
+    gather = BatchGatherer(x, np.arange(10), batch_size=10**9)
+    rows, labels = gather.batch(np.arange(10))
+    assert rows.shape == (10, 4) and gather._rows.shape == (10, 4)

@@ -33,8 +33,8 @@ from nnscratch.config import _FLOAT_KEYS, _OTHER_NAMES, CONFIG_KEYS, RunConfig, 
 from nnscratch.data import ChannelStats, Dataset, load_dataset, to_features
 from nnscratch.engines import ENGINES, Engine, make_engine
 from nnscratch.errors import UsageError
-from nnscratch.experiment import (EngineResult, check_out_dir, plan_run, prepare_arrays, run_experiment,
-                                  write_outputs)
+from nnscratch.experiment import (EngineResult, check_engines, check_out_dir, plan_run, prepare_arrays,
+                                  run_experiment, write_outputs)
 from nnscratch.metrics import softmax
 from nnscratch.threads import set_threads
 
@@ -264,6 +264,7 @@ def _run(cfg: ConfigLike, engines: tuple[str, ...], out, progress: bool, data: D
     out = Path(out) if out is not None else None
     if out is not None:
         check_out_dir(out)
+    check_engines(cfg)  # before the data: a missing GPU or numba fails at once
     set_threads(cfg.threads)
     if data is None:  # loaded here, not in run_experiment, so that the Run can write its report later
         data = load_dataset(cfg.dataset, cfg.data_dir, progress=progress, **cfg.data_options())

@@ -8,6 +8,8 @@ Errors are one line on stderr: exit 2 for bad usage or input, 1 for other failur
 from __future__ import annotations
 
 import argparse
+import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -221,6 +223,9 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{label}")
     check_out_dir(out)      # everything that can be checked before any work, in well under a second
     check_engines(cfg)
+    import numpy as np
+
+    np.seterr(all="ignore")  # a diverging run is reported once, after the results, not by NumPy per step
     threads = set_threads(cfg.threads)
     print(f"nnscratch {label}: {cfg.dataset}, engines {', '.join(engines)}, {threads} threads"
           + (f", config {args.config}" if args.config else ""))
@@ -244,6 +249,10 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
     for engine, record in run.history.items():
         if record.get("early_stopping"):
             print(f"{engine} early stopping: {record['early_stopping']['reason']}")
+        bad = next((k for k, v in enumerate(record["step_loss"]) if not math.isfinite(v)), None)
+        if bad is not None:
+            print(f"nnscratch: warning: {engine} diverged: its loss became {record['step_loss'][bad]} at step "
+                  f"{bad + 1}; try a smaller --lr or --clip-grad-norm", file=sys.stderr)
     print(f"\nwrote {out}/report.md, metrics.json, figures and models")
     return 0
 
@@ -253,17 +262,23 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from nnscratch.data import load_dataset
     from nnscratch.engines import make_engine
-    from nnscratch.data.preprocess import ChannelStats, to_features
     from nnscratch.atomic import write_json
+    from nnscratch.data.preprocess import ChannelStats, to_features
+    from nnscratch.experiment import check_out_dir
     from nnscratch.metrics import classification_report
     from nnscratch.model_io import load_model
     from nnscratch.threads import set_threads
 
+    if args.json:  # checked before any work, like --out
+        json_path = Path(args.json)
+        if json_path.is_dir():
+            raise UsageError(f"--json {json_path} is a folder; pass a file name such as {json_path / 'metrics.json'}")
+        check_out_dir(json_path.parent, flag="--json")
     state, spec, info = load_model(args.model)
     dtype = np.dtype(args.dtype or info.get("dtype", "float32"))
-    same_data = args.dataset is None or args.dataset == info.get("dataset")
-    # the model's own data options (resizing, colour, CSV layout) belong to the data it was trained on
-    options = dict(info.get("data_options") or {}) if same_data else {}
+    # the model's data options (split seed and size, resizing, colour, CSV layout) apply to whatever
+    # --dataset is evaluated: the images are converted to what the model was trained on
+    options = dict(info.get("data_options") or {})
     if args.verify is not None:
         options["verify"] = args.verify
     data = load_dataset(args.dataset or info.get("dataset", "mnist"), args.data_dir, **options)
@@ -290,31 +305,53 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Terminated(BaseException):
+    """SIGTERM, turned into an exception so that every atomic write in flight removes its temp file."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        if args.verb == "compare":
-            return _run(args, ("numpy", "torch"), "compare")
-        if args.verb == "train":
-            return _run(args, (args.engine,), f"train-{args.engine}")
-        if args.verb == "evaluate":
-            return _evaluate(args)
-        if args.verb == "datasets":
-            from nnscratch.data import describe_datasets, format_datasets_table
-
-            print(format_datasets_table(describe_datasets(args.data_dir)))
-            return 0
-        if args.verb == "bench":
-            from nnscratch.bench import run_bench
-
-            return run_bench(args)
+        return _dispatch(args, parser)
     except NNScratchError as exc:
         print(f"nnscratch: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("nnscratch: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("nnscratch: terminated", file=sys.stderr)
+        return 143
+    except OSError as exc:  # the disk, not the user: full, read-only, permissions changed mid-run
+        print(f"nnscratch: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run the verb; its errors are turned into one line by :func:`main`."""
+    if args.verb == "compare":
+        return _run(args, ("numpy", "torch"), "compare")
+    if args.verb == "train":
+        return _run(args, (args.engine,), f"train-{args.engine}")
+    if args.verb == "evaluate":
+        return _evaluate(args)
+    if args.verb == "datasets":
+        from nnscratch.data import describe_datasets, format_datasets_table
+
+        print(format_datasets_table(describe_datasets(args.data_dir)))
+        return 0
+    if args.verb == "bench":
+        from nnscratch.bench import run_bench
+
+        return run_bench(args)
     parser.error(f"unknown verb {args.verb}")
     return 2
 

@@ -128,7 +128,10 @@ class RunConfig:
         from nnscratch.numpy_engine.optimizers import make_optimizer
 
         make_optimizer(self.optimizer, {}, **self.optimizer_options())
-        self.make_schedule(steps_per_epoch=100)
+        self.make_schedule(steps_per_epoch=None)  # the schedule's own checks; the run's length comes later
+        if self.batch_norm and self.batch_size < 2:
+            raise UsageError("--batch-norm needs batches of at least 2 samples (batch statistics); "
+                             f"got --batch-size {self.batch_size}")
 
     def optimizer_options(self) -> dict:
         """The optimizer's hyperparameters that were set (torch's defaults apply to the rest)."""
@@ -143,15 +146,18 @@ class RunConfig:
             return "step"
         return "epoch"
 
-    def make_schedule(self, steps_per_epoch: int):
-        """The learning-rate schedule of this run (:mod:`nnscratch.schedules`), in :meth:`schedule_unit` units."""
+    def make_schedule(self, steps_per_epoch: int | None):
+        """The learning-rate schedule of this run (:mod:`nnscratch.schedules`), in :meth:`schedule_unit` units.
+
+        ``steps_per_epoch=None`` only checks the settings (the run's length is not known yet)."""
         from nnscratch.schedules import make_schedule
 
         unit = self.schedule_unit()
         if self.lr_schedule == "plateau" and unit != "epoch":
             raise UsageError("--lr-schedule plateau steps once per epoch (on the validation loss): "
                              "drop --lr-schedule-unit step")
-        units = self.epochs * (steps_per_epoch if unit == "step" else 1)
+        known = steps_per_epoch is not None
+        units = self.epochs * ((steps_per_epoch or 1) if unit == "step" else 1)
         name = "constant" if self.lr_schedule == "none" else self.lr_schedule
         params = {"step_size": self.lr_step_size, "gamma": self.lr_gamma,
                   "milestones": list(self.lr_milestones) if self.lr_milestones else None}
@@ -161,7 +167,7 @@ class RunConfig:
             params = {"max_lr": self.max_lr, "step_size_up": self.step_size_up, "step_size_down": self.step_size_down,
                       "mode": self.cyclic_mode, "gamma": self.lr_gamma}
         elif name == "onecycle":
-            if self.total_steps is not None and self.total_steps < units:
+            if known and self.total_steps is not None and self.total_steps < units:
                 raise UsageError(f"--total-steps {self.total_steps} is shorter than the run's {units:,} schedule "
                                  f"steps ({self.epochs} epochs x {units // self.epochs:,}): leave it out to span the run")
             params = {"total_steps": self.total_steps or units, "max_lr": self.max_lr, "pct_start": self.pct_start,

@@ -213,7 +213,8 @@ def write_outputs(out_dir: Path, cfg: RunConfig, plan: RunPlan, metrics: dict, d
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [save_model(out_dir / f"{name}_model.safetensors", r.state, plan.spec, engine=name, dtype=cfg.dtype,
-                          dataset=data.name, data_options=cfg.data_options(), epochs=cfg.epochs, seed=cfg.seed,
+                          dataset=data.name, data_options=cfg.data_options(), epochs=len(r.history.epochs),
+                          seed=cfg.seed,
                           standardization=metrics["dataset"]["standardization"])
                for name, r in results.items()]
     written.append(write_json(out_dir / "metrics.json", metrics))
@@ -226,7 +227,7 @@ def write_outputs(out_dir: Path, cfg: RunConfig, plan: RunPlan, metrics: dict, d
     return written
 
 
-def check_out_dir(out_dir: Path) -> None:
+def check_out_dir(out_dir: Path, flag: str = "--out") -> None:
     """Prove now, before any work, that ``out_dir`` can be created and written, leaving nothing
     behind: an existing folder gets a probe file (removed at once); a new one, a probe folder in
     its nearest existing parent (removed at once). The folder itself is made when outputs are written."""
@@ -245,7 +246,7 @@ def check_out_dir(out_dir: Path) -> None:
         else:
             os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".nnscratch-probe-"))
     except OSError as exc:
-        raise UsageError(f"--out {out_dir} cannot be written ({exc.strerror or exc}); "
+        raise UsageError(f"{flag} {out_dir} cannot be written ({exc.strerror or exc}); "
                          "choose a folder you can write to") from None
 
 

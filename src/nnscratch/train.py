@@ -118,6 +118,7 @@ class BatchGatherer:
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, dtype=None,
                  transform: Callable[[np.ndarray], object] | None = None) -> None:
         self.x, self.y, self.transform = x, y, transform
+        batch_size = max(1, min(batch_size, len(x)))  # a batch is never larger than the data
         if x.dtype == np.uint8:
             if dtype is None:
                 raise ValueError("uint8 pixels need the dtype of the model inputs (dtype=np.float32 ...)")
