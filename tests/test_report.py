@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -106,6 +108,26 @@ def test_twin_divergence_handles_identical_losses(tmp_path):
     with Image.open(path) as image:
         assert image.format == "PNG"
     assert [p.name for p in tmp_path.iterdir()] == ["twin.png"]
+
+
+def test_twin_divergence_draws_both_loss_curves_on_top(tmp_path, monkeypatch):
+    """The top panel shows the two engines' (smoothed) training losses, each its own line, so that a
+    reader sees them follow one curve; the two panels below show their differences."""
+    import nnscratch.report.plots as plots
+
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig) or Path(path))
+    rng = np.random.default_rng(0)
+    a = np.exp(-np.linspace(0, 3, 500)) + 0.01 * rng.random(500)
+    b = a + 1e-4 * rng.standard_normal(500)
+    plots.plot_twin_divergence(a, b, tmp_path / "twin.png", "float32", epochs=5)
+    top, middle, bottom = figures[0].axes
+    assert top.get_ylabel() == "training loss" and len(top.get_lines()) == 2
+    smoothed = [line.get_ydata() for line in top.get_lines()]
+    assert len(smoothed[0]) == 500 - 5 + 1  # a running mean over 500 // 100 = 5 steps
+    np.testing.assert_allclose(smoothed[0], np.convolve(a, np.ones(5) / 5, mode="valid"))
+    np.testing.assert_allclose(smoothed[1], np.convolve(b, np.ones(5) / 5, mode="valid"))
+    assert "loss NumPy" in middle.get_ylabel() and bottom.get_ylabel() == "relative difference"
 
 
 def test_select_predictions_is_deterministic_and_correctly_split():

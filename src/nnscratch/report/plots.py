@@ -576,9 +576,11 @@ def plot_twin_divergence(
     """Draw how far the NumPy engine and its PyTorch twin drift apart, step by step.
 
     Both engines start from the same weights and see the same batches, so in exact arithmetic
-    their losses would be equal; what is drawn is floating-point rounding. Top: ``|loss_numpy -
-    loss_torch|``; bottom: the relative difference with the dtype's machine epsilon for scale.
-    Both on log axes, exact zeros clipped to :data:`ZERO_FLOOR` (said so in the legend).
+    their losses would be equal; what is drawn is floating-point rounding. Top: both loss curves
+    (a running mean over about 1/100 of the run), so that one sees they follow the same curve
+    even where rounding has grown; middle: ``|loss_numpy - loss_torch|``; bottom: the relative
+    difference with the dtype's machine epsilon for scale. The two lower panels on log axes,
+    exact zeros clipped to :data:`ZERO_FLOOR` (said so in the legend).
 
     Parameters
     ----------
@@ -598,7 +600,9 @@ def plot_twin_divergence(
     m = min(len(a), len(b))
     absdiff, rel = _loss_differences(a[:m], b[:m])
     x = np.arange(1, m + 1) * (epochs / m if epochs and m else 1.0)
-    fig, (ax_abs, ax_rel) = plt.subplots(2, 1, figsize=(9.5, 7), sharex=True)
+    fig, (ax_loss, ax_abs, ax_rel) = plt.subplots(3, 1, figsize=(9.5, 9.5), sharex=True,
+                                                  gridspec_kw={"height_ratios": [0.8, 1, 1]})
+    _twin_curves(ax_loss, x, a[:m], b[:m])
     _divergence_panel(ax_abs, x, absdiff, epochs, "|loss NumPy − loss PyTorch|", "tab:purple")
     _divergence_panel(ax_rel, x, rel, epochs, "relative difference", "tab:cyan")
     eps = _machine_epsilon(dtype)
@@ -616,6 +620,21 @@ def plot_twin_divergence(
     fig.suptitle(_divergence_title(absdiff, rel, dtype, len(a), len(b), dataset), fontsize=11)
     fig.tight_layout(h_pad=2.5)
     return save_figure(fig, path)
+
+
+def _twin_curves(ax: plt.Axes, x: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    """Both engines' training loss, each a running mean over about 1/100 of the steps."""
+    if not len(a):
+        return
+    window = max(1, len(a) // 100)
+    kernel = np.ones(window) / window
+    for loss, engine, style in ((a, "numpy", "-"), (b, "torch", "--")):
+        smooth = np.convolve(loss, kernel, mode="valid")
+        ax.plot(x[window - 1:], smooth, style, color=ENGINE_COLOURS.get(engine), lw=1.4,
+                label=f"{engine_label(engine)} (mean of {window} steps)" if window > 1 else engine_label(engine))
+    ax.set_ylabel("training loss")
+    ax.legend(fontsize=8, loc="upper right", frameon=False)
+    ax.grid(alpha=0.3)
 
 
 def _machine_epsilon(dtype: str) -> float | None:
