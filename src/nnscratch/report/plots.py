@@ -557,6 +557,9 @@ def _divergence_panel(
         ax.axhline(ZERO_FLOOR, color="grey", lw=0.8, ls="--")
         ax.text(1.0, ZERO_FLOOR, " exactly\n equal (0)", color="dimgrey", fontsize=8,
                 transform=ax.get_yaxis_transform(), va="center", ha="left")
+    shown = np.maximum(values, ZERO_FLOOR)
+    if len(shown) and shown.min() == shown.max():  # identical twins: one value, a decade either side
+        ax.set_ylim(shown.min() / 10, shown.max() * 10)
     ax.set_yscale("log")
     ax.set_ylabel(what)
     ax.grid(True, which="major", axis="y", alpha=0.3)
@@ -600,7 +603,7 @@ def plot_twin_divergence(
     m = min(len(a), len(b))
     absdiff, rel = _loss_differences(a[:m], b[:m])
     x = np.arange(1, m + 1) * (epochs / m if epochs and m else 1.0)
-    fig, (ax_loss, ax_abs, ax_rel) = plt.subplots(3, 1, figsize=(9.5, 9.5), sharex=True,
+    fig, (ax_loss, ax_abs, ax_rel) = plt.subplots(3, 1, figsize=(9.5, 10.5), sharex=True,
                                                   gridspec_kw={"height_ratios": [0.8, 1, 1]})
     _twin_curves(ax_loss, x, a[:m], b[:m])
     _divergence_panel(ax_abs, x, absdiff, epochs, "|loss NumPy − loss PyTorch|", "tab:purple")
@@ -618,7 +621,8 @@ def plot_twin_divergence(
         ax_rel.set_xlim(0, epochs)
         ax_rel.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(_divergence_title(absdiff, rel, dtype, len(a), len(b), dataset), fontsize=11)
-    fig.tight_layout(h_pad=2.5)
+    # fixed margins (tight_layout gives up on the epsilon label when a panel's range is tiny)
+    fig.subplots_adjust(left=0.1, right=0.88, top=0.91, bottom=0.06, hspace=0.32)
     return save_figure(fig, path)
 
 
