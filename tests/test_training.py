@@ -36,7 +36,7 @@ def _run(data, engine: str, cfg: RunConfig, epochs: int = 1, spec=DEEP, stopper=
     eng = make_engine(engine, spec, initial, np.float64, device="cpu", optimizer=cfg.optimizer,
                       optimizer_options=cfg.optimizer_options(), l1=cfg.l1, l2=cfg.l2,
                       clip_grad_norm=cfg.clip_grad_norm)
-    rate = LearningRate(cfg.make_schedule(steps), cfg.schedule_unit(), steps)
+    rate = LearningRate(cfg.make_schedule(steps), cfg.schedule_unit())
     history = fit(eng, (x, y), (xv, yv), batch_orders(order_rng, N_TRAIN, epochs), BATCH, 10, lr=rate,
                   dropout=dropout_layers(spec), dropout_seed=dropout_seed, early_stopping=stopper, progress=False)
     return eng, history

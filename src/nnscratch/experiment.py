@@ -132,7 +132,7 @@ def train_engines(cfg: RunConfig, plan: RunPlan, engines: dict, arrays: Arrays, 
     results = {}
     steps_per_epoch = -(-len(arrays.y_train) // cfg.batch_size)
     for name, engine in engines.items():
-        rate = LearningRate(cfg.make_schedule(steps_per_epoch), cfg.schedule_unit(), steps_per_epoch)
+        rate = LearningRate(cfg.make_schedule(steps_per_epoch), cfg.schedule_unit())
         stopper = EarlyStopping(cfg.early_stopping, cfg.early_stopping_min_delta) if cfg.early_stopping else None
         history = fit(engine, (arrays.x_train, arrays.y_train), (arrays.x_val, arrays.y_val), plan.orders,
                       cfg.batch_size, plan.spec.num_classes, lr=rate, early_stopping=stopper,

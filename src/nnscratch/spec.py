@@ -14,6 +14,7 @@ this module only orders layers and checks their arguments against that registry.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -104,7 +105,7 @@ class ModelSpec:
         for i, layer, d_in, d_out in self.walk():
             entry = LAYER_KINDS[layer.kind]
             shapes = entry.param_shapes(layer.args, d_in)
-            count = sum(int(_prod(s)) for s in shapes.values())
+            count = sum(math.prod(s) for s in shapes.values())
             rows.append((i, layer.kind, entry.signature(layer.args, d_in, d_out), count))
         return rows
 
@@ -128,13 +129,6 @@ class ModelSpec:
             item = dict(item)
             layers.append(LayerSpec(item.pop("kind"), item))
         return cls(d["input_dim"], tuple(layers))
-
-
-def _prod(shape: tuple[int, ...]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
 
 
 def mlp_spec(input_dim: int = 784, hidden: tuple[int, ...] = (533,), num_classes: int = 10,

@@ -59,10 +59,10 @@ class LearningRate:
     twins see the same rates.
     """
 
-    def __init__(self, schedule, unit: str = "step", steps_per_epoch: int = 1) -> None:
+    def __init__(self, schedule, unit: str = "step") -> None:
         if unit not in ("step", "epoch"):
             raise ValueError(f"unit must be 'step' or 'epoch', got {unit!r}")
-        self.schedule, self.unit, self.steps_per_epoch = schedule, unit, steps_per_epoch
+        self.schedule, self.unit = schedule, unit
         self._epochs_done = 0
 
     def at(self, step: int) -> float:
