@@ -2,13 +2,13 @@
 
     python benchmarks/engines.py --json docs/benchmark.json --plot docs/benchmark.png --jit
 
-See ``src/nnscratch/bench.py`` for what is measured and how, and the README's Performance section
+See ``src/nnscratch/run/benchmark.py`` for what is measured and how, and the README's Performance section
 for the figures of a run.
 """
 
 import sys
 
-from nnscratch.cli import main
+from nnscratch.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["bench", *sys.argv[1:]]))

@@ -15,7 +15,7 @@ import pytest
 
 from helpers import one_line, run_cli
 from nnscratch import api
-from nnscratch.config import RunConfig
+from nnscratch.run.config import RunConfig
 from nnscratch.errors import UsageError
 
 SETTINGS = {"train_subset": 500, "epochs": 1, "dtype": "float64"}

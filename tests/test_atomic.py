@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnscratch import atomic
-from nnscratch.atomic import atomic_path, write_json
-from nnscratch.model_io import load_model, save_model
-from nnscratch.registry import initial_state
-from nnscratch.spec import mlp_spec
+from nnscratch.files import atomic
+from nnscratch.files.atomic import atomic_path, write_json
+from nnscratch.files.model_files import load_model, save_model
+from nnscratch.model.registry import initial_state
+from nnscratch.model.spec import mlp_spec
 
 SPEC = mlp_spec(input_dim=6, hidden=(4,), num_classes=3)
 

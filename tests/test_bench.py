@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from nnscratch.bench import PeakProbe, epoch_flops, format_table, gemm_peak, run_benchmark
+from nnscratch.run.benchmark import PeakProbe, epoch_flops, format_table, gemm_peak, run_benchmark
 
 
 def test_epoch_flops_counts_forward_weight_and_input_gradients():
@@ -41,7 +41,7 @@ def test_run_benchmark_on_a_tiny_problem():
 
 
 def test_every_timed_epoch_and_peak_measurement_starts_after_a_pause(monkeypatch):
-    import nnscratch.bench as bench
+    import nnscratch.run.benchmark as bench
 
     events = []
     monkeypatch.setattr(bench.time, "sleep", lambda seconds: events.append(("sleep", seconds)))
@@ -69,9 +69,9 @@ def test_run_benchmark_refuses_a_negative_pause():
 
 
 def test_bench_command_passes_its_pause_to_the_benchmark(monkeypatch):
-    import nnscratch.bench as bench
+    import nnscratch.cli.bench as bench
     import nnscratch.data
-    from nnscratch.cli import main
+    from nnscratch.cli.main import main
 
     class FakeData:
         train_images, train_labels = np.zeros((64, 28, 28), np.uint8), np.zeros(64, np.uint8)
@@ -98,8 +98,8 @@ def test_peak_probe_products_are_the_matmul_in_both_libraries(dtype):
 
 
 def test_command_line_records_the_settings_not_the_output_paths():
-    from nnscratch.bench import command_line
-    from nnscratch.cli import build_parser
+    from nnscratch.cli.bench import command_line
+    from nnscratch.cli.main import build_parser
 
     args = build_parser().parse_args(["bench", "--epochs", "5", "--jit", "--deep", "--json", "/tmp/x.json",
                                       "--engines", "numpy-float32", "sklearn"])
@@ -114,8 +114,8 @@ def test_command_line_records_the_settings_not_the_output_paths():
 def test_run_benchmark_measures_a_config_with_its_training_options(monkeypatch):
     """``--config``: the config's network at its batch size, each engine built with its optimizer and
     options (ours drawing dropout masks, torch with its own nn.Dropout); scikit-learn is left out."""
-    import nnscratch.bench as bench
-    from nnscratch.config import RunConfig
+    import nnscratch.run.benchmark as bench
+    from nnscratch.run.config import RunConfig
 
     built = []
     real_make_engine = __import__("nnscratch.engines", fromlist=["make_engine"]).make_engine

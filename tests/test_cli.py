@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from helpers import assert_one_line_error, cli_env, run_cli, run_python
-from nnscratch.cli import main
+from nnscratch.cli.main import main
 
 SUBSET = 2000
 STEPS = math.ceil(SUBSET / 64)  # 32
@@ -121,8 +121,8 @@ def test_twin_figures_in_metrics_are_recomputed_from_the_run(compare_run, mnist)
     from the two saved models' test predictions, and compare."""
     from nnscratch.data.preprocess import to_features
     from nnscratch.engines import make_engine
-    from nnscratch.experiment import max_rel_state_diff
-    from nnscratch.model_io import load_model
+    from nnscratch.run.experiment import max_rel_state_diff
+    from nnscratch.files.model_files import load_model
 
     proc, out = compare_run
     assert proc.returncode == 0, proc.stderr
@@ -192,8 +192,8 @@ def test_compare_models_load_and_reproduce_test_accuracy(compare_run, mnist):
     """The saved model gives back the run's test predictions (same engine, same dtype)."""
     from nnscratch.engines import make_engine
     from nnscratch.data.preprocess import to_features
-    from nnscratch.metrics import classification_report
-    from nnscratch.model_io import load_model
+    from nnscratch.training.metrics import classification_report
+    from nnscratch.files.model_files import load_model
 
     proc, out = compare_run
     assert proc.returncode == 0, proc.stderr
@@ -319,9 +319,9 @@ def test_evaluate_on_a_text_file(tmp_path):
 
 def test_evaluate_on_a_model_whose_tensors_do_not_fit_its_spec(mnist, tmp_path):
     """A damaged model file must be a one-line error too, not a ValueError traceback."""
-    from nnscratch.model_io import save_model
-    from nnscratch.registry import initial_state
-    from nnscratch.spec import mlp_spec
+    from nnscratch.files.model_files import save_model
+    from nnscratch.model.registry import initial_state
+    from nnscratch.model.spec import mlp_spec
 
     path = tmp_path / "mismatch.safetensors"
     save_model(path, initial_state(mlp_spec(hidden=(16,)), np.random.default_rng(0)), mlp_spec(hidden=(64, 32)),
@@ -336,7 +336,7 @@ import dataclasses, sys
 from nnscratch.data import datasets
 spec = datasets.DATASETS["mnist"]
 datasets.DATASETS["mnist"] = dataclasses.replace(spec, mirrors=(sys.argv[1],))
-from nnscratch.cli import main
+from nnscratch.cli.main import main
 raise SystemExit(main(sys.argv[2:]))
 """
 

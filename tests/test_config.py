@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from helpers import assert_one_line_error, run_cli
-from nnscratch.config import CONFIG_KEYS, RunConfig, read_config_file, resolve_config
+from nnscratch.run.config import CONFIG_KEYS, RunConfig, read_config_file, resolve_config
 from nnscratch.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ def test_file_values_then_flags_override(tmp_path):
 
 
 def test_every_config_key_is_a_flag():
-    from nnscratch.cli import build_parser
+    from nnscratch.cli.main import build_parser
 
     parser = build_parser()
     for verb in ("compare", "train"):
@@ -134,7 +134,7 @@ def test_cli_config_and_flag_errors_are_one_line_and_write_nothing(tmp_path, arg
 ])
 def test_the_echoed_settings_are_a_command_line_that_gives_them_back(settings):
     """What a run prints first (RunConfig.describe) parses back into the very same settings."""
-    from nnscratch.cli import _config_from, build_parser
+    from nnscratch.cli.main import _config_from, build_parser
 
     cfg = RunConfig(**settings)
     args = build_parser().parse_args(["compare", *cfg.describe().split()])

@@ -62,9 +62,9 @@ CASES = [
 
 def _scratch(folder: Path) -> None:
     """The files the cases point at."""
-    from nnscratch.model_io import save_model
-    from nnscratch.registry import initial_state
-    from nnscratch.spec import mlp_spec
+    from nnscratch.files.model_files import save_model
+    from nnscratch.model.registry import initial_state
+    from nnscratch.model.spec import mlp_spec
 
     (folder / "broken.toml").write_text("epochs = \n")
     (folder / "typo.toml").write_text("learning_rate = 0.1\n")
@@ -84,7 +84,7 @@ def _scratch(folder: Path) -> None:
 
 
 def _run(args: str, folder: Path) -> tuple[int, str, str]:
-    from nnscratch.cli import main
+    from nnscratch.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     argv = args.replace("DIR", str(folder)).split()

@@ -17,8 +17,8 @@ import pytest
 from helpers import numerical_gradient, optional_import, rel_error
 from nnscratch.numpy_engine import Dense, NumpyEngine, ReLU, Sequential, SoftmaxCrossEntropy
 from nnscratch.numpy_engine.blas import gemm
-from nnscratch.registry import initial_state
-from nnscratch.spec import ModelSpec, mlp_spec
+from nnscratch.model.registry import initial_state
+from nnscratch.model.spec import ModelSpec, mlp_spec
 
 FD_TOL = 1e-6
 SMALL_SPEC = mlp_spec(input_dim=12, hidden=(7, 5), num_classes=4)

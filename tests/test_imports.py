@@ -68,7 +68,7 @@ def internal_graph() -> dict[str, set[str]]:
 
 
 def test_the_walk_finds_the_package():
-    assert {"nnscratch", "nnscratch.api", "nnscratch.cli", "nnscratch.atomic", "nnscratch.numpy_engine.model",
+    assert {"nnscratch", "nnscratch.api", "nnscratch.cli.main", "nnscratch.files.atomic", "nnscratch.numpy_engine.model",
             "nnscratch.data.idx"} <= set(MODULES)
     assert "nnscratch.io" not in MODULES  # renamed: atomic.py (atomic writes) vs model_io.py (model files)
 
@@ -89,9 +89,20 @@ def test_numpy_engine_never_imports_torch():
 
 
 def test_library_code_never_imports_the_cli():
+    """No module outside the command-line package (``nnscratch.cli``) imports anything of it."""
     for name, path in MODULES.items():
-        if name not in ("nnscratch.cli", *ENTRY_POINTS):
-            assert "nnscratch.cli" not in imported_names(name, path), f"{name} imports nnscratch.cli"
+        if name == "nnscratch.cli" or name.startswith("nnscratch.cli.") or name in ENTRY_POINTS:
+            continue
+        cli = {m for m in imported_names(name, path) if m == "nnscratch.cli" or m.startswith("nnscratch.cli.")}
+        assert not cli, f"{name} imports {sorted(cli)} (the command line)"
+
+
+def test_the_layout_has_a_package_per_concern():
+    """The top level keeps only what every package uses; everything else lives in its package."""
+    top = {p.stem for p in PACKAGE.glob("*.py")}
+    assert top <= {"__init__", "__main__", "api", "engines", "errors", "threads", "flags"}, sorted(top)
+    for package in ("numpy_engine", "torch_engine", "model", "training", "run", "files", "report", "cli", "data"):
+        assert (PACKAGE / package / "__init__.py").is_file(), package
 
 
 #: Imports each module named in argv in a child forked from this fresh interpreter, which holds the

@@ -8,12 +8,12 @@ from helpers import optional_import
 optional_import("numba")
 
 from nnscratch.numpy_engine import NumpyEngine, ReLU, SoftmaxCrossEntropy  # noqa: E402
-from nnscratch.registry import initial_state  # noqa: E402
+from nnscratch.model.registry import initial_state  # noqa: E402
 from nnscratch.numpy_engine.jit import (JIT_OPTIMIZERS, JitAdam, JitAdamW, JitReLU, JitRMSprop,  # noqa: E402
                                         JitSGD, JitSoftmaxCrossEntropy, make_jit_optimizer)
 from nnscratch.numpy_engine.optimizers import OPTIMIZERS, make_optimizer  # noqa: E402
-from nnscratch.spec import mlp_spec  # noqa: E402
-from nnscratch.train import batch_orders, fit  # noqa: E402
+from nnscratch.model.spec import mlp_spec  # noqa: E402
+from nnscratch.training.loop import batch_orders, fit  # noqa: E402
 
 
 @pytest.mark.parametrize("order", ["C", "F"])

@@ -19,8 +19,8 @@ import torch
 from helpers import numerical_gradient, rel_error
 from nnscratch.numpy_engine import layers as np_layers
 from nnscratch.numpy_engine.losses import SoftmaxCrossEntropy
-from nnscratch.registry import INITIALIZERS, LAYER_KINDS, init_dense, initial_state, state_shapes
-from nnscratch.spec import LayerSpec, ModelSpec, mlp_spec
+from nnscratch.model.registry import INITIALIZERS, LAYER_KINDS, init_dense, initial_state, state_shapes
+from nnscratch.model.spec import LayerSpec, ModelSpec, mlp_spec
 
 FD_TOL = 1e-6
 TORCH_TOL = 1e-10
@@ -47,7 +47,7 @@ IDS = [f"{k}-{'-'.join(f'{a}{v}' for a, v in args.items())}" if args else k for 
 
 def _layers(kind: str, args: dict, rng: np.random.Generator):
     """The NumPy layer and torch's twin module with the same (random, non-trivial) parameters."""
-    from nnscratch.registry import complete_args
+    from nnscratch.model.registry import complete_args
 
     full = complete_args(kind, args)
     entry = LAYER_KINDS[kind]
@@ -203,7 +203,7 @@ def test_loss_with_label_smoothing_matches_finite_differences_and_torch(eps):
 
 
 def test_evaluation_cross_entropy_equals_torch_and_hand_value():
-    from nnscratch.metrics import cross_entropy
+    from nnscratch.training.metrics import cross_entropy
 
     rng = np.random.default_rng(4)
     z = rng.normal(scale=4.0, size=(50, 10)).astype(np.float32)

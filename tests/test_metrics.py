@@ -7,7 +7,7 @@ import pytest
 
 from helpers import optional_import
 
-from nnscratch.metrics import accuracy, classification_report, confusion_matrix, per_class_scores, weighted_f1
+from nnscratch.training.metrics import accuracy, classification_report, confusion_matrix, per_class_scores, weighted_f1
 
 skm = optional_import("sklearn.metrics")
 

@@ -12,9 +12,9 @@ from safetensors.numpy import save_file
 from helpers import optional_import, rel_error
 from nnscratch.engines import make_engine
 from nnscratch.errors import DataError
-from nnscratch.model_io import FORMAT, load_model, save_model
-from nnscratch.registry import initial_state
-from nnscratch.spec import ModelSpec, mlp_spec
+from nnscratch.files.model_files import FORMAT, load_model, save_model
+from nnscratch.model.registry import initial_state
+from nnscratch.model.spec import ModelSpec, mlp_spec
 
 SPEC = mlp_spec(input_dim=784, hidden=(64, 32), num_classes=10)
 

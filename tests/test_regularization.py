@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from helpers import numerical_gradient, rel_error
-from nnscratch.early_stopping import EarlyStopping
+from nnscratch.training.early_stopping import EarlyStopping
 from nnscratch.errors import UsageError
-from nnscratch.regularization import add_penalty_gradient, clip_grad_norm, penalty
+from nnscratch.training.regularization import add_penalty_gradient, clip_grad_norm, penalty
 
 SHAPES = {"0.weight": (6, 4), "0.bias": (6,), "1.weight": (3, 6)}
 

@@ -1,4 +1,4 @@
-"""Display names live in one place (``nnscratch.names``); the results table and the benchmark
+"""Display names live in one place (``nnscratch.report.display_names``); the results table and the benchmark
 figure use the report package's helpers."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 import nnscratch
-from nnscratch.names import class_noun, dataset_slug, dataset_title, engine_label
+from nnscratch.report.display_names import class_noun, dataset_slug, dataset_title, engine_label
 from nnscratch.report.bench_plot import plot_benchmark
-from nnscratch.summary import results_table
+from nnscratch.report.results_table import results_table
 
 SRC = Path(nnscratch.__file__).parent
 
@@ -44,10 +44,10 @@ def test_class_noun():
 
 
 def test_display_names_are_defined_once():
-    """No module but names.py spells out an engine's or a built-in dataset's display name table."""
+    """No module but display_names.py spells out an engine's or a built-in dataset's display name table."""
     pattern = re.compile(r"""["']numpy["']\s*:\s*["']NumPy["']|["']fashion-mnist["']\s*:\s*["']Fashion-MNIST["']""")
     offenders = [p.relative_to(SRC).as_posix() for p in SRC.rglob("*.py")
-                 if p.name != "names.py" and pattern.search(p.read_text(encoding="utf-8"))]
+                 if p.name != "display_names.py" and pattern.search(p.read_text(encoding="utf-8"))]
     assert offenders == []
     assert not (SRC / "bench_plot.py").exists()               # moved to report/bench_plot.py
 

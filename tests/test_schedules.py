@@ -10,7 +10,7 @@ import torch
 from torch.optim import lr_scheduler as tl
 
 from nnscratch.errors import UsageError
-from nnscratch.schedules import SCHEDULES, ReduceLROnPlateau, make_schedule
+from nnscratch.training.schedules import SCHEDULES, ReduceLROnPlateau, make_schedule
 
 STEPS = 300
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from nnscratch.data.preprocess import scale_pixels, to_features
-from nnscratch.train import BatchGatherer
+from nnscratch.training.loop import BatchGatherer
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

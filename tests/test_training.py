@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from helpers import rel_error
-from nnscratch.config import RunConfig
+from nnscratch.run.config import RunConfig
 from nnscratch.data.preprocess import to_features
-from nnscratch.early_stopping import EarlyStopping
+from nnscratch.training.early_stopping import EarlyStopping
 from nnscratch.engines import make_engine
-from nnscratch.registry import dropout_layers, initial_state
-from nnscratch.spec import mlp_spec
-from nnscratch.train import LearningRate, batch_orders, fit, random_streams
+from nnscratch.model.registry import dropout_layers, initial_state
+from nnscratch.model.spec import mlp_spec
+from nnscratch.training.loop import LearningRate, batch_orders, fit, random_streams
 
 N_TRAIN, BATCH = 2000, 64
 DEEP = mlp_spec(hidden=(256, 128), activation="gelu", batch_norm=True, dropout=0.2)
@@ -144,7 +144,7 @@ def test_early_stopping_stops_and_restores_the_best_epoch(data):
     assert es["stopped_epoch"] - es["best_epoch"] == 2
     assert es["restored_best"] and "restored" in es["reason"]
     # the engine now holds the best epoch's weights: its validation loss is the best one
-    from nnscratch.train import evaluate
+    from nnscratch.training.loop import evaluate
 
     _, _, xv, yv = data
     assert evaluate(eng, xv, yv, 10)["loss"] == pytest.approx(es["best_val_loss"], rel=1e-12)

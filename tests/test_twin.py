@@ -14,9 +14,9 @@ import pytest
 from helpers import optional_import, rel_error
 from nnscratch.engines import make_engine
 from nnscratch.data.preprocess import to_features
-from nnscratch.registry import initial_state
-from nnscratch.spec import mlp_spec
-from nnscratch.train import batch_orders, fit, random_streams
+from nnscratch.model.registry import initial_state
+from nnscratch.model.spec import mlp_spec
+from nnscratch.training.loop import batch_orders, fit, random_streams
 
 optional_import("torch")
 
@@ -171,8 +171,8 @@ DEEP = mlp_spec(hidden=(256, 128), activation="gelu", batch_norm=True, dropout=0
 def test_deep_float64_twins_with_gelu_batch_norm_and_shared_dropout_masks(arrays):
     """784-256-128-10 with GELU, batch norm and dropout (masks drawn once by the loop and handed to
     both), plain SGD: per-step losses, final weights and running statistics agree to rounding."""
-    from nnscratch.experiment import max_rel_state_diff
-    from nnscratch.registry import dropout_layers
+    from nnscratch.run.experiment import max_rel_state_diff
+    from nnscratch.model.registry import dropout_layers
 
     x, y, xv, yv = arrays(np.float64)
     runs = {}
@@ -207,7 +207,7 @@ def test_deep_float64_twins_with_gelu_batch_norm_and_shared_dropout_masks(arrays
 
 def test_dropout_masks_change_the_run_and_follow_the_seed(arrays):
     """Different dropout streams give different runs; without the shared masks the curves differ."""
-    from nnscratch.registry import dropout_layers
+    from nnscratch.model.registry import dropout_layers
 
     x, y, xv, yv = arrays(np.float64)
     spec = mlp_spec(hidden=(64,), dropout=0.5)

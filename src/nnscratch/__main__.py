@@ -1,3 +1,3 @@
-from nnscratch.cli import main
+from nnscratch.cli.main import main
 
 raise SystemExit(main())

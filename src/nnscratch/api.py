@@ -1,7 +1,7 @@
 """The Python API: build a run configuration, train one engine or both twins, get plain data back.
 
 The same runs as ``nnscratch train`` and ``nnscratch compare`` (both call
-:func:`nnscratch.experiment.run_experiment`), for notebooks and scripts::
+:func:`nnscratch.run.experiment.run_experiment`), for notebooks and scripts::
 
     from nnscratch import api
 
@@ -11,7 +11,7 @@ The same runs as ``nnscratch train`` and ``nnscratch compare`` (both call
     probs = run.predict(images)              # (N, C) probabilities from uint8 images (N, H, W, C)
     api.write_report(run, "runs/notebook")   # metrics.json, report.md, figures, models
 
-Settings are the keys of :class:`~nnscratch.config.RunConfig` (every ``--flag`` of the command
+Settings are the keys of :class:`~nnscratch.run.config.RunConfig` (every ``--flag`` of the command
 line, ``_`` for ``-``); a TOML file gives a base that keyword settings override, as flags override
 it on the command line. What comes back is plain Python (lists, dicts, floats) except the model
 weights, which are NumPy arrays. Mistakes raise :class:`~nnscratch.errors.UsageError` (a bad
@@ -29,13 +29,13 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from nnscratch.config import _FLOAT_KEYS, _OTHER_NAMES, CONFIG_KEYS, RunConfig, resolve_config
+from nnscratch.run.config import _FLOAT_KEYS, _OTHER_NAMES, CONFIG_KEYS, RunConfig, resolve_config
 from nnscratch.data import ChannelStats, Dataset, load_dataset, to_features
 from nnscratch.engines import ENGINES, Engine, make_engine
 from nnscratch.errors import UsageError
-from nnscratch.experiment import (EngineResult, check_engines, check_out_dir, plan_run, prepare_arrays,
+from nnscratch.run.experiment import (EngineResult, check_engines, check_out_dir, plan_run, prepare_arrays,
                                   run_experiment, write_outputs)
-from nnscratch.metrics import softmax
+from nnscratch.training.metrics import softmax
 from nnscratch.threads import set_threads
 
 __all__ = ["Run", "compare", "config", "train", "write_report"]
@@ -52,7 +52,7 @@ class Run:
     Attributes
     ----------
     config : dict
-        The resolved settings (every key of :class:`~nnscratch.config.RunConfig`, tuples as
+        The resolved settings (every key of :class:`~nnscratch.run.config.RunConfig`, tuples as
         lists) and ``model``, the network in words. ``train(run.config, epochs=5)`` repeats it.
     metrics : dict
         The ``metrics.json`` dict: config, architecture, dataset, engines, twin, machine.
@@ -162,7 +162,7 @@ def config(file: str | Path | None = None, **settings: Any) -> RunConfig:
     file : str or pathlib.Path, optional
         A TOML file such as ``configs/seed.toml`` (keys as below).
     **settings
-        Any key of :class:`~nnscratch.config.RunConfig`: ``epochs=3``, ``hidden=[512, 256]``,
+        Any key of :class:`~nnscratch.run.config.RunConfig`: ``epochs=3``, ``hidden=[512, 256]``,
         ``optimizer="adam"``, ``dataset="fashion-mnist"``... None leaves a key to the file or the
         default.
 
@@ -208,7 +208,7 @@ def train(cfg: ConfigLike = None, *, engine: str = "numpy", out: str | Path | No
     on_epoch : callable, optional
         Called after every epoch as ``on_epoch(engine, record)``, ``record`` as in ``Run.history``.
     **settings
-        Keys of :class:`~nnscratch.config.RunConfig` that override ``cfg`` (``epochs=3``); None
+        Keys of :class:`~nnscratch.run.config.RunConfig` that override ``cfg`` (``epochs=3``); None
         leaves a key as ``cfg`` has it.
 
     Returns

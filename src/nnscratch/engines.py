@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from nnscratch.errors import UsageError
-from nnscratch.spec import ModelSpec
+from nnscratch.model.spec import ModelSpec
 
 ENGINES = ("numpy", "torch")
 

@@ -3,7 +3,7 @@
 :func:`fetch` tries each mirror in turn. A transfer goes into a temporary file in the
 destination folder; it is accepted only if it is complete (as many bytes as the server's
 ``Content-Length``) and the SHA-256 of its decompressed content is the expected one. Then it is
-renamed over the final name (:func:`nnscratch.atomic.atomic_path`, an atomic :func:`os.replace`).
+renamed over the final name (:func:`nnscratch.files.atomic.atomic_path`, an atomic :func:`os.replace`).
 A failed, cut-off or corrupt transfer deletes its temporary file and moves on to the next mirror,
 so the destination never holds a partial or wrong file. The file is kept as downloaded (usually the
 original ``.gz`` bytes); only its decompressed content is hashed, so any mirror's compression of
@@ -22,7 +22,7 @@ from typing import BinaryIO, Iterable
 
 from tqdm import tqdm
 
-from nnscratch.atomic import atomic_path
+from nnscratch.files.atomic import atomic_path
 from nnscratch.data.idx import IDXError, decompress_if_gzip, verify_sha256
 from nnscratch.errors import DataError
 
@@ -139,7 +139,7 @@ def _local_files_hint(filename: str) -> str:
 def _download_verified(url: str, final: Path, sha256: str, progress: bool, timeout: float,
                        digest_of: str = "content") -> None:
     """Download ``url`` to a temp file beside ``final``, verify it, rename it to ``final``
-    (:func:`nnscratch.atomic.atomic_path`: the temp file is removed whatever goes wrong).
+    (:func:`nnscratch.files.atomic.atomic_path`: the temp file is removed whatever goes wrong).
 
     Raises :class:`_BadTransfer` when anything goes wrong with this mirror,
     :class:`DownloadError` when the folder is not writable (no mirror can help).

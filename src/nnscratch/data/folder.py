@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from nnscratch.data.common import cache_dir, note, warn
 from nnscratch.errors import DataError
-from nnscratch.atomic import atomic_path
+from nnscratch.files.atomic import atomic_path
 
 __all__ = ["IMAGE_EXTENSIONS", "FolderPool", "read_folder"]
 

@@ -4,7 +4,7 @@ Conventions (as in cs231n and PyTorch):
 
 * ``N`` is the batch size, ``D``/``D_in``/``D_out`` feature sizes.
 * Every layer is built as ``Layer(in_features, dtype=..., **args)`` from its registry entry
-  (:mod:`nnscratch.registry`), and has ``params``, ``grads`` and ``buffers`` dicts named as torch
+  (:mod:`nnscratch.model.registry`), and has ``params``, ``grads`` and ``buffers`` dicts named as torch
   names them (``weight`` of shape ``(D_out, D_in)``, ``bias``, ``running_mean``...), so weights
   move between the twins as they are.
 * ``forward(x, train)`` keeps what ``backward`` needs (only when ``train``);

@@ -8,9 +8,9 @@ from nnscratch.numpy_engine import layers as layer_classes
 from nnscratch.numpy_engine.layers import GradientSink
 from nnscratch.numpy_engine.losses import SoftmaxCrossEntropy
 from nnscratch.numpy_engine.optimizers import make_optimizer
-from nnscratch.registry import LAYER_KINDS
-from nnscratch.regularization import add_penalty_gradient, clip_grad_norm, penalty
-from nnscratch.spec import ModelSpec
+from nnscratch.model.registry import LAYER_KINDS
+from nnscratch.training.regularization import add_penalty_gradient, clip_grad_norm, penalty
+from nnscratch.model.spec import ModelSpec
 
 
 class Sequential:

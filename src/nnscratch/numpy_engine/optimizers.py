@@ -11,7 +11,7 @@ Contract (the engine relies on exactly this):
   dtype. Invalid hyperparameters raise :class:`~nnscratch.errors.UsageError` naming the CLI flag.
 * ``step(grads, lr)``: one update. ``grads`` has the same keys and shapes as ``params`` and is
   *scratch*: ``step`` may overwrite it. The learning rate comes with every step (schedules live
-  in :mod:`nnscratch.schedules`, outside the optimizer).
+  in :mod:`nnscratch.training.schedules`, outside the optimizer).
 * ``state()`` / ``load_state(state)``: all state as named arrays ``f"{param}.{torch_name}"``
   (``momentum_buffer``, ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``, ``square_avg``,
   ``grad_avg``, ``step``). ``step`` is a 0-d float32 array, as torch stores it. Before the first

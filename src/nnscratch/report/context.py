@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from nnscratch.names import class_noun, dataset_slug, dataset_title
+from nnscratch.report.display_names import class_noun, dataset_slug, dataset_title
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from nnscratch.atomic import atomic_write_text
-from nnscratch.names import engine_label
+from nnscratch.files.atomic import atomic_write_text
+from nnscratch.report.display_names import engine_label
 from nnscratch.report.context import DatasetView, dataset_view, image_kind, lr_varies, step_lrs
 
 _DASH = "—"
@@ -97,7 +97,7 @@ def _header(metrics: Mapping[str, Any], view: DatasetView) -> list[str]:
     command = _command(metrics)
     if command:
         lines += ["```", command, "```", ""]
-    from nnscratch.config import RunConfig
+    from nnscratch.run.config import RunConfig
 
     defaults = RunConfig().to_dict()
     always = ("dataset", "epochs", "batch_size", "lr", "hidden", "activation", "optimizer", "seed", "dtype")
@@ -143,7 +143,7 @@ def _command(metrics: Mapping[str, Any]) -> str | None:
         return " ".join(map(str, recorded)) if isinstance(recorded, list) else str(recorded)
     if "epochs" not in config:
         return None
-    from nnscratch.config import RunConfig, setting_as_flag
+    from nnscratch.run.config import RunConfig, setting_as_flag
 
     engines = list(metrics.get("engines", {}))
     verb = "compare" if len(engines) > 1 else f"train --engine {engines[0]}" if engines else "train"
@@ -354,7 +354,7 @@ def _early_stopping_text(stopping: Mapping[str, Any], planned: Any, epochs_run: 
 
 
 def _bare_reason(reason: str) -> str:
-    """The why of :attr:`~nnscratch.early_stopping.EarlyStopping.reason`, without the epoch,
+    """The why of :attr:`~nnscratch.training.early_stopping.EarlyStopping.reason`, without the epoch,
     best loss and restoring that the report states on its own (``"stopped after epoch 12: X;
     best 0.07 at epoch 9; weights of epoch 9 restored"`` -> ``"X"``)."""
     reason = re.sub(r"^stopped after epoch \d+\s*:\s*", "", reason.strip())

@@ -1,7 +1,7 @@
 """The report's figures, drawn with matplotlib's Agg backend and written atomically.
 
 Every function takes plain data (lists, NumPy arrays, the dicts of ``metrics.json``) and a
-destination path, draws one figure, writes it through :func:`nnscratch.atomic.atomic_path` and closes
+destination path, draws one figure, writes it through :func:`nnscratch.files.atomic.atomic_path` and closes
 it. :func:`write_figures` draws the whole set for one ``compare``/``train`` run.
 """
 
@@ -21,8 +21,8 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap, PowerNorm  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from nnscratch.atomic import atomic_path  # noqa: E402
-from nnscratch.names import engine_label  # noqa: E402
+from nnscratch.files.atomic import atomic_path  # noqa: E402
+from nnscratch.report.display_names import engine_label  # noqa: E402
 from nnscratch.report.context import DatasetView, dataset_view, lr_varies, step_lrs  # noqa: E402
 
 DPI = 110
@@ -686,7 +686,7 @@ def write_figures(
     """Draw every figure of a run into ``out_dir`` and return their paths, in report order.
 
     Writes ``{slug}_samples.png`` (when training images are given; ``slug`` from
-    :func:`nnscratch.names.dataset_slug`, e.g. ``mnist``, ``cifar10``), ``lr_schedule.png``
+    :func:`nnscratch.report.display_names.dataset_slug`, e.g. ``mnist``, ``cifar10``), ``lr_schedule.png``
     (when some engine's ``step_lr`` is not constant), then for each engine in
     ``metrics["engines"]``: ``{engine}_loss_curve.png``, ``{engine}_metrics.png``,
     ``{engine}_confusion_matrix.png`` and, when its test probabilities are given,

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from nnscratch.errors import UsageError
-from nnscratch.registry import INTEGER_BUFFERS, LAYER_KINDS
-from nnscratch.spec import ModelSpec
+from nnscratch.model.registry import INTEGER_BUFFERS, LAYER_KINDS
+from nnscratch.model.spec import ModelSpec
 
 _TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
 _OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,

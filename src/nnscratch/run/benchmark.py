@@ -35,13 +35,10 @@ on the reference VM the slow spells hit two threads working together on the smal
 
 from __future__ import annotations
 
-import argparse
-import resource
 import statistics
 import sys
 import time
 import warnings
-from pathlib import Path
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -66,29 +63,6 @@ class BenchRow:
     epochs_s: list[float] | None = None
     round_peak_gflops: list[float] | None = None  # the GEMM peak measured in the round of each epoch
     note: str = ""
-
-
-def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=int, default=3, help="measured epochs per engine, after one warm-up (default: 3)")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256, 1024], metavar="B",
-                   help="batch sizes for the seed architecture (default: 64 256 1024)")
-    p.add_argument("--deep", type=int, nargs="*", default=[1024, 1024], metavar="N",
-                   help="hidden sizes of the deeper net, measured at the first batch size "
-                        "(default: 1024 1024; give no value to skip)")
-    p.add_argument("--engines", nargs="+", default=list(ALL_ENGINES), choices=ALL_ENGINES, metavar="E",
-                   help=f"engines to measure (default: all of {', '.join(ALL_ENGINES)})")
-    p.add_argument("--settle", type=float, default=SETTLE_S, metavar="SECONDS",
-                   help=f"pause before every timed epoch and peak measurement, so that the thread pools of the "
-                        f"previous engine are idle (default: {SETTLE_S})")
-    p.add_argument("--jit", action="store_true", help="also measure the NumPy engine with Numba element-wise kernels")
-    p.add_argument("--config", default=None, metavar="FILE.toml",
-                   help="also measure the network and training options of a config file (e.g. configs/best.toml) at "
-                        "its batch size: its optimizer, dropout, batch norm, penalties (scikit-learn has none of them)")
-    p.add_argument("--train-subset", type=int, default=None, metavar="N", help="use the first N training images")
-    p.add_argument("--threads", type=int, default=None, help="threads for every engine (default: all usable cores)")
-    p.add_argument("--data-dir", default=None, metavar="DIR", help="folder holding the MNIST files")
-    p.add_argument("--json", default=None, metavar="PATH", help="write the table and machine facts as JSON")
-    p.add_argument("--plot", default=None, metavar="PATH", help="write a bar chart (e.g. docs/benchmark.png)")
 
 
 class PeakProbe:
@@ -152,7 +126,7 @@ def _engine_runner(engine, pixels, y, batch_size: int, dtype, lr: float = 0.01, 
 
     It is the training loop of ``nnscratch compare`` itself: uint8 pixels, scaled per batch; with
     ``dropout`` (the model's dropout layers) the loop draws the masks, as in a comparison."""
-    from nnscratch.train import fit
+    from nnscratch.training.loop import fit
 
     rng = np.random.default_rng(0)
     return lambda: fit(engine, (pixels, y), None, [rng.permutation(len(y))], batch_size, 10, lr=lr,
@@ -187,14 +161,14 @@ def _training_options(cfg) -> dict:
 def make_runner(engine: str, spec, pixels, y, batch_size: int, cfg=None):
     """``(one-epoch function, "")`` for ``engine``, or ``(None, reason)`` where it cannot run here.
 
-    With ``cfg`` (a :class:`~nnscratch.config.RunConfig`) the engines train with its optimizer and
+    With ``cfg`` (a :class:`~nnscratch.run.config.RunConfig`) the engines train with its optimizer and
     options; the torch twin then uses its own ``nn.Dropout`` (its fastest), ours the loop's masks.
     The first call of the function is the warm-up (Numba and ``torch.compile`` compile there); an
     engine that fails in it is reported unavailable too.
     """
     from nnscratch.data.preprocess import scale_pixels
     from nnscratch.engines import make_engine
-    from nnscratch.registry import dropout_layers, initial_state
+    from nnscratch.model.registry import dropout_layers, initial_state
 
     initial = initial_state(spec, np.random.default_rng(0))
     options, lr = _training_options(cfg), (cfg.lr if cfg is not None else 0.01)
@@ -236,10 +210,10 @@ def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, p
     (% of round peak: the median over the rounds of ``limit in that round / epoch time in that
     round``) and ``pct_of_start_peak`` (``limit at the start peak / median epoch time``). Each
     timed epoch and each peak measurement starts after a pause of ``settle_s`` seconds. With
-    ``config`` (a :class:`~nnscratch.config.RunConfig`) its network is measured too, at its batch
+    ``config`` (a :class:`~nnscratch.run.config.RunConfig`) its network is measured too, at its batch
     size and with its training options; its rows' ``arch`` names it (``config_name``).
     """
-    from nnscratch.spec import mlp_spec
+    from nnscratch.model.spec import mlp_spec
 
     if not 0 <= settle_s <= 60:
         raise ValueError(f"settle_s must be between 0 and 60 seconds, got {settle_s}")
@@ -325,59 +299,3 @@ def format_table(result: dict) -> str:
         out.append(f"% of round peak is against the float32 peak measured again (one product) in each round: "
                    f"{min(rounds):.0f} to {max(rounds):.0f} GFLOP/s in this run")
     return "\n".join(out)
-
-
-def command_line(args: argparse.Namespace) -> str:
-    """The measurement settings of this run as an ``nnscratch bench`` command (output paths left out)."""
-    parts = ["nnscratch bench", f"--epochs {args.epochs}", "--batch-sizes " + " ".join(map(str, args.batch_sizes)),
-             "--deep " + " ".join(map(str, args.deep or [])), "--engines " + " ".join(args.engines)]
-    parts += [f"--settle {args.settle:g}"] if args.settle != SETTLE_S else []
-    parts += ["--jit"] if args.jit else []
-    parts += [f"--config {args.config}"] if getattr(args, "config", None) else []
-    parts += [f"--train-subset {args.train_subset}"] if args.train_subset else []
-    parts += [f"--threads {args.threads}"] if args.threads else []
-    return " ".join(p.strip() for p in parts)
-
-
-def run_bench(args: argparse.Namespace) -> int:
-    from nnscratch.threads import set_threads
-    from nnscratch.data import load_dataset
-    from nnscratch.atomic import write_json
-    from nnscratch.report import machine_info
-
-    if args.epochs < 1:
-        raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
-    if not 0 <= args.settle <= 60:  # also refuses nan
-        raise UsageError(f"--settle must be between 0 and 60 seconds, got {args.settle}")
-    if any(b < 1 for b in args.batch_sizes):
-        raise UsageError(f"--batch-sizes must be positive, got {args.batch_sizes}")
-    config = None
-    if args.config:  # checked before any data is read
-        from nnscratch.config import resolve_config
-
-        config = resolve_config(args.config, {}, ("numpy", "torch"))
-    threads = set_threads(args.threads)
-    data = load_dataset("mnist", args.data_dir, progress=True)
-    n = args.train_subset or len(data.train_labels)
-    pixels = data.train_images[:n].reshape(n, -1)
-    y = data.train_labels[:n].astype(np.int64)
-    print(f"nnscratch bench: {n:,} MNIST training images, {threads} threads, {args.epochs} measured epochs "
-          "per engine after one warm-up", flush=True)
-    result = run_benchmark(pixels, y, engines=args.engines, batch_sizes=args.batch_sizes, deep=args.deep,
-                           epochs=args.epochs, jit=args.jit, settle_s=args.settle, config=config,
-                           config_name=Path(args.config).name if args.config else "config")
-    result["threads"] = threads
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result["machine"] = machine_info()
-    result["date"] = time.strftime("%Y-%m-%d")
-    result["command"] = command_line(args)
-    print()
-    print(format_table(result))
-    print(f"threads: {threads} for every engine; peak resident memory of this process: {result['peak_rss_mb']:.0f} MB")
-    if args.json:
-        write_json(args.json, result)
-    if args.plot:
-        from nnscratch.report.bench_plot import plot_benchmark
-
-        plot_benchmark(result, args.plot)
-    return 0

@@ -18,9 +18,9 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from nnscratch.errors import DataError, UsageError
-from nnscratch.atomic import atomic_path
-from nnscratch.registry import INTEGER_BUFFERS, state_shapes
-from nnscratch.spec import ModelSpec
+from nnscratch.files.atomic import atomic_path
+from nnscratch.model.registry import INTEGER_BUFFERS, state_shapes
+from nnscratch.model.spec import ModelSpec
 
 _DTYPES = {"int64": (np.int64,), "float32/float64": (np.float32, np.float64)}
 
@@ -28,7 +28,7 @@ _DTYPES = {"int64": (np.int64,), "float32/float64": (np.float32, np.float64)}
 def _allowed(name: str) -> str:
     return "int64" if name.rsplit(".", 1)[-1] in INTEGER_BUFFERS else "float32/float64"
 
-#: The format tag written now. Version 2 holds a layer-list spec (see :mod:`nnscratch.spec`) and
+#: The format tag written now. Version 2 holds a layer-list spec (see :mod:`nnscratch.model.spec`) and
 #: buffers; files of version 1 (``hidden`` + ``activation`` spec, dense parameters only) still load.
 FORMAT = "nnscratch-model/2"
 READABLE_FORMATS = ("nnscratch-mlp/1", FORMAT)

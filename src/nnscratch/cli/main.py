@@ -21,9 +21,9 @@ from nnscratch.errors import NNScratchError, UsageError
 def _add_run_flags(p: argparse.ArgumentParser, default_out: str) -> None:
     """The flags of compare/train. Each is also a key of a --config file (``--batch-norm`` <->
     ``batch_norm``); flags default to None here so that a given flag can override the file, and
-    the real defaults (the reference project's) live in :class:`nnscratch.config.RunConfig`."""
-    from nnscratch.config import RunConfig
-    from nnscratch.registry import ACTIVATIONS, INITIALIZERS
+    the real defaults (the reference project's) live in :class:`nnscratch.run.config.RunConfig`."""
+    from nnscratch.run.config import RunConfig
+    from nnscratch.model.registry import ACTIVATIONS, INITIALIZERS
 
     d = RunConfig()
     p.add_argument("--config", default=None, metavar="FILE.toml",
@@ -64,7 +64,7 @@ def _add_run_flags(p: argparse.ArgumentParser, default_out: str) -> None:
 
 def _add_optimizer_flags(p: argparse.ArgumentParser) -> None:
     """Optimizer, learning-rate schedule, regularisation and early stopping (torch's names and defaults)."""
-    from nnscratch.config import LR_SCHEDULES
+    from nnscratch.run.config import LR_SCHEDULES
 
     flag = argparse.BooleanOptionalAction
     o = p.add_argument_group("optimizer (torch's defaults for whatever is not given)")
@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "csv:PATH or npz:PATH on compare/train/evaluate.")
     p.add_argument("--data-dir", default=None, metavar="DIR", help="also look in this folder")
 
-    from nnscratch.bench import add_bench_arguments
+    from nnscratch.cli.bench import add_bench_arguments
 
     p = verbs.add_parser("bench", help="speed of every engine against this machine's BLAS limit",
                          description="Measure seconds per epoch of NumPy (float32/64), PyTorch (eager and "
@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_from(args: argparse.Namespace, engines: tuple[str, ...]):
-    from nnscratch.config import CONFIG_KEYS, resolve_config
+    from nnscratch.run.config import CONFIG_KEYS, resolve_config
 
     flags = {key: getattr(args, key, None) for key in CONFIG_KEYS}
     return resolve_config(args.config, flags, engines)
@@ -216,7 +216,7 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
     from tqdm.auto import tqdm
 
     from nnscratch import api
-    from nnscratch.experiment import check_engines, check_out_dir
+    from nnscratch.run.experiment import check_engines, check_out_dir
     from nnscratch.threads import set_threads
 
     cfg = _config_from(args, engines)
@@ -243,7 +243,7 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
     else:
         run = api.train(cfg, engine=engines[0], out=out, progress=not args.quiet, on_epoch=on_epoch)
     print()
-    from nnscratch.summary import results_table  # imports matplotlib: only once there is a result
+    from nnscratch.report.results_table import results_table  # imports matplotlib: only once there is a result
 
     print(results_table(run.metrics))
     for engine, record in run.history.items():
@@ -262,11 +262,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from nnscratch.data import load_dataset
     from nnscratch.engines import make_engine
-    from nnscratch.atomic import write_json
+    from nnscratch.files.atomic import write_json
     from nnscratch.data.preprocess import ChannelStats, to_features
-    from nnscratch.experiment import check_out_dir
-    from nnscratch.metrics import classification_report
-    from nnscratch.model_io import load_model
+    from nnscratch.run.experiment import check_out_dir
+    from nnscratch.training.metrics import classification_report
+    from nnscratch.files.model_files import load_model
     from nnscratch.threads import set_threads
 
     if args.json:  # checked before any work, like --out
@@ -349,7 +349,7 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(format_datasets_table(describe_datasets(args.data_dir)))
         return 0
     if args.verb == "bench":
-        from nnscratch.bench import run_bench
+        from nnscratch.cli.bench import run_bench
 
         return run_bench(args)
     parser.error(f"unknown verb {args.verb}")

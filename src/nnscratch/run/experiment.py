@@ -19,24 +19,24 @@ from typing import Callable
 
 import numpy as np
 
-from nnscratch.config import RunConfig
+from nnscratch.run.config import RunConfig
 from nnscratch.data import Dataset, load_dataset
 from nnscratch.data.preprocess import ChannelStats, channel_stats, standardize, to_features
 from nnscratch.engines import make_engine
 from nnscratch.errors import UsageError
-from nnscratch.atomic import write_json
-from nnscratch.metrics import classification_report, softmax
-from nnscratch.model_io import save_model
-from nnscratch.registry import dropout_layers, initial_state
-from nnscratch.spec import ModelSpec
-from nnscratch.train import EpochRecord, History, LearningRate, batch_orders, fit, random_streams
+from nnscratch.files.atomic import write_json
+from nnscratch.training.metrics import classification_report, softmax
+from nnscratch.files.model_files import save_model
+from nnscratch.model.registry import dropout_layers, initial_state
+from nnscratch.model.spec import ModelSpec
+from nnscratch.training.loop import EpochRecord, History, LearningRate, batch_orders, fit, random_streams
 
 
 @dataclass
 class Arrays:
     """The splits, flattened. ``x_val``/``x_test`` are model inputs (scaled to [0, 1], in the run's
     dtype); ``x_train`` stays ``uint8`` pixels, scaled batch by batch as training gathers them
-    (see :class:`~nnscratch.train.BatchGatherer`): the same numbers, a quarter of the memory."""
+    (see :class:`~nnscratch.training.loop.BatchGatherer`): the same numbers, a quarter of the memory."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -48,7 +48,7 @@ class Arrays:
     image_shape: tuple[int, ...] = ()
 
     def train_transform(self):
-        """What :func:`~nnscratch.train.fit` applies to each scaled training batch (or None)."""
+        """What :func:`~nnscratch.training.loop.fit` applies to each scaled training batch (or None)."""
         if self.stats is None:
             return None
         stats, shape = self.stats, self.image_shape
@@ -127,7 +127,7 @@ def build_engines(cfg: RunConfig, plan: RunPlan) -> dict:
 def train_engines(cfg: RunConfig, plan: RunPlan, engines: dict, arrays: Arrays, progress: bool = True,
                   on_epoch: Callable[[str, EpochRecord], None] | None = None) -> dict[str, EngineResult]:
     """Train each engine in turn on the same batches and masks; evaluate it on the test set."""
-    from nnscratch.early_stopping import EarlyStopping
+    from nnscratch.training.early_stopping import EarlyStopping
 
     results = {}
     steps_per_epoch = -(-len(arrays.y_train) // cfg.batch_size)

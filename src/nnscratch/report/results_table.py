@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nnscratch.names import engine_label
+from nnscratch.report.display_names import engine_label
 from nnscratch.report.markdown import format_duration
 
 

@@ -1,6 +1,6 @@
 """The layer registry: everything the project knows about each kind of layer, in one entry.
 
-One :class:`LayerKind` per ``kind`` of :class:`~nnscratch.spec.LayerSpec` gives
+One :class:`LayerKind` per ``kind`` of :class:`~nnscratch.model.spec.LayerSpec` gives
 
 * its arguments with their defaults, and their checks (a bad value is a one-line usage error);
 * the NumPy class in :mod:`nnscratch.numpy_engine.layers` that computes it by hand;

@@ -71,7 +71,7 @@ class RunConfig:
     centered: bool | None = None
     amsgrad: bool | None = None
     weight_decay: float | None = None
-    # learning-rate schedule (see schedules.py); None: the schedule's default
+    # learning-rate schedule (see training/schedules.py); None: the schedule's default
     lr_schedule: str = "none"
     lr_schedule_unit: str | None = None   # "step" (batch) or "epoch"; default: epoch for step/multistep/
     #                                       exponential/cosine/plateau, step for cyclic/onecycle and warm-up only
@@ -147,10 +147,10 @@ class RunConfig:
         return "epoch"
 
     def make_schedule(self, steps_per_epoch: int | None):
-        """The learning-rate schedule of this run (:mod:`nnscratch.schedules`), in :meth:`schedule_unit` units.
+        """The learning-rate schedule of this run (:mod:`nnscratch.training.schedules`), in :meth:`schedule_unit` units.
 
         ``steps_per_epoch=None`` only checks the settings (the run's length is not known yet)."""
-        from nnscratch.schedules import make_schedule
+        from nnscratch.training.schedules import make_schedule
 
         unit = self.schedule_unit()
         if self.lr_schedule == "plateau" and unit != "epoch":
@@ -208,7 +208,7 @@ class RunConfig:
 
     def model_spec(self, input_dim: int, num_classes: int):
         """The network these settings describe, for ``input_dim`` features and ``num_classes``."""
-        from nnscratch.spec import mlp_spec
+        from nnscratch.model.spec import mlp_spec
 
         return mlp_spec(input_dim, self.hidden, num_classes, self.activation, self.dropout, self.batch_norm)
 
@@ -250,7 +250,7 @@ def _is_number(v) -> bool:
 
 def check_value(key: str, value: Any) -> str | None:
     """What is wrong with ``value`` for ``key`` ("must be ..., got ..."), or None if it is fine."""
-    from nnscratch.registry import ACTIVATIONS, INITIALIZERS
+    from nnscratch.model.registry import ACTIVATIONS, INITIALIZERS
 
     def number(low, high=None, low_open=False, high_open=True):
         if not _is_number(value) or not math.isfinite(value):

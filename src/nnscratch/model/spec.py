@@ -7,7 +7,7 @@ is plain data (JSON in and out), so it travels in a weights file's metadata and 
 2: dense 533->10`` and the parameters are named ``0.weight, 0.bias, 2.weight, 2.bias`` in both
 engines (and in plain PyTorch).
 
-What each kind means, its arguments, parameters and buffers live in :mod:`nnscratch.registry`;
+What each kind means, its arguments, parameters and buffers live in :mod:`nnscratch.model.registry`;
 this module only orders layers and checks their arguments against that registry.
 """
 
@@ -26,7 +26,7 @@ SPEC_VERSION = 2
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """One layer: ``kind`` (a key of :data:`nnscratch.registry.LAYER_KINDS`) and its arguments.
+    """One layer: ``kind`` (a key of :data:`nnscratch.model.registry.LAYER_KINDS`) and its arguments.
 
     ``args`` holds every argument with its default filled in, e.g.
     ``LayerSpec("dense", {"out_features": 533})`` or ``LayerSpec("dropout", {"p": 0.2})``.
@@ -52,7 +52,7 @@ class ModelSpec:
     layers: tuple[LayerSpec, ...]
 
     def __post_init__(self) -> None:
-        from nnscratch.registry import complete_args
+        from nnscratch.model.registry import complete_args
 
         if int(self.input_dim) < 1:
             raise UsageError(f"the model needs at least 1 input feature, got {self.input_dim}")
@@ -71,7 +71,7 @@ class ModelSpec:
 
     def walk(self) -> Iterator[tuple[int, LayerSpec, int, int]]:
         """``(index, layer, in_features, out_features)`` for every layer, in order."""
-        from nnscratch.registry import LAYER_KINDS
+        from nnscratch.model.registry import LAYER_KINDS
 
         width = self.input_dim
         for i, layer in enumerate(self.layers):
@@ -85,7 +85,7 @@ class ModelSpec:
 
     def describe(self) -> str:
         """Short form for titles: ``784-533-10 (relu)``; with extras ``(gelu, batch norm, dropout 0.2)``."""
-        from nnscratch.registry import LAYER_KINDS
+        from nnscratch.model.registry import LAYER_KINDS
 
         extras: list[str] = []
         for layer in self.layers:
@@ -99,7 +99,7 @@ class ModelSpec:
 
     def layer_table(self) -> list[tuple[int, str, str, int]]:
         """``(index, kind, arguments, parameter count)`` per layer, for the report."""
-        from nnscratch.registry import LAYER_KINDS
+        from nnscratch.model.registry import LAYER_KINDS
 
         rows = []
         for i, layer, d_in, d_out in self.walk():
@@ -139,9 +139,9 @@ def mlp_spec(input_dim: int = 784, hidden: tuple[int, ...] = (533,), num_classes
     the non-linearity, as Ioffe & Szegedy place it, with a bias-free dense layer before it;
     dropout after the non-linearity, as Srivastava et al. do);
     the last dense layer gives the logits. ``activation`` is a name of
-    :data:`nnscratch.registry.ACTIVATIONS` (``gelu_tanh`` is GELU with ``approximate="tanh"``).
+    :data:`nnscratch.model.registry.ACTIVATIONS` (``gelu_tanh`` is GELU with ``approximate="tanh"``).
     """
-    from nnscratch.registry import ACTIVATIONS
+    from nnscratch.model.registry import ACTIVATIONS
 
     hidden = tuple(int(h) for h in hidden)
     if any(h < 1 for h in hidden):

@@ -18,7 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from nnscratch.data.preprocess import scale_pixels
-from nnscratch.metrics import cross_entropy, weighted_f1
+from nnscratch.training.metrics import cross_entropy, weighted_f1
 
 
 @dataclass
@@ -51,7 +51,7 @@ class History:
 
 
 class LearningRate:
-    """The learning rate of every step: a schedule (:mod:`nnscratch.schedules`) read per batch or per epoch.
+    """The learning rate of every step: a schedule (:mod:`nnscratch.training.schedules`) read per batch or per epoch.
 
     ``unit="step"``: step ``k`` of the run uses ``schedule.lr(k)``; ``unit="epoch"``: every step of
     epoch ``e`` (0-based) uses ``schedule.lr(e)``. A plateau schedule also hears each epoch's
@@ -167,11 +167,11 @@ def fit(engine, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.
     ``train = (x, y)``: ``x`` holds the model inputs, or the ``uint8`` pixels with ``dtype`` the
     engine's float type (see :class:`BatchGatherer`); ``val`` holds model inputs.
     ``lr`` is the learning rate, or a :class:`LearningRate` (a schedule). ``early_stopping`` is an
-    :class:`~nnscratch.early_stopping.EarlyStopping` watching the validation loss: training stops
+    :class:`~nnscratch.training.early_stopping.EarlyStopping` watching the validation loss: training stops
     when it says so, and the engine gets back the state of the best epoch (``History.early_stopping``
     says where and why).
     ``dropout`` lists ``(layer index, width, p)`` of the model's dropout layers
-    (:func:`nnscratch.registry.dropout_layers`); their masks are drawn from ``dropout_seed``.
+    (:func:`nnscratch.model.registry.dropout_layers`); their masks are drawn from ``dropout_seed``.
     """
     x, y = train
     gather = BatchGatherer(x, y, batch_size, dtype, transform)

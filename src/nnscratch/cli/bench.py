@@ -1,0 +1,95 @@
+"""``nnscratch bench``'s command line: its flags, their checks, and the command a result records.
+
+The measurement itself is :func:`nnscratch.run.benchmark.run_benchmark`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nnscratch.errors import UsageError
+from nnscratch.run.benchmark import ALL_ENGINES, SETTLE_S, format_table, run_benchmark
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, default=3, help="measured epochs per engine, after one warm-up (default: 3)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256, 1024], metavar="B",
+                   help="batch sizes for the seed architecture (default: 64 256 1024)")
+    p.add_argument("--deep", type=int, nargs="*", default=[1024, 1024], metavar="N",
+                   help="hidden sizes of the deeper net, measured at the first batch size "
+                        "(default: 1024 1024; give no value to skip)")
+    p.add_argument("--engines", nargs="+", default=list(ALL_ENGINES), choices=ALL_ENGINES, metavar="E",
+                   help=f"engines to measure (default: all of {', '.join(ALL_ENGINES)})")
+    p.add_argument("--settle", type=float, default=SETTLE_S, metavar="SECONDS",
+                   help=f"pause before every timed epoch and peak measurement, so that the thread pools of the "
+                        f"previous engine are idle (default: {SETTLE_S})")
+    p.add_argument("--jit", action="store_true", help="also measure the NumPy engine with Numba element-wise kernels")
+    p.add_argument("--config", default=None, metavar="FILE.toml",
+                   help="also measure the network and training options of a config file (e.g. configs/best.toml) at "
+                        "its batch size: its optimizer, dropout, batch norm, penalties (scikit-learn has none of them)")
+    p.add_argument("--train-subset", type=int, default=None, metavar="N", help="use the first N training images")
+    p.add_argument("--threads", type=int, default=None, help="threads for every engine (default: all usable cores)")
+    p.add_argument("--data-dir", default=None, metavar="DIR", help="folder holding the MNIST files")
+    p.add_argument("--json", default=None, metavar="PATH", help="write the table and machine facts as JSON")
+    p.add_argument("--plot", default=None, metavar="PATH", help="write a bar chart (e.g. docs/benchmark.png)")
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The measurement settings of this run as an ``nnscratch bench`` command (output paths left out)."""
+    parts = ["nnscratch bench", f"--epochs {args.epochs}", "--batch-sizes " + " ".join(map(str, args.batch_sizes)),
+             "--deep " + " ".join(map(str, args.deep or [])), "--engines " + " ".join(args.engines)]
+    parts += [f"--settle {args.settle:g}"] if args.settle != SETTLE_S else []
+    parts += ["--jit"] if args.jit else []
+    parts += [f"--config {args.config}"] if getattr(args, "config", None) else []
+    parts += [f"--train-subset {args.train_subset}"] if args.train_subset else []
+    parts += [f"--threads {args.threads}"] if args.threads else []
+    return " ".join(p.strip() for p in parts)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from nnscratch.threads import set_threads
+    from nnscratch.data import load_dataset
+    from nnscratch.files.atomic import write_json
+    from nnscratch.report import machine_info
+
+    if args.epochs < 1:
+        raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
+    if not 0 <= args.settle <= 60:  # also refuses nan
+        raise UsageError(f"--settle must be between 0 and 60 seconds, got {args.settle}")
+    if any(b < 1 for b in args.batch_sizes):
+        raise UsageError(f"--batch-sizes must be positive, got {args.batch_sizes}")
+    config = None
+    if args.config:  # checked before any data is read
+        from nnscratch.run.config import resolve_config
+
+        config = resolve_config(args.config, {}, ("numpy", "torch"))
+    threads = set_threads(args.threads)
+    data = load_dataset("mnist", args.data_dir, progress=True)
+    n = args.train_subset or len(data.train_labels)
+    pixels = data.train_images[:n].reshape(n, -1)
+    y = data.train_labels[:n].astype(np.int64)
+    print(f"nnscratch bench: {n:,} MNIST training images, {threads} threads, {args.epochs} measured epochs "
+          "per engine after one warm-up", flush=True)
+    result = run_benchmark(pixels, y, engines=args.engines, batch_sizes=args.batch_sizes, deep=args.deep,
+                           epochs=args.epochs, jit=args.jit, settle_s=args.settle, config=config,
+                           config_name=Path(args.config).name if args.config else "config")
+    result["threads"] = threads
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["machine"] = machine_info()
+    result["date"] = time.strftime("%Y-%m-%d")
+    result["command"] = command_line(args)
+    print()
+    print(format_table(result))
+    print(f"threads: {threads} for every engine; peak resident memory of this process: {result['peak_rss_mb']:.0f} MB")
+    if args.json:
+        write_json(args.json, result)
+    if args.plot:
+        from nnscratch.report.bench_plot import plot_benchmark
+
+        plot_benchmark(result, args.plot)
+    return 0
