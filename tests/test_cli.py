@@ -29,7 +29,7 @@ SMALL = ["--train-subset", str(SUBSET), "--epochs", "1", "--quiet", "--device", 
 
 
 def _expected_files(engines: tuple[str, ...]) -> set[str]:
-    files = {"metrics.json", "report.md", "mnist_samples.png"}
+    files = {"metrics.json", "metrics.jsonl", "checkpoints", "report.md", "mnist_samples.png"}
     files |= {f"{e}_{suffix}" for e in engines for suffix in ENGINE_FILES}
     if set(engines) == {"numpy", "torch"}:
         files.add("twin_divergence.png")
@@ -415,8 +415,8 @@ def test_top_level_help_lists_every_verb(capsys):
 
 
 def test_sigterm_mid_run_is_one_line_exit_143_and_leaves_no_temp_file(mnist, tmp_path):
-    """A terminated run stops at once with ``nnscratch: terminated`` (exit 143, as shells expect),
-    without a traceback and without half-written files."""
+    """A terminated run finishes its step, checkpoints and says ``nnscratch: terminated: ...`` with the
+    command that resumes it (exit 143, as shells expect), without a traceback or half-written files."""
     import signal
     import subprocess
     import sys
@@ -436,5 +436,6 @@ def test_sigterm_mid_run_is_one_line_exit_143_and_leaves_no_temp_file(mnist, tmp
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143, (stdout, stderr)
     lines = [line for line in stderr.splitlines() if line.strip() and "step/s" not in line and "epoch" not in line]
-    assert lines[-1] == "nnscratch: terminated" and "Traceback" not in stderr
+    assert lines[-1].startswith("nnscratch: terminated: numpy checkpoint written to ") and "Traceback" not in stderr
+    assert "; resume with: nnscratch train --engine numpy --resume " in lines[-1]
     assert not out.exists() or not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]

@@ -13,7 +13,7 @@ from nnscratch.numpy_engine.jit import (JIT_OPTIMIZERS, JitAdam, JitAdamW, JitRe
                                         JitSGD, JitSoftmaxCrossEntropy, make_jit_optimizer)
 from nnscratch.numpy_engine.optimizers import OPTIMIZERS, make_optimizer  # noqa: E402
 from nnscratch.model.spec import mlp_spec  # noqa: E402
-from nnscratch.training.loop import batch_orders, fit  # noqa: E402
+from nnscratch.training.trainer import fit  # noqa: E402
 
 
 @pytest.mark.parametrize("order", ["C", "F"])
@@ -43,9 +43,9 @@ def test_jit_engine_trains_like_the_plain_engine():
     x, y = rng.random((700, 30)), rng.integers(0, 10, 700)
     spec = mlp_spec(input_dim=30, hidden=(20,), num_classes=10)
     initial = initial_state(spec, np.random.default_rng(3))
-    orders = batch_orders(np.random.default_rng(4), 700, 2)
-    runs = [fit(NumpyEngine(spec, initial, np.float64, jit=jit), (x, y), None, orders, 64, 10, lr=0.05,
-                progress=False) for jit in (False, True)]
+    orders = [np.random.default_rng(4).permutation(700) for _ in range(2)]
+    runs = [fit(NumpyEngine(spec, initial, np.float64, jit=jit), (x, y), None, orders=orders, batch_size=64,
+                num_classes=10, lr=0.05) for jit in (False, True)]
     np.testing.assert_allclose(runs[1].step_loss, runs[0].step_loss, rtol=1e-12)
     assert runs[0].step_loss[-1] < runs[0].step_loss[0]
 
@@ -179,11 +179,11 @@ def test_jit_engine_with_an_optimizer_trains_like_the_plain_engine(optimizer, op
     x, y = rng.random((700, 30)), rng.integers(0, 10, 700)
     spec = mlp_spec(input_dim=30, hidden=(20, 16), num_classes=10)
     initial = initial_state(spec, np.random.default_rng(7))
-    orders = batch_orders(np.random.default_rng(8), 700, 2)
+    orders = [np.random.default_rng(8).permutation(700) for _ in range(2)]
     engines = [NumpyEngine(spec, initial, np.float64, optimizer=optimizer, optimizer_options=options, jit=jit)
                for jit in (False, True)]
     assert type(engines[1].optimizer) is JIT_OPTIMIZERS[optimizer]
-    runs = [fit(engine, (x, y), None, orders, 64, 10, lr=0.01, progress=False) for engine in engines]
+    runs = [fit(engine, (x, y), None, orders=orders, batch_size=64, num_classes=10, lr=0.01) for engine in engines]
     np.testing.assert_allclose(runs[1].step_loss, runs[0].step_loss, rtol=1e-6)
     assert runs[0].step_loss[-1] < runs[0].step_loss[0]
     _assert_same(engines[0].model.named_params(), engines[0].optimizer.state(),

@@ -16,7 +16,9 @@ from nnscratch.training.early_stopping import EarlyStopping
 from nnscratch.engines import make_engine
 from nnscratch.model.registry import dropout_layers, initial_state
 from nnscratch.model.spec import mlp_spec
-from nnscratch.training.loop import LearningRate, batch_orders, fit, random_streams
+from nnscratch.training.loop import ScheduleCursor
+from nnscratch.training.streams import init_rng
+from nnscratch.training.trainer import fit
 
 N_TRAIN, BATCH = 2000, 64
 DEEP = mlp_spec(hidden=(256, 128), activation="gelu", batch_norm=True, dropout=0.2)
@@ -30,15 +32,14 @@ def data(mnist):
 
 def _run(data, engine: str, cfg: RunConfig, epochs: int = 1, spec=DEEP, stopper=None):
     x, y, xv, yv = data
-    init_rng, order_rng, dropout_seed = random_streams(0)
-    initial = initial_state(spec, init_rng)
+    initial = initial_state(spec, init_rng(0))
     steps = -(-N_TRAIN // BATCH)
     eng = make_engine(engine, spec, initial, np.float64, device="cpu", optimizer=cfg.optimizer,
                       optimizer_options=cfg.optimizer_options(), l1=cfg.l1, l2=cfg.l2,
                       clip_grad_norm=cfg.clip_grad_norm)
-    rate = LearningRate(cfg.make_schedule(steps), cfg.schedule_unit())
-    history = fit(eng, (x, y), (xv, yv), batch_orders(order_rng, N_TRAIN, epochs), BATCH, 10, lr=rate,
-                  dropout=dropout_layers(spec), dropout_seed=dropout_seed, early_stopping=stopper, progress=False)
+    rate = ScheduleCursor(cfg.make_schedule(steps), cfg.schedule_unit())
+    history = fit(eng, (x, y), (xv, yv), seed=0, epochs=epochs, batch_size=BATCH, num_classes=10, lr=rate,
+                  dropout=dropout_layers(spec), early_stopping=stopper)
     return eng, history
 
 

@@ -16,7 +16,8 @@ from nnscratch.engines import make_engine
 from nnscratch.data.preprocess import to_features
 from nnscratch.model.registry import initial_state
 from nnscratch.model.spec import mlp_spec
-from nnscratch.training.loop import batch_orders, fit, random_streams
+from nnscratch.training.streams import EpochOrders, init_rng
+from nnscratch.training.trainer import fit
 
 optional_import("torch")
 
@@ -44,11 +45,10 @@ def arrays(mnist):
 
 def _train(arrays, engine: str, dtype, seed: int = 0, **options):
     x, y, xv, yv = arrays(dtype)
-    init_rng, order_rng, _ = random_streams(seed)
-    initial = initial_state(SPEC, init_rng)
-    orders = batch_orders(order_rng, N_TRAIN, 1)
+    initial = initial_state(SPEC, init_rng(seed))
+    orders = [EpochOrders(seed, N_TRAIN).order(0)]
     eng = make_engine(engine, SPEC, initial, np.dtype(dtype), device="cpu", **options)
-    history = fit(eng, (x, y), (xv, yv), orders, BATCH, SPEC.num_classes, lr=LR, progress=False)
+    history = fit(eng, (x, y), (xv, yv), orders=orders, batch_size=BATCH, num_classes=SPEC.num_classes, lr=LR)
     return {"history": history, "state": eng.state_dict(), "initial": initial, "orders": orders}
 
 
@@ -143,23 +143,18 @@ def test_different_seed_different_run(runs):
     assert rel_error(a["state"]["0.weight"], b["state"]["0.weight"]) > 1e-3
 
 
-def test_random_streams_are_reproducible_and_independent():
-    a_init, a_order, a_drop = random_streams(0)
-    b_init, b_order, b_drop = random_streams(0)
-    wa, wb = initial_state(SPEC, a_init), initial_state(SPEC, b_init)
-    for name in wa:
-        np.testing.assert_array_equal(wa[name], wb[name])
-    np.testing.assert_array_equal(batch_orders(a_order, 100, 3)[2], batch_orders(b_order, 100, 3)[2])
-    # the two streams of one seed differ from each other
-    c_init, c_order, c_drop = random_streams(0)
-    c_masks = np.random.default_rng(c_drop)
-    assert not np.array_equal(c_init.permutation(100), c_order.permutation(100))
-    assert not np.array_equal(c_order.permutation(100), c_masks.permutation(100))
-    np.testing.assert_array_equal(np.random.default_rng(a_drop).random(50), np.random.default_rng(b_drop).random(50))
-    # the seed's first two streams are those the code had before the dropout stream was added
+def test_the_seed_streams_are_those_the_seed_project_always_had():
+    """The initial weights and the batch orders of a seed are those drawn before the streams were
+    keyed (``SeedSequence(seed).spawn(3)``, one sequential order generator): the README's results stand."""
     old_init, old_order = (np.random.default_rng(s) for s in np.random.SeedSequence(0).spawn(2))
-    np.testing.assert_array_equal(random_streams(0)[0].random(5), old_init.random(5))
-    np.testing.assert_array_equal(random_streams(0)[1].random(5), old_order.random(5))
+    np.testing.assert_array_equal(init_rng(0).random(5), old_init.random(5))
+    orders = EpochOrders(0, 100)
+    expected = [old_order.permutation(100) for _ in range(3)]
+    for e in (0, 1, 2):
+        np.testing.assert_array_equal(orders.order(e), expected[e])
+    np.testing.assert_array_equal(orders.order(1), expected[1])          # out of turn: replayed
+    np.testing.assert_array_equal(EpochOrders(0, 100).order(2), expected[2])  # a fresh object, epoch 2 first
+    assert not np.array_equal(EpochOrders(1, 100).order(0), expected[0])
 
 
 # --------------------------------------------------------------------------- a deeper net, both twins
@@ -177,13 +172,11 @@ def test_deep_float64_twins_with_gelu_batch_norm_and_shared_dropout_masks(arrays
     x, y, xv, yv = arrays(np.float64)
     runs = {}
     for engine in ("numpy", "torch"):
-        init_rng, order_rng, dropout_seed = random_streams(0)
-        initial = initial_state(DEEP, init_rng)
-        orders = batch_orders(order_rng, N_TRAIN, 1)
+        initial = initial_state(DEEP, init_rng(0))
         eng = make_engine(engine, DEEP, initial, np.float64, device="cpu", **({"shared_masks": True}
                                                                             if engine == "torch" else {}))
-        history = fit(eng, (x, y), (xv, yv), orders, BATCH, DEEP.num_classes, lr=0.05,
-                      dropout=dropout_layers(DEEP), dropout_seed=dropout_seed, progress=False)
+        history = fit(eng, (x, y), (xv, yv), seed=0, epochs=1, batch_size=BATCH, num_classes=DEEP.num_classes,
+                      lr=0.05, dropout=dropout_layers(DEEP))
         runs[engine] = (history, eng.state_dict(), initial)
     (ha, sa, initial), (hb, sb, _) = runs["numpy"], runs["torch"]
     la, lb = np.asarray(ha.step_loss), np.asarray(hb.step_loss)
@@ -213,11 +206,9 @@ def test_dropout_masks_change_the_run_and_follow_the_seed(arrays):
     spec = mlp_spec(hidden=(64,), dropout=0.5)
 
     def run(seed_for_masks: int) -> list[float]:
-        init_rng, order_rng, _ = random_streams(0)
-        eng = make_engine("numpy", spec, initial_state(spec, init_rng), np.float64)
-        return fit(eng, (x, y), None, batch_orders(order_rng, N_TRAIN, 1), BATCH, 10, lr=0.05,
-                   dropout=dropout_layers(spec), dropout_seed=random_streams(seed_for_masks)[2],
-                   progress=False).step_loss
+        eng = make_engine("numpy", spec, initial_state(spec, init_rng(0)), np.float64)
+        return fit(eng, (x, y), None, orders=[EpochOrders(0, N_TRAIN).order(0)], seed=seed_for_masks,
+                   batch_size=BATCH, num_classes=10, lr=0.05, dropout=dropout_layers(spec)).step_loss
 
     assert run(0) == run(0)
     assert run(0) != run(1)

@@ -187,7 +187,8 @@ def config(file: str | Path | None = None, **settings: Any) -> RunConfig:
 
 def train(cfg: ConfigLike = None, *, engine: str = "numpy", out: str | Path | None = None,
           progress: bool = False, data: Dataset | None = None,
-          on_epoch: Callable[[str, dict], None] | None = None, **settings: Any) -> Run:
+          on_epoch: Callable[[str, dict], None] | None = None, resume: str | Path | None = None,
+          **settings: Any) -> Run:
     """Train one engine, evaluate it on the test set and, with ``out``, write every output.
 
     Parameters
@@ -207,6 +208,10 @@ def train(cfg: ConfigLike = None, *, engine: str = "numpy", out: str | Path | No
         without reading the files. It must be the dataset the settings name.
     on_epoch : callable, optional
         Called after every epoch as ``on_epoch(engine, record)``, ``record`` as in ``Run.history``.
+    resume : str or pathlib.Path, optional
+        A checkpoint (``OUT/checkpoints/last.safetensors``) or a run folder to continue from, bit
+        for bit. Its settings are the base (``cfg`` must be None); ``settings`` may change only
+        ``epochs`` (to extend the run), threads, device, data folder and the checkpoint options.
     **settings
         Keys of :class:`~nnscratch.run.config.RunConfig` that override ``cfg`` (``epochs=3``); None
         leaves a key as ``cfg`` has it.
@@ -229,18 +234,18 @@ def train(cfg: ConfigLike = None, *, engine: str = "numpy", out: str | Path | No
     """
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)} (or compare() for both)")
-    return _run(cfg, (engine,), out, progress, data, on_epoch, settings)
+    return _run(cfg, (engine,), out, progress, data, on_epoch, settings, resume)
 
 
 def compare(cfg: ConfigLike = None, *, out: str | Path | None = None, progress: bool = False,
             data: Dataset | None = None, on_epoch: Callable[[str, dict], None] | None = None,
-            **settings: Any) -> Run:
+            resume: str | Path | None = None, **settings: Any) -> Run:
     """Train the NumPy engine and its torch twin from the same weights on the same batches.
 
     The same parameters as :func:`train` but ``engine``; ``Run.twin`` says how closely the two
     agree (in float64, to rounding: about 1e-12).
     """
-    return _run(cfg, ENGINES, out, progress, data, on_epoch, settings)
+    return _run(cfg, ENGINES, out, progress, data, on_epoch, settings, resume)
 
 
 def write_report(run: Run, out: str | Path) -> Path:
@@ -258,9 +263,18 @@ def write_report(run: Run, out: str | Path) -> Path:
 
 
 def _run(cfg: ConfigLike, engines: tuple[str, ...], out, progress: bool, data: Dataset | None,
-         on_epoch, settings: dict) -> Run:
+         on_epoch, settings: dict, resume=None) -> Run:
     """Resolve the settings, train ``engines`` through :func:`run_experiment`, wrap the results."""
-    cfg = dataclasses.replace(_base(cfg), **_checked(settings), engines=engines)
+    checkpoints = None
+    if resume is not None:
+        from nnscratch.run.resume import load_checkpoints, resumed_config
+
+        if cfg is not None:
+            raise UsageError("resume takes its settings from the checkpoint: pass no configuration with it")
+        checkpoints = resume if isinstance(resume, dict) else load_checkpoints(resume, engines)
+        cfg = resumed_config(checkpoints, _checked(settings), engines)
+    else:
+        cfg = dataclasses.replace(_base(cfg), **_checked(settings), engines=engines)
     out = Path(out) if out is not None else None
     if out is not None:
         check_out_dir(out)
@@ -269,7 +283,7 @@ def _run(cfg: ConfigLike, engines: tuple[str, ...], out, progress: bool, data: D
     if data is None:  # loaded here, not in run_experiment, so that the Run can write its report later
         data = load_dataset(cfg.dataset, cfg.data_dir, progress=progress, **cfg.data_options())
     hook = (lambda name, record: on_epoch(name, dataclasses.asdict(record))) if on_epoch else None
-    metrics, results = run_experiment(cfg, out, progress=progress, on_epoch=hook, data=data)
+    metrics, results = run_experiment(cfg, out, progress=progress, on_epoch=hook, data=data, resume=checkpoints)
     engines_metrics = metrics["engines"]
     return Run(
         config=metrics["config"],

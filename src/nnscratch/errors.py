@@ -22,3 +22,18 @@ class DataError(NNScratchError):
     """A dataset file is missing, unreadable or not what it claims to be."""
 
     exit_code = 2
+
+
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception (as Ctrl-C is ``KeyboardInterrupt``) so that every atomic
+    write in flight removes its temp file; the command line exits 143."""
+
+
+class RunInterrupted(BaseException):
+    """Training stopped on Ctrl-C or SIGTERM (``signum``) after the step in flight: a checkpoint
+    of ``engine`` was written to ``checkpoint`` (None when checkpoints are off) and the run can be
+    resumed from it. The command line prints how and exits 130 (SIGINT) or 143 (SIGTERM)."""
+
+    def __init__(self, signum: int, engine: str, checkpoint: str | None = None) -> None:
+        super().__init__(f"{engine} training interrupted by signal {signum}")
+        self.signum, self.engine, self.checkpoint = signum, engine, checkpoint

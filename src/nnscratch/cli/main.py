@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import signal
 import sys
 import time
 from pathlib import Path
 
 from nnscratch import __version__
-from nnscratch.errors import NNScratchError, UsageError
+from nnscratch.errors import NNScratchError, RunInterrupted, Terminated, UsageError
 
 
 def _add_run_flags(p: argparse.ArgumentParser, default_out: str) -> None:
@@ -60,6 +61,17 @@ def _add_run_flags(p: argparse.ArgumentParser, default_out: str) -> None:
     r.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
                    help="NumPy engine: Numba-compiled element-wise kernels (needs numba; see docs/performance.md)")
     r.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    c = p.add_argument_group("checkpoints (OUT/checkpoints/, see docs/trainer.md)")
+    c.add_argument("--resume", default=None, metavar="PATH",
+                   help="continue a run from its checkpoint (OUT/checkpoints/last.safetensors, or the run's folder); "
+                        "its settings are the base, only --epochs, --out and the checkpoint flags may change")
+    c.add_argument("--checkpoints", action=argparse.BooleanOptionalAction, default=None,
+                   help="write OUT/checkpoints/last.safetensors after every epoch (default: on; --no-checkpoints)")
+    c.add_argument("--checkpoint-every", type=int, metavar="K", help="also keep epoch-K.safetensors every K epochs")
+    c.add_argument("--checkpoint-every-steps", type=int, metavar="S",
+                   help="also write step-N.safetensors every S steps, inside epochs too")
+    c.add_argument("--keep-checkpoints", type=int, metavar="K",
+                   help="keep only the newest K epoch-/step- checkpoints (default: all)")
 
 
 def _add_optimizer_flags(p: argparse.ArgumentParser) -> None:
@@ -180,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("evaluate", help="evaluate a saved model on the test set",
                          description="Load a .safetensors model written by train/compare and report its "
                                      "test-set metrics.")
-    p.add_argument("--model", required=True, metavar="PATH", help="a *_model.safetensors file")
+    p.add_argument("--model", required=True, metavar="PATH", help="a *_model.safetensors file or a checkpoint (OUT/checkpoints/last.safetensors), of either engine")
     p.add_argument("--engine", choices=["numpy", "torch"], default="numpy",
                    help="engine to run the model with (default: numpy)")
     _add_data_flags(p, evaluate=True)
@@ -211,6 +223,19 @@ def _config_from(args: argparse.Namespace, engines: tuple[str, ...]):
     return resolve_config(args.config, flags, engines)
 
 
+def _resumed(args: argparse.Namespace, engines: tuple[str, ...]):
+    """``--resume``: the checkpoints and the settings they carry, with the flags given applied."""
+    from nnscratch.run.config import CONFIG_KEYS
+    from nnscratch.run.resume import load_checkpoints, resumed_config
+
+    if args.config:
+        raise UsageError("--resume takes its settings from the checkpoint: drop --config")
+    checkpoints = load_checkpoints(args.resume, engines)
+    given = {key: getattr(args, key) for key in CONFIG_KEYS if getattr(args, key, None) is not None}
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
+    return checkpoints, resumed_config(checkpoints, given, engines)
+
+
 def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
     """compare/train: the settings, the checks, then the Python API's run (nnscratch.api)."""
     from tqdm.auto import tqdm
@@ -219,7 +244,14 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
     from nnscratch.run.experiment import check_engines, check_out_dir
     from nnscratch.threads import set_threads
 
-    cfg = _config_from(args, engines)
+    checkpoints, note = None, None
+    if args.resume:
+        from nnscratch.run.resume import extension_note
+
+        checkpoints, cfg = _resumed(args, engines)
+        note = extension_note(checkpoints, cfg)
+    else:
+        cfg = _config_from(args, engines)
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{label}")
     check_out_dir(out)      # everything that can be checked before any work, in well under a second
     check_engines(cfg)
@@ -228,9 +260,11 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
     np.seterr(all="ignore")  # a diverging run is reported once, after the results, not by NumPy per step
     threads = set_threads(cfg.threads)
     print(f"nnscratch {label}: {cfg.dataset}, engines {', '.join(engines)}, {threads} threads"
-          + (f", config {args.config}" if args.config else ""))
+          + (f", config {args.config}" if args.config else "") + (f", resuming {args.resume}" if args.resume else ""))
     print(f"  {cfg.describe()}")
     print(f"  output: {out}/")
+    if note:
+        print(f"  note: {note}")
 
     def on_epoch(engine: str, r: dict) -> None:
         if not args.quiet:
@@ -238,10 +272,22 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
                        f"acc {r['train_accuracy']:.4f} | val loss {r['val_loss']:.4f} acc {r['val_accuracy']:.4f} "
                        f"f1 {r['val_f1']:.4f} | {r['time_s']:.2f} s")
 
-    if len(engines) == 2:
-        run = api.compare(cfg, out=out, progress=not args.quiet, on_epoch=on_epoch)
-    else:
-        run = api.train(cfg, engine=engines[0], out=out, progress=not args.quiet, on_epoch=on_epoch)
+    verb = "compare" if len(engines) == 2 else f"train --engine {engines[0]}"
+    kwargs: dict = {"out": out, "progress": not args.quiet, "on_epoch": on_epoch}
+    base = cfg
+    if checkpoints is not None:  # the checkpoint's settings, with the ones that may change on resume
+        from nnscratch.run.config import RESUMABLE_KEYS
+
+        base = None
+        kwargs.update(resume=checkpoints, **{k: getattr(cfg, k) for k in RESUMABLE_KEYS})
+    try:
+        if len(engines) == 2:
+            run = api.compare(base, **kwargs)
+        else:
+            run = api.train(base, engine=engines[0], **kwargs)
+    except RunInterrupted as stop:
+        _say_interrupted(stop, verb, out)
+        return 143 if stop.signum == signal.SIGTERM else 130
     print()
     from nnscratch.report.results_table import results_table  # imports matplotlib: only once there is a result
 
@@ -257,6 +303,18 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
     return 0
 
 
+def _say_interrupted(stop, verb: str, out: Path) -> None:
+    """One line: where the run stopped, its checkpoint, the exact command that resumes it."""
+    what = "interrupted" if stop.signum == signal.SIGINT else "terminated"
+    if stop.checkpoint is None:
+        print(f"nnscratch: {what} during {stop.engine} training (checkpoints are off: nothing to resume)",
+              file=sys.stderr)
+        return
+    target = out if verb == "compare" else Path(stop.checkpoint)
+    print(f"nnscratch: {what}: {stop.engine} checkpoint written to {stop.checkpoint}; resume with: "
+          f"nnscratch {verb} --resume {shlex.quote(str(target))} --out {shlex.quote(str(out))}", file=sys.stderr)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -266,7 +324,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from nnscratch.data.preprocess import ChannelStats, to_features
     from nnscratch.run.experiment import check_out_dir
     from nnscratch.training.metrics import classification_report
-    from nnscratch.files.model_files import load_model
+    from nnscratch.files.checkpoint import load_model_or_checkpoint
     from nnscratch.threads import set_threads
 
     if args.json:  # checked before any work, like --out
@@ -274,7 +332,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         if json_path.is_dir():
             raise UsageError(f"--json {json_path} is a folder; pass a file name such as {json_path / 'metrics.json'}")
         check_out_dir(json_path.parent, flag="--json")
-    state, spec, info = load_model(args.model)
+    state, spec, info = load_model_or_checkpoint(args.model)
     dtype = np.dtype(args.dtype or info.get("dtype", "float32"))
     # the model's data options (split seed and size, resizing, colour, CSV layout) apply to whatever
     # --dataset is evaluated: the images are converted to what the model was trained on
@@ -305,12 +363,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Terminated(BaseException):
-    """SIGTERM, turned into an exception so that every atomic write in flight removes its temp file."""
-
-
 def _on_sigterm(signum, frame):
-    raise _Terminated()
+    raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nnscratch: interrupted", file=sys.stderr)
         return 130
-    except _Terminated:
+    except Terminated:
         print("nnscratch: terminated", file=sys.stderr)
         return 143
     except OSError as exc:  # the disk, not the user: full, read-only, permissions changed mid-run

@@ -186,3 +186,5 @@ class NumpyEngine:
         self.model.load_state_dict(model)
         self.optimizer.load_state({k[len("optimizer."):]: v for k, v in state.items() if k.startswith("optimizer.")})
         self.steps = int(state.get("engine.steps", 0))
+        if self.optimizer.steps:  # the optimizer has stepped once per engine step (SGD's state has no count)
+            self.optimizer.steps = self.steps

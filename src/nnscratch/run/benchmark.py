@@ -126,12 +126,11 @@ def _engine_runner(engine, pixels, y, batch_size: int, dtype, lr: float = 0.01, 
 
     It is the training loop of ``nnscratch compare`` itself: uint8 pixels, scaled per batch; with
     ``dropout`` (the model's dropout layers) the loop draws the masks, as in a comparison."""
-    from nnscratch.training.loop import fit
+    from nnscratch.training.trainer import fit
 
     rng = np.random.default_rng(0)
-    return lambda: fit(engine, (pixels, y), None, [rng.permutation(len(y))], batch_size, 10, lr=lr,
-                       dropout=dropout, dropout_seed=np.random.SeedSequence(0), progress=False,
-                       dtype=dtype).epochs[0].time_s
+    return lambda: fit(engine, (pixels, y), None, orders=[rng.permutation(len(y))], batch_size=batch_size,
+                       num_classes=10, lr=lr, dropout=dropout, seed=0, dtype=dtype).epochs[0].time_s
 
 
 def _sklearn_runner(x, y, hidden, batch_size: int):

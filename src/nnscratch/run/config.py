@@ -35,7 +35,11 @@ _QUIET_DEFAULTS = ("jit", "val_size", "standardize", "verify", "image_size", "co
                    "step_size_down", "cyclic_mode", "total_steps", "pct_start", "anneal_strategy", "div_factor",
                    "final_div_factor", "three_phase", "plateau_factor", "plateau_patience", "plateau_threshold",
                    "plateau_threshold_mode", "plateau_cooldown", "plateau_eps", "l1", "l2", "clip_grad_norm",
-                   "early_stopping", "early_stopping_min_delta")
+                   "early_stopping", "early_stopping_min_delta", "checkpoints", "checkpoint_every",
+                   "checkpoint_every_steps", "keep_checkpoints")
+#: What may differ between a checkpoint's settings and the run that resumes it (the rest must match).
+RESUMABLE_KEYS = ("epochs", "threads", "data_dir", "device", "checkpoints", "checkpoint_every",
+                  "checkpoint_every_steps", "keep_checkpoints", "verify")
 
 
 @dataclass
@@ -111,6 +115,11 @@ class RunConfig:
     threads: int | None = None
     data_dir: str | None = None
     jit: bool = False  # NumPy engine only: Numba element-wise kernels
+    # checkpoints (OUT/checkpoints/): last.safetensors after every epoch, best.safetensors with early stopping
+    checkpoints: bool = True
+    checkpoint_every: int | None = None        # also epoch-K.safetensors every K epochs
+    checkpoint_every_steps: int | None = None  # also step-N.safetensors every N steps, inside epochs too
+    keep_checkpoints: int | None = None        # keep the newest K epoch-/step- files (None: all)
     engines: tuple[str, ...] = field(default=("numpy", "torch"))
 
     def __post_init__(self) -> None:
@@ -367,6 +376,10 @@ def check_value(key: str, value: Any) -> str | None:
         "threads": lambda: integer(1, optional=True),
         "data_dir": lambda: None if value is None or isinstance(value, str) else f"must be a folder, got {value!r}",
         "jit": lambda: boolean(),
+        "checkpoints": lambda: boolean(),
+        "checkpoint_every": lambda: integer(1, optional=True),
+        "checkpoint_every_steps": lambda: integer(1, optional=True),
+        "keep_checkpoints": lambda: integer(1, optional=True),
         "engines": lambda: None,
     }
     return checks[key]()
@@ -375,7 +388,7 @@ def check_value(key: str, value: Any) -> str | None:
 #: The keys a config file may set: every field but ``engines`` (the verb chooses those).
 CONFIG_KEYS = tuple(f.name for f in fields(RunConfig) if f.name != "engines")
 #: Flags of compare/train that are not settings of the experiment.
-_COMMAND_LINE_ONLY = ("out", "quiet", "config")
+_COMMAND_LINE_ONLY = ("out", "quiet", "config", "resume")
 #: Names other tools use for our keys, suggested when a file uses them.
 _OTHER_NAMES = {"learning_rate": "lr", "num_epochs": "epochs", "n_epochs": "epochs", "hidden_sizes": "hidden",
                 "hidden_layers": "hidden", "hidden_layer_sizes": "hidden", "batchnorm": "batch_norm",

@@ -23,13 +23,14 @@ from nnscratch.run.config import RunConfig
 from nnscratch.data import Dataset, load_dataset
 from nnscratch.data.preprocess import ChannelStats, channel_stats, standardize, to_features
 from nnscratch.engines import make_engine
-from nnscratch.errors import UsageError
+from nnscratch.errors import DataError, UsageError
 from nnscratch.files.atomic import write_json
 from nnscratch.training.metrics import classification_report, softmax
 from nnscratch.files.model_files import save_model
 from nnscratch.model.registry import dropout_layers, initial_state
 from nnscratch.model.spec import ModelSpec
-from nnscratch.training.loop import EpochRecord, History, LearningRate, batch_orders, fit, random_streams
+from nnscratch.training.loop import EpochRecord, History, ScheduleCursor
+from nnscratch.training.streams import init_rng
 
 
 @dataclass
@@ -57,12 +58,11 @@ class Arrays:
 
 @dataclass
 class RunPlan:
-    """What both engines share: the network, its initial state, the batch order, the dropout stream."""
+    """What both engines share: the network and its initial state. (The batch orders and dropout
+    masks are keyed by ``cfg.seed``: :mod:`nnscratch.training.streams`.)"""
 
     spec: ModelSpec
     initial: dict[str, np.ndarray]
-    orders: list[np.ndarray]
-    dropout_seed: np.random.SeedSequence
 
 
 @dataclass
@@ -91,21 +91,20 @@ def prepare_arrays(data: Dataset, cfg: RunConfig) -> Arrays:
 
 
 def plan_run(cfg: RunConfig, n_train: int, input_dim: int, num_classes: int) -> RunPlan:
-    """The spec, initial state, batch orders and dropout stream, all from ``cfg.seed``."""
+    """The spec and initial state (drawn from ``cfg.seed``'s init stream)."""
     spec = cfg.model_spec(input_dim, num_classes)
     if cfg.batch_norm and n_train % cfg.batch_size == 1:
         raise UsageError(f"--batch-norm needs at least 2 samples per batch, but {n_train:,} training images in "
                          f"batches of {cfg.batch_size} leave a last batch of 1: change --batch-size or --train-subset")
-    init_rng, order_rng, dropout_seed = random_streams(cfg.seed)
-    return RunPlan(spec, initial_state(spec, init_rng, cfg.init), batch_orders(order_rng, n_train, cfg.epochs),
-                   dropout_seed)
+    return RunPlan(spec, initial_state(spec, init_rng(cfg.seed), cfg.init))
 
 
 def build_engines(cfg: RunConfig, plan: RunPlan) -> dict:
     """Every engine of the run, built before any training so that a bad device fails at once.
 
-    In a comparison the torch twin applies the loop's dropout masks; trained alone it uses
-    ``nn.Dropout`` and torch's own random stream (seeded with ``cfg.seed``).
+    The torch twin always applies the loop's dropout masks (keyed by the seed, see
+    :mod:`nnscratch.training.streams`): torch's own random stream is never used, so a run of it
+    alone can be resumed bit for bit too.
     """
     engines = {}
     for name in cfg.engines:
@@ -115,31 +114,57 @@ def build_engines(cfg: RunConfig, plan: RunPlan) -> dict:
         if name == "numpy" and cfg.jit:
             options["jit"] = True
         if name == "torch":
-            options["shared_masks"] = "numpy" in cfg.engines
+            options["shared_masks"] = True
         engines[name] = make_engine(name, plan.spec, plan.initial, cfg.np_dtype, device=cfg.device, **options)
-        if name == "torch":
-            import torch
-
-            torch.manual_seed(cfg.seed)
     return engines
 
 
 def train_engines(cfg: RunConfig, plan: RunPlan, engines: dict, arrays: Arrays, progress: bool = True,
-                  on_epoch: Callable[[str, EpochRecord], None] | None = None) -> dict[str, EngineResult]:
-    """Train each engine in turn on the same batches and masks; evaluate it on the test set."""
+                  on_epoch: Callable[[str, EpochRecord], None] | None = None, *, sinks: tuple = (),
+                  checkpoints: Path | None = None, meta: dict[str, str] | None = None,
+                  resume: dict | None = None) -> dict[str, EngineResult]:
+    """Train each engine in turn on the same batches and masks; evaluate it on the test set.
+
+    Each engine gets a :class:`~nnscratch.training.trainer.Trainer` whose events go to ``sinks``
+    (and to a progress bar and ``on_epoch``). With ``checkpoints`` (a folder) each trainer writes
+    its checkpoints there (``checkpoints/<engine>/`` in a comparison), ``meta`` being the run's
+    metadata strings; ``resume`` maps engines to the :class:`~nnscratch.files.checkpoint.Checkpoint`
+    each continues from. Ctrl-C/SIGTERM raise :class:`~nnscratch.training.trainer.RunInterrupted`
+    after the step in flight and its checkpoint.
+    """
+    from nnscratch.files.checkpoint import CheckpointWriter, checkpoint_folder
     from nnscratch.training.early_stopping import EarlyStopping
+    from nnscratch.training.interrupts import stop_on_signals
+    from nnscratch.training.sinks import EpochLines, ProgressBar
+    from nnscratch.training.trainer import Trainer
 
     results = {}
     steps_per_epoch = -(-len(arrays.y_train) // cfg.batch_size)
+    names = tuple(engines)
     for name, engine in engines.items():
-        rate = LearningRate(cfg.make_schedule(steps_per_epoch), cfg.schedule_unit())
-        stopper = EarlyStopping(cfg.early_stopping, cfg.early_stopping_min_delta) if cfg.early_stopping else None
-        history = fit(engine, (arrays.x_train, arrays.y_train), (arrays.x_val, arrays.y_val), plan.orders,
-                      cfg.batch_size, plan.spec.num_classes, lr=rate, early_stopping=stopper,
-                      dropout=dropout_layers(plan.spec),
-                      dropout_seed=plan.dropout_seed, label_smoothing=cfg.label_smoothing, progress=progress,
-                      dtype=cfg.np_dtype, transform=arrays.train_transform(),
-                      on_epoch=(lambda rec, n=name: on_epoch(n, rec)) if on_epoch else None)
+        writer = None
+        if checkpoints is not None and cfg.checkpoints:
+            writer = CheckpointWriter(checkpoint_folder(checkpoints, name, names), meta or {},
+                                      every_epochs=cfg.checkpoint_every, every_steps=cfg.checkpoint_every_steps,
+                                      keep=cfg.keep_checkpoints)
+        engine_sinks = [*sinks, *([ProgressBar()] if progress else []),
+                        *([EpochLines(lambda n, r: on_epoch(n, EpochRecord(**r)))] if on_epoch else [])]
+        trainer = Trainer(engine, (arrays.x_train, arrays.y_train), (arrays.x_val, arrays.y_val), seed=cfg.seed,
+                          epochs=cfg.epochs, batch_size=cfg.batch_size, num_classes=plan.spec.num_classes,
+                          schedule=ScheduleCursor(cfg.make_schedule(steps_per_epoch), cfg.schedule_unit()),
+                          early_stopping=EarlyStopping(cfg.early_stopping, cfg.early_stopping_min_delta)
+                          if cfg.early_stopping else None,
+                          dropout=dropout_layers(plan.spec), label_smoothing=cfg.label_smoothing, dtype=cfg.np_dtype,
+                          transform=arrays.train_transform(), sinks=engine_sinks, checkpoints=writer,
+                          config=cfg.to_dict())
+        if resume and resume.get(name) is not None:
+            checkpoint = resume[name]
+            try:
+                trainer.load_state(checkpoint.tensors, checkpoint.trainer)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise DataError(f"{checkpoint.path}: cannot resume from it ({exc})") from None
+        with stop_on_signals(trainer):
+            history = trainer.run()
         engine.eval()
         results[name] = EngineResult(history, engine.predict_logits(arrays.x_test), engine.state_dict())
     return results
@@ -274,21 +299,51 @@ def check_engines(cfg: RunConfig) -> None:
             raise UsageError("--jit needs numba: pip install 'nnscratch[bench]' (or run without --jit)") from None
 
 
+def data_facts(data: Dataset, arrays: Arrays) -> dict:
+    """What a checkpoint records of the data it was trained on (checked again on resume)."""
+    return {"dataset": data.name, "train": int(len(arrays.y_train)), "val": int(len(arrays.y_val)),
+            "input_dim": int(arrays.x_train.shape[1]), "class_names": [str(c) for c in data.class_names],
+            "standardization": None if arrays.stats is None else
+            {"mean": arrays.stats.mean.tolist(), "std": arrays.stats.std.tolist()}}
+
+
 def run_experiment(cfg: RunConfig, out_dir: Path | None, progress: bool = True,
                    on_epoch: Callable[[str, EpochRecord], None] | None = None,
-                   data: Dataset | None = None) -> tuple[dict, dict[str, EngineResult]]:
+                   data: Dataset | None = None, resume: dict | None = None) -> tuple[dict, dict[str, EngineResult]]:
     """Train ``cfg.engines`` and, unless ``out_dir`` is None, write everything into it.
 
+    With ``out_dir``, the run also writes ``metrics.jsonl`` (every event, as it happens) and its
+    checkpoints (``checkpoints/``, unless ``cfg.checkpoints`` is off) while it trains. ``resume``
+    maps engines to the checkpoints they continue from (:func:`nnscratch.run.resume.load_checkpoints`).
     Returns the ``metrics.json`` dict and each engine's :class:`EngineResult`.
     """
+    from nnscratch.files.checkpoint import run_meta
+    from nnscratch.run.resume import check_fits
+    from nnscratch.training.sinks import JsonlWriter
+
     if out_dir is not None:
         check_out_dir(out_dir)
     check_engines(cfg)
     data = data or load_dataset(cfg.dataset, cfg.data_dir, progress=progress, **cfg.data_options())
     arrays = prepare_arrays(data, cfg)
     plan = plan_run(cfg, len(arrays.y_train), arrays.x_train.shape[1], len(data.class_names))
+    facts = data_facts(data, arrays)
+    for checkpoint in (resume or {}).values():
+        if checkpoint is not None:
+            check_fits(checkpoint, plan.spec, facts)
     engines = build_engines(cfg, plan)
-    results = train_engines(cfg, plan, engines, arrays, progress, on_epoch)
+    sinks, checkpoints = [], None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        sinks.append(JsonlWriter(out_dir / "metrics.jsonl"))
+        checkpoints = out_dir / "checkpoints"
+    meta = run_meta(plan.spec, cfg.to_dict(), {**facts, "data_options": cfg.data_options()})
+    try:
+        results = train_engines(cfg, plan, engines, arrays, progress, on_epoch, sinks=tuple(sinks),
+                                checkpoints=checkpoints, meta=meta, resume=resume)
+    finally:
+        for sink in sinks:
+            sink.close()
     metrics = assemble_metrics(cfg, plan, data, arrays, results)
     if out_dir is not None:
         write_outputs(out_dir, cfg, plan, metrics, data, arrays, results)

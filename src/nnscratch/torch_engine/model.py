@@ -177,6 +177,7 @@ class TorchEngine:
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.load_state_dict({k: v for k, v in state.items() if not k.startswith(("optimizer.", "engine."))})
         params = dict(self.model.named_parameters())
+        self.optimizer.state.clear()  # what is not in ``state`` must not survive from before
         for key, value in state.items():
             if key.startswith("optimizer."):
                 pname, sname = key[len("optimizer."):].rsplit(".", 1)

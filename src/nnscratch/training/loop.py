@@ -1,21 +1,19 @@
-"""The training loop, written once for both engines. It returns data and never prints or plots.
+"""The pieces of the training loop, written once for both engines: what an epoch records
+(:class:`EpochRecord`), the run's record (:class:`History`, a sink of the trainer's events), the
+schedule cursor, batch gathering and evaluation; and the one-call loop :func:`~nnscratch.training.trainer.fit`.
 
-The loop owns every random stream (:func:`random_streams`): one ``SeedSequence`` spawns the
-generators of the initial weights, the batch order and the dropout masks. ``batch_orders`` draws
-every epoch's permutation up front and both engines are handed the same list; the dropout masks
-are drawn step by step from a fresh generator of the same seed for each engine. So the twins see
-the same batches in the same order and drop the same units. Progress bars (tqdm) are the one
-side channel. The loop knows engines only through :class:`nnscratch.engines.Engine`.
+The loop itself is :class:`nnscratch.training.trainer.Trainer`; the random streams it draws from
+are :mod:`nnscratch.training.streams`. Nothing here prints or plots; progress bars and epoch lines
+are sinks (:mod:`nnscratch.training.sinks`). The loop knows engines only through
+:class:`nnscratch.engines.Engine`.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from nnscratch.data.preprocess import scale_pixels
 from nnscratch.training.metrics import cross_entropy, weighted_f1
@@ -49,59 +47,62 @@ class History:
     def records(self) -> list[dict]:
         return [asdict(e) for e in self.epochs]
 
+    def __call__(self, event) -> None:
+        """As a sink of the trainer's events: every step's loss and rate, every epoch's record,
+        the early-stopping outcome at the end."""
+        kind = event.kind
+        if kind == "step_end":
+            self.step_loss.append(event.loss)
+            self.step_lr.append(event.lr)
+        elif kind == "epoch_end":
+            record = EpochRecord(**event.record)
+            self.epochs.append(record)
+            self.train_time_s += record.time_s
+        elif kind == "run_end" and "early_stopping" in event.detail:
+            self.early_stopping = event.detail["early_stopping"]
 
-class LearningRate:
-    """The learning rate of every step: a schedule (:mod:`nnscratch.training.schedules`) read per batch or per epoch.
 
-    ``unit="step"``: step ``k`` of the run uses ``schedule.lr(k)``; ``unit="epoch"``: every step of
-    epoch ``e`` (0-based) uses ``schedule.lr(e)``. A plateau schedule also hears each epoch's
-    validation loss through :meth:`end_epoch`. A fresh :class:`LearningRate` per engine, so the
-    twins see the same rates.
+class ScheduleCursor:
+    """Where the run is in its learning-rate schedule (:mod:`nnscratch.training.schedules`):
+    which rate each step gets, read per batch or per epoch.
+
+    ``unit="step"``: global step ``k`` (0-based) uses ``schedule.lr(k)``; ``unit="epoch"``: every
+    step of epoch ``e`` (0-based) uses ``schedule.lr(e)``, and :meth:`end_epoch` moves on after
+    the epoch, as torch users call ``scheduler.step()``. A plateau schedule also hears each epoch's
+    validation loss there (``scheduler.step(val_loss)``). One cursor per engine, so the twins see
+    the same rates; :meth:`state` goes into checkpoints.
     """
 
     def __init__(self, schedule, unit: str = "step") -> None:
         if unit not in ("step", "epoch"):
             raise ValueError(f"unit must be 'step' or 'epoch', got {unit!r}")
         self.schedule, self.unit = schedule, unit
-        self._epochs_done = 0
+        self.epochs_done = 0
+
+    @classmethod
+    def constant(cls, lr: float) -> "ScheduleCursor":
+        from nnscratch.training.schedules import Constant
+
+        return cls(Constant(lr), "step")
 
     def at(self, step: int) -> float:
-        return self.schedule.lr(step if self.unit == "step" else self._epochs_done)
+        """The learning rate of global step ``step`` (0-based)."""
+        return self.schedule.lr(step if self.unit == "step" else self.epochs_done)
 
     def end_epoch(self, val_loss: float) -> None:
-        self._epochs_done += 1
+        self.epochs_done += 1
         self.schedule.observe(val_loss)
 
+    def state(self) -> dict[str, np.ndarray]:
+        """``epochs_done`` and the schedule's own state (plateau's counters), as named arrays."""
+        return {"epochs_done": np.array(self.epochs_done, dtype=np.int64),
+                **{f"schedule.{k}": v for k, v in self.schedule.state().items()}}
 
-class _Constant:
-    def __init__(self, lr: float) -> None:
-        self.value = float(lr)
-
-    def lr(self, step: int) -> float:
-        return self.value
-
-    def observe(self, metric: float) -> None:
-        pass
-
-
-def random_streams(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.random.SeedSequence]:
-    """The run's random streams from one seed: ``(initial weights, batch order, dropout)``.
-
-    The first two are generators; the dropout stream is returned as its ``SeedSequence`` so that
-    :func:`fit` can start a fresh, identical generator for each engine it trains.
-    """
-    init_seq, order_seq, dropout_seq = np.random.SeedSequence(seed).spawn(3)
-    return np.random.default_rng(init_seq), np.random.default_rng(order_seq), dropout_seq
-
-
-def dropout_keeps(rng: np.random.Generator, layers: list[tuple[int, int, float]], n: int) -> dict[int, np.ndarray]:
-    """One step's ``keep`` masks: ``{layer index: bool (n, width)}``, each unit kept with probability 1 - p."""
-    return {i: rng.random((n, width)) >= p for i, width, p in layers}
-
-
-def batch_orders(rng: np.random.Generator, n: int, epochs: int) -> list[np.ndarray]:
-    """Every epoch's shuffled sample order, drawn from ``rng``: the one source of batch order."""
-    return [rng.permutation(n) for _ in range(epochs)]
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        if "epochs_done" not in state:
+            raise ValueError(f"schedule state needs epochs_done, got {sorted(state)}")
+        self.epochs_done = int(np.asarray(state["epochs_done"]).reshape(()))
+        self.schedule.load_state({k[len("schedule."):]: v for k, v in state.items() if k.startswith("schedule.")})
 
 
 class BatchGatherer:
@@ -153,79 +154,3 @@ def evaluate(engine, x: np.ndarray, y: np.ndarray, num_classes: int, label_smoot
     pred = logits.argmax(axis=1)
     return {"loss": cross_entropy(logits, y, label_smoothing), "accuracy": float(np.mean(pred == y)),
             "f1": weighted_f1(y, pred, num_classes)}
-
-
-def fit(engine, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray] | None,
-        orders: list[np.ndarray], batch_size: int, num_classes: int, *, lr: float | LearningRate,
-        early_stopping=None,
-        dropout: list[tuple[int, int, float]] | None = None, dropout_seed: np.random.SeedSequence | None = None,
-        label_smoothing: float = 0.0, progress: bool = True,
-        on_epoch: Callable[[EpochRecord], None] | None = None, dtype=None,
-        transform: Callable[[np.ndarray], object] | None = None) -> History:
-    """Train ``engine`` for ``len(orders)`` epochs on ``train`` and return its :class:`History`.
-
-    ``train = (x, y)``: ``x`` holds the model inputs, or the ``uint8`` pixels with ``dtype`` the
-    engine's float type (see :class:`BatchGatherer`); ``val`` holds model inputs.
-    ``lr`` is the learning rate, or a :class:`LearningRate` (a schedule). ``early_stopping`` is an
-    :class:`~nnscratch.training.early_stopping.EarlyStopping` watching the validation loss: training stops
-    when it says so, and the engine gets back the state of the best epoch (``History.early_stopping``
-    says where and why).
-    ``dropout`` lists ``(layer index, width, p)`` of the model's dropout layers
-    (:func:`nnscratch.model.registry.dropout_layers`); their masks are drawn from ``dropout_seed``.
-    """
-    x, y = train
-    gather = BatchGatherer(x, y, batch_size, dtype, transform)
-    rate = lr if isinstance(lr, LearningRate) else LearningRate(_Constant(lr))
-    if early_stopping is not None and val is None:
-        raise ValueError("early stopping needs a validation set")
-    best_state = None
-    mask_rng = np.random.default_rng(dropout_seed) if dropout else None
-    history = History(engine.name)
-    engine.train()
-    start_all = time.perf_counter()
-    for epoch, order in enumerate(orders, start=1):
-        starts = range(0, len(order), batch_size)
-        bar = tqdm(starts, desc=f"{engine.name:>5} epoch {epoch}/{len(orders)}", unit="step",
-                   disable=not progress, leave=False, mininterval=0.5)
-        lr_at, record_lr, step = rate.at, history.step_lr.append, engine.train_step
-        t0 = time.perf_counter()
-        for s in bar:
-            xb, yb = gather.batch(order[s:s + batch_size])
-            masks = dropout_keeps(mask_rng, dropout, len(yb)) if dropout else None
-            step_lr = lr_at(engine.steps)
-            record_lr(step_lr)
-            step(xb, yb, step_lr, masks)
-        losses, correct = engine.take_epoch_stats()
-        dt = time.perf_counter() - t0
-        bar.close()
-        val_stats = evaluate(engine, *val, num_classes, label_smoothing) if val is not None else \
-            {"loss": float("nan"), "accuracy": float("nan"), "f1": float("nan")}
-        weights = np.diff(np.r_[list(starts), len(order)])  # batch sizes: the last one may be short
-        record = EpochRecord(epoch, float(np.average(losses, weights=weights)), correct / len(order),
-                             val_stats["loss"], val_stats["accuracy"], val_stats["f1"], dt)
-        history.step_loss.extend(losses.tolist())
-        history.epochs.append(record)
-        history.train_time_s += dt
-        rate.end_epoch(record.val_loss)
-        if on_epoch is not None:
-            on_epoch(record)
-        if early_stopping is not None:
-            stop = early_stopping.update(epoch, record.val_loss)
-            if early_stopping.best_epoch == epoch:
-                best_state = engine.state()  # copies: what to go back to
-            if stop:
-                break
-    if early_stopping is not None:
-        history.early_stopping = _restore_best(engine, early_stopping, best_state, len(history.epochs))
-    history.wall_time_s = time.perf_counter() - start_all
-    return history
-
-
-def _restore_best(engine, stopper, best_state, epochs_run: int) -> dict:
-    """Put the best epoch's state back into ``engine``; what happened, for the report."""
-    restored = best_state is not None and stopper.best_epoch != epochs_run
-    if restored:
-        engine.load_state(best_state)
-    return {"stopped_epoch": stopper.stopped_epoch, "best_epoch": stopper.best_epoch,
-            "best_val_loss": stopper.best_loss if np.isfinite(stopper.best_loss) else None, "restored_best": restored,
-            "reason": stopper.reason + (f"; weights of epoch {stopper.best_epoch} restored" if restored else "")}

@@ -1,0 +1,85 @@
+"""Resuming a run from its checkpoints: which files, which settings, and whether they still fit.
+
+A checkpoint carries its run's whole configuration, so resuming needs only the checkpoint: its
+settings are the base, as a config file is, and a setting given again must agree with it, except
+those in :data:`~nnscratch.run.config.RESUMABLE_KEYS` (``epochs`` to extend the run, threads,
+device, data folder, checkpoint options). After the data is loaded, :func:`check_fits` makes sure
+it is the data and the network the checkpoint was trained on, and says what differs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nnscratch.errors import DataError, UsageError
+from nnscratch.files.checkpoint import Checkpoint, find_checkpoint, read_checkpoint
+from nnscratch.run.config import RESUMABLE_KEYS, RunConfig
+
+#: Schedules whose length is the run's (unless their own length is set): extending a run stretches them.
+_RUN_LENGTH_SCHEDULES = {"cosine": "t_max", "onecycle": "total_steps", "cyclic": None}
+
+
+def load_checkpoints(path: str | Path, engines: tuple[str, ...]) -> dict[str, Checkpoint | None]:
+    """Each engine's checkpoint to resume from (None: that engine had not started; it starts fresh)."""
+    found = {engine: find_checkpoint(path, engine, engines) for engine in engines}
+    if not any(found.values()):
+        raise UsageError(f"resume: no checkpoint in {path}; pass OUT/checkpoints/last.safetensors of a run "
+                         "(or its folder)")
+    checkpoints = {engine: read_checkpoint(p) if p else None for engine, p in found.items()}
+    for engine, ck in checkpoints.items():
+        if ck is not None and ck.engine != engine:
+            raise UsageError(f"resume: {ck.path} is a checkpoint of the {ck.engine} engine, not of {engine}; "
+                             f"resume it with train --engine {ck.engine}")
+        if ck is not None and tuple(ck.config.get("engines", ())) != engines:
+            was = " and ".join(ck.config.get("engines", ()))
+            raise UsageError(f"resume: {ck.path} comes from a run of {was}, this one trains {' and '.join(engines)}; "
+                             "resume it with the command that started it")
+    return checkpoints
+
+
+def resumed_config(checkpoints: dict[str, Checkpoint | None], given: dict, engines: tuple[str, ...]) -> RunConfig:
+    """The checkpoint's settings with ``given`` (settings passed again) applied; a given setting
+    that differs from the checkpoint's and may not change on resume is an error naming it."""
+    first = next(ck for ck in checkpoints.values() if ck is not None)
+    base = {k: v for k, v in first.config.items() if k not in ("engines", "model")}
+    try:
+        saved = RunConfig(**base, engines=engines)
+        wanted = RunConfig(**{**base, **given}, engines=engines)
+    except TypeError as exc:
+        raise DataError(f"{first.path}: its settings are not this nnscratch's ({exc})") from None
+    s, w = saved.to_dict(), wanted.to_dict()
+    clashes = [f"{k} {w[k]!r} (the checkpoint has {s[k]!r})" for k in given
+               if k in s and w[k] != s[k] and k not in RESUMABLE_KEYS]
+    if clashes:
+        raise UsageError(f"resume: {'; '.join(clashes)} contradicts the checkpoint; on resume only "
+                         f"{', '.join(RESUMABLE_KEYS)} may change")
+    done = max(len(ck.trainer["history"]["epochs"]) for ck in checkpoints.values() if ck is not None)
+    if wanted.epochs < done:
+        raise UsageError(f"resume: the checkpoint has trained {done} epochs; epochs must be at least {done}, "
+                         f"got {wanted.epochs}")
+    return wanted
+
+
+def extension_note(checkpoints: dict[str, Checkpoint | None], cfg: RunConfig) -> str | None:
+    """What a longer run means for a schedule whose length is the run's, or None."""
+    first = next(ck for ck in checkpoints.values() if ck is not None)
+    before = int(first.config.get("epochs", cfg.epochs))
+    if cfg.epochs == before or cfg.lr_schedule not in _RUN_LENGTH_SCHEDULES:
+        return None
+    own = _RUN_LENGTH_SCHEDULES[cfg.lr_schedule]
+    if own is None or getattr(cfg, own) is not None:
+        return None
+    return (f"the {cfg.lr_schedule} schedule spans the run: extended from {before} to {cfg.epochs} epochs it is "
+            f"stretched to the new length, so the rates from here on follow the longer curve (the steps already "
+            f"done keep the rates they had); set {own} to fix its length")
+
+
+def check_fits(checkpoint: Checkpoint, spec, data_facts: dict) -> None:
+    """The checkpoint was trained on this network and this data (sizes, classes), or say what differs."""
+    if checkpoint.spec.to_json() != spec.to_json():
+        raise DataError(f"{checkpoint.path}: its network is {checkpoint.spec.describe()}, this run's is "
+                        f"{spec.describe()}; resume with the settings it was trained with")
+    differ = [f"{k} {checkpoint.data.get(k)!r} in the checkpoint, {v!r} now" for k, v in data_facts.items()
+              if checkpoint.data.get(k) != v]
+    if differ:
+        raise DataError(f"{checkpoint.path}: it was trained on other data: {'; '.join(differ)}")

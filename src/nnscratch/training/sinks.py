@@ -1,0 +1,156 @@
+"""Sinks: what listens to a trainer's events (:mod:`nnscratch.training.events`).
+
+* :class:`ProgressBar`: a tqdm bar per epoch, shown only when stderr is a terminal (a run piped
+  to a log file gets no carriage-return residue);
+* :class:`EpochLines`: calls a function with each epoch's record (the command line prints them);
+* :class:`JsonlWriter`: ``metrics.jsonl``, one JSON object per event (step losses batched per
+  line), flushed at least every second, so that another process can follow a run;
+  :func:`read_jsonl` reads such a file, a half-written last line included.
+
+The :class:`~nnscratch.training.loop.History` is a sink too, and so is early stopping's
+:class:`~nnscratch.training.trainer.RestoreBest`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Iterator
+
+
+class ProgressBar:
+    """A tqdm progress bar over each epoch's steps (``disable``: never; None: when stderr is not a terminal)."""
+
+    def __init__(self, disable: bool | None = None) -> None:
+        self.disable = (not _is_terminal(sys.stderr)) if disable is None else disable
+        self._bar = None
+        self._epochs = 0
+        self._steps_per_epoch = 0
+
+    def __call__(self, event) -> None:
+        if self.disable:
+            return
+        kind = event.kind
+        if kind == "run_start":
+            self._epochs, self._steps_per_epoch = event.epochs, event.steps_per_epoch
+        elif kind == "step_end":
+            if self._bar is None:
+                from tqdm.auto import tqdm
+
+                self._bar = tqdm(total=self._steps_per_epoch, unit="step", leave=False, mininterval=0.5,
+                                 desc=f"{event.engine:>5} epoch {event.epoch}/{self._epochs}",
+                                 initial=(event.step - 1) % self._steps_per_epoch)
+            self._bar.update(1)
+        elif kind in ("epoch_end", "run_end") and self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class EpochLines:
+    """Calls ``write(engine, record)`` after every epoch (``record``: the EpochRecord as a dict)."""
+
+    def __init__(self, write: Callable[[str, dict], None]) -> None:
+        self.write = write
+
+    def __call__(self, event) -> None:
+        if event.kind == "epoch_end":
+            self.write(event.engine, event.record)
+
+
+class JsonlWriter:
+    """Appends the events to ``path`` as JSON lines, flushed at least every ``flush_s`` seconds.
+
+    ``StepEnd`` events are gathered and written as one line per block:
+    ``{"kind": "steps", "engine": ..., "first_step": k, "epoch": [...], "loss": [...], "lr": [...]}``;
+    every other event is one line, its dataclass fields (``kind`` included). Non-finite numbers are
+    written as ``null`` (the file is strict JSON). Every line also has ``"time"`` (Unix seconds).
+    """
+
+    def __init__(self, path: str | Path, flush_s: float = 1.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")
+        self.flush_s = flush_s
+        self._last_flush = time.monotonic()
+        self._steps: list = []
+
+    def __call__(self, event) -> None:
+        if event.kind == "step_end":
+            self._steps.append(event)
+            if time.monotonic() - self._last_flush >= self.flush_s:
+                self._write_steps()
+                self._flush()
+            return
+        self._write_steps()
+        self._write(asdict(event))
+        self._flush()
+        if event.kind == "run_end":
+            self.close()
+
+    def _write_steps(self) -> None:
+        if not self._steps:
+            return
+        s, self._steps = self._steps, []
+        self._write({"kind": "steps", "engine": s[0].engine, "first_step": s[0].step,
+                     "epoch": [e.epoch for e in s], "loss": [e.loss for e in s], "lr": [e.lr for e in s],
+                     "batch_size": [e.batch_size for e in s]})
+
+    def _write(self, obj: dict) -> None:
+        if self._file.closed:
+            self._file = open(self.path, "a", encoding="utf-8")
+        obj = {**obj, "time": round(time.time(), 3)}
+        self._file.write(json.dumps(_finite(obj), allow_nan=False) + "\n")
+
+    def _flush(self) -> None:
+        self._file.flush()
+        self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._write_steps()
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+
+def _finite(obj):
+    """``obj`` with NaN and infinities as None (strict JSON)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict]:
+    """The events of a ``metrics.jsonl`` that may still be growing: each complete line as a dict.
+
+    A last line without its newline (the writer is mid-line) is left out; so is a line that is not
+    a JSON object (a file cut by a crash). Reading again later yields it once it is complete.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    lines = data.split(b"\n")
+    for line in lines[:-1]:  # what follows the last newline is unfinished
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(obj, dict):
+            yield obj

@@ -1,0 +1,336 @@
+"""The training loop as an object that owns the run: :class:`Trainer`.
+
+A trainer holds one engine and everything around its steps: the batch source (gathered rows, the
+epoch orders, the keyed dropout masks: :mod:`~nnscratch.training.streams`), the schedule cursor,
+early stopping, and the position (epoch, step within it). It emits events
+(:mod:`~nnscratch.training.events`) to sinks: the :class:`~nnscratch.training.loop.History`,
+the progress bar, ``metrics.jsonl``, the command line's epoch lines, restore-best. It prints
+nothing itself.
+
+Because the trainer owns all of the run's state, ``trainer.state()`` (its own position, schedule,
+early-stopping and history state plus ``engine.state()``) is a checkpoint, and a trainer built
+the same way and handed that state with :meth:`Trainer.load_state` continues bit for bit: same
+batches (orders are a function of ``(seed, epoch)``), same masks (``(seed, epoch, step)``), same
+rates, same weights. One epoch, in order::
+
+    for each batch s of epoch e:   rows <- gather(order(e)[s*B:(s+1)*B]); masks <- keys(e, s)
+                                   lr <- cursor.at(step); engine.train_step(rows, labels, lr, masks)
+                                   every `loss_block` steps: drain the losses -> StepEnd events
+                                   every `every_steps` steps: checkpoint (mid-epoch)
+    evaluate on the validation set -> Evaluation;  cursor.end_epoch(val loss)
+    early stopping -> EpochEnd(best, stop);  checkpoints (last, best, epoch-K)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict
+from typing import Callable, Iterable
+
+import numpy as np
+
+from nnscratch.errors import RunInterrupted
+from nnscratch.training.events import CheckpointWritten, EpochEnd, Evaluation, RunEnd, RunStart, StepEnd
+from nnscratch.training.loop import BatchGatherer, EpochRecord, History, ScheduleCursor, evaluate
+from nnscratch.training.streams import EpochOrders, dropout_keeps
+
+#: Format of the trainer's part of a checkpoint (:meth:`Trainer.state`).
+TRAINER_STATE_VERSION = 1
+
+
+class RestoreBest:
+    """Early stopping's restore-best, as an observer: keeps a copy of the engine's state at every
+    epoch that early stopping counts as the best, and puts it back when the run ends after a later
+    epoch (finished or stopped early; never when interrupted, since the run goes on later)."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.best_state: dict[str, np.ndarray] | None = None
+
+    def __call__(self, event) -> None:
+        if isinstance(event, EpochEnd) and event.best:
+            self.best_state = self.engine.state()
+        elif isinstance(event, RunEnd) and event.reason in ("finished", "early_stop"):
+            info = event.detail.get("early_stopping") or {}
+            if info.get("restored_best") and self.best_state is not None:
+                self.engine.load_state(self.best_state)
+
+
+class Trainer:
+    """Train ``engine`` for ``epochs`` epochs on ``train = (x, y)`` and emit events to ``sinks``.
+
+    Parameters
+    ----------
+    engine : an :class:`~nnscratch.engines.Engine`
+    train : ``(x, y)``: model inputs, or ``uint8`` pixels with ``dtype`` the engine's float type
+        (see :class:`~nnscratch.training.loop.BatchGatherer`); ``transform`` is applied to each batch
+    val : ``(x, y)`` model inputs, or None (then no validation figures, no early stopping)
+    seed : the run's seed: batch orders and dropout masks are keyed by it
+    schedule : a :class:`~nnscratch.training.loop.ScheduleCursor`, or a constant learning rate
+    early_stopping : an :class:`~nnscratch.training.early_stopping.EarlyStopping` or None
+    dropout : ``(layer index, width, p)`` of the model's dropout layers (masks drawn per step)
+    orders : where epoch orders come from (default: :class:`~nnscratch.training.streams.EpochOrders`
+        of ``seed``); anything with ``.order(epoch) -> permutation``
+    checkpoints : a :class:`~nnscratch.files.checkpoint.CheckpointWriter` (or None): it is asked
+        after every step and every epoch whether to write, and handed :meth:`state`
+    loss_block : how many steps' losses are drained at once (one host sync per block on torch)
+    """
+
+    def __init__(self, engine, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray] | None, *,
+                 seed: int, epochs: int, batch_size: int, num_classes: int, schedule: ScheduleCursor | float,
+                 early_stopping=None, dropout: list[tuple[int, int, float]] | None = None,
+                 label_smoothing: float = 0.0, dtype=None, transform: Callable | None = None,
+                 sinks: Iterable[Callable] = (), orders=None, checkpoints=None, config: dict | None = None,
+                 loss_block: int = 64) -> None:
+        if early_stopping is not None and val is None:
+            raise ValueError("early stopping needs a validation set")
+        x, y = train
+        self.engine, self.val, self.seed, self.epochs = engine, val, int(seed), int(epochs)
+        self.batch_size = max(1, min(int(batch_size), len(y)))
+        self.num_classes, self.label_smoothing = num_classes, label_smoothing
+        self.gather = BatchGatherer(x, y, self.batch_size, dtype, transform)
+        self.n_train = len(y)
+        self.steps_per_epoch = -(-self.n_train // self.batch_size)
+        self.cursor = schedule if isinstance(schedule, ScheduleCursor) else ScheduleCursor.constant(schedule)
+        self.early_stopping, self.dropout = early_stopping, list(dropout or [])
+        self.orders = orders if orders is not None else EpochOrders(self.seed, self.n_train)
+        self.checkpoints, self.config, self.loss_block = checkpoints, dict(config or {}), max(1, int(loss_block))
+        self.history = History(engine.name)
+        self.restore_best = RestoreBest(engine) if early_stopping is not None else None
+        self.sinks: list[Callable] = [self.history, *([self.restore_best] if self.restore_best else []), *sinks]
+        # the position: epoch (0-based) and steps done in it; the partial epoch's figures
+        self.epoch, self.step_in_epoch = 0, 0
+        self.finished: str | None = None        # why the run ended, once it has
+        self._epoch_correct, self._epoch_time = 0, 0.0
+        self._pending: list[tuple[int, int, float, int]] = []  # (step, epoch, lr, batch size) not drained yet
+        self._stop_signal: int | None = None
+
+    # -- the run ---------------------------------------------------------------------------------
+
+    @property
+    def step(self) -> int:
+        """Global steps done (the engine's count)."""
+        return self.engine.steps
+
+    def request_stop(self, signum: int) -> None:
+        """Ask the run to stop after the step in flight (called from a signal handler)."""
+        self._stop_signal = signum
+
+    def run(self) -> History:
+        """Train until the planned epochs are done, early stopping says stop, or an interruption
+        (:meth:`request_stop`) arrives: then raise :class:`RunInterrupted` after checkpointing."""
+        self._emit(RunStart(self.engine.name, self.config, self.epochs, self.steps_per_epoch, self.batch_size,
+                            self.n_train, self.epoch, self.step))
+        start = time.perf_counter()
+        self.engine.train()
+        try:
+            while self.finished is None and self.epoch < self.epochs:
+                if self._stop_signal is not None:
+                    raise _Stop(self._stop_signal)
+                self._run_epoch()
+        except _Stop as stop:
+            self.history.wall_time_s += time.perf_counter() - start
+            path = self._write_checkpoint(("last",)) if self.checkpoints is not None else None
+            self._emit(RunEnd(self.engine.name, "interrupted", len(self.history.epochs), self.step,
+                              {"checkpoint": path}))
+            raise RunInterrupted(stop.signum, self.engine.name, path) from None
+        except BaseException:
+            self._emit_quietly(RunEnd(self.engine.name, "error", len(self.history.epochs), self.step))
+            raise
+        self.finished = self.finished or "finished"
+        self.history.wall_time_s += time.perf_counter() - start
+        if self.checkpoints is not None:
+            self._write_checkpoint(("last",))
+        detail = {"early_stopping": self._early_stopping_outcome()} if self.early_stopping is not None else {}
+        self._emit(RunEnd(self.engine.name, self.finished, len(self.history.epochs), self.step, detail))
+        return self.history
+
+    def _run_epoch(self) -> None:
+        e, B, engine = self.epoch, self.batch_size, self.engine
+        order = self.orders.order(e)
+        step, at, gather, layers = engine.train_step, self.cursor.at, self.gather.batch, self.dropout
+        every = self.checkpoints.every_steps if self.checkpoints is not None else None
+        t0 = time.perf_counter()
+        for s in range(self.step_in_epoch, self.steps_per_epoch):
+            xb, yb = gather(order[s * B:(s + 1) * B])
+            lr = at(engine.steps)
+            step(xb, yb, lr, dropout_keeps(self.seed, e, s, layers, len(yb)) if layers else None)
+            self.step_in_epoch = s + 1
+            self._pending.append((engine.steps, e + 1, lr, len(yb)))
+            if len(self._pending) >= self.loss_block:
+                self._drain()
+            if self._stop_signal is not None or (every and engine.steps % every == 0 and s + 1 < self.steps_per_epoch):
+                self._epoch_time += time.perf_counter() - t0
+                self._drain()
+                if self._stop_signal is not None:
+                    raise _Stop(self._stop_signal)
+                self._write_checkpoint((f"step-{engine.steps}",))
+                t0 = time.perf_counter()
+        self._epoch_time += time.perf_counter() - t0
+        self._drain()
+        self._end_epoch()
+
+    def _drain(self) -> None:
+        """Hand the losses of the steps not drained yet to the sinks (one engine read)."""
+        if not self._pending:
+            return
+        losses, correct = self.engine.take_epoch_stats()
+        self._epoch_correct += correct
+        pending, self._pending = self._pending, []
+        for (k, epoch, lr, n), loss in zip(pending, losses.tolist()):
+            self._emit(StepEnd(self.engine.name, k, epoch, loss, lr, n))
+
+    def _end_epoch(self) -> None:
+        epoch = self.epoch + 1
+        losses = np.asarray(self.history.step_loss[len(self.history.step_loss) - self.steps_per_epoch:])
+        sizes = np.full(self.steps_per_epoch, self.batch_size, dtype=np.float64)
+        sizes[-1] = self.n_train - self.batch_size * (self.steps_per_epoch - 1)  # the last batch may be short
+        if self.val is not None:
+            stats = evaluate(self.engine, *self.val, self.num_classes, self.label_smoothing)
+            self._emit(Evaluation(self.engine.name, epoch, "val", stats["loss"], stats["accuracy"], stats["f1"]))
+        else:
+            stats = {"loss": math.nan, "accuracy": math.nan, "f1": math.nan}
+        record = EpochRecord(epoch, float(np.average(losses, weights=sizes)), self._epoch_correct / self.n_train,
+                             stats["loss"], stats["accuracy"], stats["f1"], self._epoch_time)
+        self.cursor.end_epoch(record.val_loss)
+        best, stop = None, False
+        if self.early_stopping is not None:
+            stop = self.early_stopping.update(epoch, record.val_loss)
+            best = self.early_stopping.best_epoch == epoch
+        self.epoch, self.step_in_epoch, self._epoch_correct, self._epoch_time = epoch, 0, 0, 0.0
+        if stop:
+            self.finished = "early_stop"
+        self._emit(EpochEnd(self.engine.name, asdict(record), best, stop))
+        if self.checkpoints is not None:
+            names = self.checkpoints.names_after_epoch(epoch, self.step, best=bool(best))
+            if names:
+                self._write_checkpoint(names)
+
+    def _early_stopping_outcome(self) -> dict:
+        """Where and why training stopped, for the report (``History.early_stopping``)."""
+        stopper, epochs_run = self.early_stopping, len(self.history.epochs)
+        restored = (self.restore_best is not None and self.restore_best.best_state is not None
+                    and stopper.best_epoch != epochs_run)
+        return {"stopped_epoch": stopper.stopped_epoch, "best_epoch": stopper.best_epoch,
+                "best_val_loss": stopper.best_loss if np.isfinite(stopper.best_loss) else None,
+                "restored_best": restored,
+                "reason": stopper.reason + (f"; weights of epoch {stopper.best_epoch} restored" if restored else "")}
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def _emit(self, event) -> None:
+        for sink in self.sinks:
+            sink(event)
+
+    def _emit_quietly(self, event) -> None:
+        """The last word after a failure: every sink hears it; a sink failing again is ignored."""
+        for sink in self.sinks:
+            try:
+                sink(event)
+            except Exception:  # noqa: BLE001 - the first failure is the one that propagates
+                pass
+
+    def _write_checkpoint(self, names: tuple[str, ...]) -> str:
+        tensors, meta = self.state()
+        path = self.checkpoints.write(self.engine.name, tensors, meta, names, step=self.step, epoch=self.epoch)
+        self._emit(CheckpointWritten(self.engine.name, str(path), tuple(names), self.step, self.epoch))
+        return str(path)
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """``(tensors, trainer)``: the engine's ``state()`` plus ``trainer.*`` arrays (the step losses
+        and rates so far, the best epoch's state under ``best.*`` with early stopping), and the
+        trainer's position and counters as a JSON-able dict. Drain first: call between steps."""
+        self._drain()
+        tensors = dict(self.engine.state())
+        tensors["trainer.step_loss"] = np.asarray(self.history.step_loss, dtype=np.float64)
+        tensors["trainer.step_lr"] = np.asarray(self.history.step_lr, dtype=np.float64)
+        for k, v in self.cursor.state().items():
+            tensors[f"trainer.schedule.{k}"] = np.asarray(v)
+        if self.early_stopping is not None:
+            for k, v in self.early_stopping.state().items():
+                tensors[f"trainer.early_stopping.{k}"] = np.asarray(v)
+            if self.restore_best.best_state is not None:
+                tensors.update({f"best.{k}": v for k, v in self.restore_best.best_state.items()})
+        trainer = {"version": TRAINER_STATE_VERSION, "engine": self.engine.name, "epoch": self.epoch,
+                   "step_in_epoch": self.step_in_epoch, "step": self.step, "epochs": self.epochs,
+                   "steps_per_epoch": self.steps_per_epoch, "batch_size": self.batch_size,
+                   "train_size": self.n_train, "epoch_correct": self._epoch_correct,
+                   "epoch_time_s": self._epoch_time, "finished": self.finished,
+                   "history": {"epochs": self.history.records(), "train_time_s": self.history.train_time_s,
+                               "wall_time_s": self.history.wall_time_s}}
+        return tensors, trainer
+
+    def load_state(self, tensors: dict[str, np.ndarray], trainer: dict) -> None:
+        """Continue from :meth:`state`: the engine's state, the position, the history so far."""
+        if trainer.get("version") != TRAINER_STATE_VERSION:
+            raise ValueError(f"trainer state version {trainer.get('version')!r} is not {TRAINER_STATE_VERSION}")
+        for key, mine in (("train_size", self.n_train), ("batch_size", self.batch_size)):
+            if trainer[key] != mine:
+                raise ValueError(f"the checkpoint was trained with {key} {trainer[key]}, this run has {mine}")
+        engine = {k: v for k, v in tensors.items() if not k.startswith(("trainer.", "best."))}
+        self.engine.load_state(engine)
+        if int(trainer["step"]) != self.engine.steps:
+            raise ValueError(f"trainer step {trainer['step']} does not match the engine's {self.engine.steps}")
+        self.cursor.load_state(_prefixed(tensors, "trainer.schedule."))
+        if self.early_stopping is not None:
+            self.early_stopping.load_state(_prefixed(tensors, "trainer.early_stopping."))
+            best = _prefixed(tensors, "best.")
+            self.restore_best.best_state = best or None
+        self.epoch, self.step_in_epoch = int(trainer["epoch"]), int(trainer["step_in_epoch"])
+        self._epoch_correct, self._epoch_time = int(trainer["epoch_correct"]), float(trainer["epoch_time_s"])
+        self.finished = trainer.get("finished")
+        if self.finished == "finished" and self.epoch < self.epochs:
+            self.finished = None  # a finished run extended with more epochs goes on
+        h = self.history
+        h.step_loss = [float(v) for v in tensors["trainer.step_loss"]]
+        h.step_lr = [float(v) for v in tensors["trainer.step_lr"]]
+        h.epochs = [EpochRecord(**r) for r in trainer["history"]["epochs"]]
+        h.train_time_s = float(trainer["history"]["train_time_s"])
+        h.wall_time_s = float(trainer["history"]["wall_time_s"])
+
+
+def fit(engine, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray] | None,
+        *, seed: int = 0, epochs: int = 1, batch_size: int, num_classes: int, lr: "float | ScheduleCursor",
+        orders=None, early_stopping=None, dropout: list[tuple[int, int, float]] | None = None,
+        label_smoothing: float = 0.0, progress: bool = False, sinks=(), dtype=None,
+        transform: Callable[[np.ndarray], object] | None = None) -> History:
+    """Train ``engine`` for ``epochs`` epochs and return its :class:`History`: a
+    :class:`~nnscratch.training.trainer.Trainer` run in one call (see there for the arguments).
+
+    ``orders`` may be a list of per-epoch permutations (then ``epochs`` is its length) instead of
+    the keyed orders of ``seed``; ``progress`` adds a progress bar (shown on a terminal only).
+    """
+    from nnscratch.training.sinks import ProgressBar
+
+    if isinstance(orders, (list, tuple)):
+        epochs, orders = len(orders), FixedOrders(orders)
+    sinks = [*sinks, *([ProgressBar()] if progress else [])]
+    trainer = Trainer(engine, train, val, seed=seed, epochs=epochs, batch_size=batch_size, num_classes=num_classes,
+                      schedule=lr, early_stopping=early_stopping, dropout=dropout, label_smoothing=label_smoothing,
+                      dtype=dtype, transform=transform, sinks=sinks, orders=orders)
+    return trainer.run()
+
+
+class FixedOrders:
+    """Epoch orders given as a list (tests and benchmarks): ``order(e)`` is ``orders[e]``."""
+
+    def __init__(self, orders) -> None:
+        self.orders = list(orders)
+
+    def order(self, epoch: int) -> np.ndarray:
+        return self.orders[epoch]
+
+
+class _Stop(Exception):
+    """Internal: an interruption was requested; the step in flight is done."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _prefixed(tensors: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
