@@ -129,16 +129,17 @@ def _check_members(tar: tarfile.TarFile, archive, names: set[str], max_bytes: di
         reason = unsafe_reason(member)
         if reason:
             raise UnsafeArchiveError(f"{archive}: refusing to extract: member {member.name!r} {reason}; {fix}")
+        wanted = member.isfile() and member.name in names
+        limit = max_bytes.get(member.name) if wanted else None
+        if limit is not None and member.size > limit:
+            raise InputTooLargeError(f"{archive}: member {member.name!r} declares {member.size:,} bytes, "
+                                     f"more than the {limit:,} it can have; {fix}")
         total += member.size
         if max_total is not None and total > max_total:
             raise InputTooLargeError(f"{archive}: its members declare more than the {max_total:,} bytes "
                                      f"it can hold; {fix}")
         check_input_bytes(str(archive), total, "what its members declare")
-        if member.isfile() and member.name in names:
-            limit = max_bytes.get(member.name)
-            if limit is not None and member.size > limit:
-                raise InputTooLargeError(f"{archive}: member {member.name!r} declares {member.size:,} bytes, "
-                                         f"more than the {limit:,} it can have; {fix}")
+        if wanted:
             if member.name in seen:
                 raise DataError(f"{archive}: member {member.name!r} occurs twice; {fix}")
             seen.add(member.name)

@@ -93,6 +93,7 @@ def read_csv(path: str | os.PathLike, *, label_column: str | int | None = None,
         raise DataError(f"{path}: only a header line, no images; give one labelled image per line")
     width = len(header) if header is not None else len(lines[0][0])
     labels_text, pixels = _parse_rows(lines, width, col, path)
+    _check_printable_labels(labels_text, lines, path)
     shape = _image_shape(width - 1, image_shape, path)
     notes: list[str] = []
     integral = bool((pixels == np.rint(pixels)).all()) if np.isfinite(pixels).all() else None
@@ -144,6 +145,16 @@ def _parse_rows(lines, width: int, col: int, path: Path) -> tuple[list[str], np.
         except ValueError:
             _raise_first_non_number(lines[start:start + _CHUNK_ROWS], col, path)
     return labels, np.concatenate(chunks)
+
+
+def _check_printable_labels(labels: list[str], lines, path: Path) -> None:
+    """A label with a NUL byte or another non-printable character is refused, shown escaped: it is
+    damage, and NumPy's text arrays would even drop a trailing NUL (merging it into another class)."""
+    bad = next((k for k, text in enumerate(labels) if not text.isprintable()), None)
+    if bad is not None:
+        raise DataError(f"{path}: line {lines[bad][1]}: the label {labels[bad]!r} holds a non-printable "
+                        f"character (shown escaped); fix the label (a NUL byte or a control character is "
+                        f"usually damage)")
 
 
 def _raise_first_non_number(lines, col: int, path: Path) -> None:
