@@ -19,7 +19,7 @@ from helpers import cli_env, encode_idx, one_line
 from memcap import HEADROOM, baseline_vm_size, run_capped
 from nnscratch.data.common import labels_from_values
 from nnscratch.errors import DataError, UsageError
-from nnscratch.limits import InputTooLargeError
+from nnscratch.data.limits import InputTooLargeError
 
 MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
                "t10k-labels-idx1-ubyte.gz")
@@ -356,7 +356,7 @@ def test_converting_images_checks_what_the_result_would_weigh(monkeypatch):
 
 
 def test_a_limit_with_a_suffix_parses(monkeypatch):
-    from nnscratch.limits import max_input_bytes
+    from nnscratch.data.limits import max_input_bytes
 
     for text, value in (("8G", 8 << 30), ("512MiB", 512 << 20), ("1000", 1000), ("4 gb", 4 << 30)):
         monkeypatch.setenv("NNSCRATCH_MAX_INPUT_BYTES", text)

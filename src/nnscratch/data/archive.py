@@ -11,7 +11,7 @@ and the member, when one of them is:
 
 **Sizes.** A member's header declares its size: a wanted member may declare no more than the
 caller's ``max_bytes`` for it, all members together (listing one means inflating those before it)
-no more than ``max_total`` and :func:`~nnscratch.limits.max_input_bytes`, and the archive may list at most
+no more than ``max_total`` and :func:`~nnscratch.data.limits.max_input_bytes`, and the archive may list at most
 :data:`MAX_MEMBERS` members. Each header is checked as soon as it is read, so an archive whose
 first member claims 4 GiB is refused before a byte of it is inflated. Then the wanted regular
 files are copied out in chunks, never more bytes than declared (a member that holds more is
@@ -27,7 +27,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from nnscratch.errors import DataError
-from nnscratch.limits import InputTooLargeError, check_input_bytes
+from nnscratch.data.limits import InputTooLargeError, check_input_bytes
 
 __all__ = ["MAX_MEMBERS", "UnsafeArchiveError", "safe_extract", "unsafe_reason"]
 
@@ -79,7 +79,7 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, wanted: se
         Member names to extract too when present; their absence is no error.
     max_bytes
         The most bytes each wanted or optional member may declare (by name); a name not in it is
-        bounded by :func:`~nnscratch.limits.max_input_bytes` alone.
+        bounded by :func:`~nnscratch.data.limits.max_input_bytes` alone.
     max_total
         The most bytes all members together may declare (extracted or not).
 

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from nnscratch.errors import DataError, UsageError
-from nnscratch.limits import MAX_IMAGE_SIDE_ENV, check_classes, check_input_bytes, max_image_side
+from nnscratch.data.limits import MAX_IMAGE_SIDE_ENV, check_classes, check_input_bytes, max_image_side
 
 __all__ = ["FileSpec", "Parts", "cache_dir", "convert_images", "frozen", "labels_from_values", "note", "parse_size",
            "pixels_to_uint8", "shape_str", "warn", "check_image_options"]
@@ -169,7 +169,7 @@ def labels_from_values(values: np.ndarray, source: str,
 
     The classes are always the distinct label values that occur, found with :func:`numpy.unique`
     (never a range up to the largest label: one label of 10**12 must not cost 10**12 names), and
-    there may be at most :func:`~nnscratch.limits.max_classes` of them.
+    there may be at most :func:`~nnscratch.data.limits.max_classes` of them.
 
     * Text labels: the classes are their sorted distinct texts. A text that holds a non-printable
       character (a NUL byte, a control character such as a tab or an escape) is refused with the
@@ -262,7 +262,7 @@ def _to_gray(images: np.ndarray) -> np.ndarray:
 def convert_images(images: np.ndarray, image_size, color, source: str) -> np.ndarray:
     """Resize (``image_size=(H, W)``, Pillow bilinear) and/or convert colour of ``(N, H, W, C)``.
 
-    What the result would weigh is checked against :func:`~nnscratch.limits.max_input_bytes`
+    What the result would weigh is checked against :func:`~nnscratch.data.limits.max_input_bytes`
     before anything is allocated.
     """
     channels = images.shape[-1]

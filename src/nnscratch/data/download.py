@@ -9,7 +9,7 @@ so the destination never holds a partial or wrong file. The file is kept as down
 original ``.gz`` bytes); only its decompressed content is hashed, so any mirror's compression of
 the same data is accepted. An archive (``digest_of="file"``, e.g. CIFAR-10's ``.tar.gz``) is
 instead checked by the SHA-256 of the downloaded bytes themselves. A transfer (and the content it
-decompresses to) may not run past :func:`~nnscratch.limits.max_input_bytes`: a mirror that sends
+decompresses to) may not run past :func:`~nnscratch.data.limits.max_input_bytes`: a mirror that sends
 more is a bad transfer, stopped at the cap.
 """
 
@@ -27,7 +27,7 @@ from tqdm import tqdm
 from nnscratch.files.atomic import atomic_path
 from nnscratch.data.idx import IDXError, check_digest, sha256_of_idx, verify_sha256
 from nnscratch.errors import DataError
-from nnscratch.limits import InputTooLargeError, max_input_bytes
+from nnscratch.data.limits import InputTooLargeError, max_input_bytes
 
 __all__ = ["DownloadError", "fetch", "mirror_url"]
 
@@ -183,7 +183,7 @@ def _transfer(url: str, out: BinaryIO, label: str, progress: bool, timeout: floa
 
 def _copy_body(response, out: BinaryIO, expected: int | None, label: str, progress: bool) -> int:
     """Stream the response body into ``out``, with an optional progress bar; return its size.
-    A body (announced or real) beyond :func:`~nnscratch.limits.max_input_bytes` is refused."""
+    A body (announced or real) beyond :func:`~nnscratch.data.limits.max_input_bytes` is refused."""
     limit = max_input_bytes()
     if expected is not None and expected > limit:
         raise _BadTransfer(f"the server announces {expected:,} bytes, above the limit of {limit:,}")

@@ -21,10 +21,10 @@
   clips them at 255 instead, which turns almost every pixel white.)
 * **Unreadable images** (corrupt, truncated, not an image) are skipped with one warning giving
   their number and the first of them; with ``strict=True`` the first one is an error instead. An
-  image larger than :func:`~nnscratch.limits.max_image_side` on a side counts as unreadable
+  image larger than :func:`~nnscratch.data.limits.max_image_side` on a side counts as unreadable
   (checked from its header, before it is decoded; Pillow's ``DecompressionBombWarning`` is never
   shown), and all decoded images together may not exceed
-  :func:`~nnscratch.limits.max_input_bytes`.
+  :func:`~nnscratch.data.limits.max_input_bytes`.
 
 **Cache.** Decoding tens of thousands of files takes a while (a progress bar shows it), so the
 result is stored in ``$XDG_CACHE_HOME/nnscratch/folder-cache/<key>.npz`` (plain arrays, no
@@ -48,7 +48,7 @@ from tqdm import tqdm
 from nnscratch.data.common import cache_dir, note, warn
 from nnscratch.errors import DataError
 from nnscratch.files.atomic import atomic_path
-from nnscratch.limits import InputTooLargeError, check_image_side, check_input_bytes
+from nnscratch.data.limits import InputTooLargeError, check_image_side, check_input_bytes
 
 __all__ = ["IMAGE_EXTENSIONS", "FolderPool", "read_folder"]
 

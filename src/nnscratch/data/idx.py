@@ -22,7 +22,7 @@ magic bytes ``1f 8b``, never by the file name, so a ``.gz`` that was decompresse
 **Bounded cost.** A file is decompressed as a stream, in 1 MiB chunks, and its SHA-256 computed
 on the way (:class:`ContentStream`), never inflated whole first: the header is read, the size it
 declares (``prod(dims) * itemsize``) is checked against
-:func:`~nnscratch.limits.max_input_bytes` before anything is allocated, and the content is
+:func:`~nnscratch.data.limits.max_input_bytes` before anything is allocated, and the content is
 collected as it arrives (so a header that lies costs what the file really holds) and never past
 the limit: a small gzip bomb stops at the cap with one line.
 
@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from nnscratch.errors import DataError
-from nnscratch.limits import MAX_INPUT_BYTES_ENV, InputTooLargeError, check_input_bytes, max_input_bytes
+from nnscratch.data.limits import MAX_INPUT_BYTES_ENV, InputTooLargeError, check_input_bytes, max_input_bytes
 
 __all__ = [
     "IDX_DTYPES",
@@ -126,7 +126,7 @@ def is_gzip(data: bytes) -> bool:
 
 class ContentStream:
     """The content of a file (decompressed when it is gzip) as a stream: read in chunks, hashed
-    (SHA-256) and counted on the way, and never past :func:`~nnscratch.limits.max_input_bytes`.
+    (SHA-256) and counted on the way, and never past :func:`~nnscratch.data.limits.max_input_bytes`.
 
     Use it as a context manager over a path or an open binary file::
 
@@ -137,7 +137,7 @@ class ContentStream:
         digest = stream.hexdigest()
 
     Raises :class:`TruncatedFileError` (gzip cut off), :class:`IDXError` (corrupt gzip, unreadable
-    file) or :class:`~nnscratch.limits.InputTooLargeError` (content beyond the limit).
+    file) or :class:`~nnscratch.data.limits.InputTooLargeError` (content beyond the limit).
     """
 
     def __init__(self, source: str | os.PathLike, fileobj=None, name: str | None = None) -> None:
@@ -217,7 +217,7 @@ def is_gzip(data: bytes) -> bool:
 
 def decompress_if_gzip(data: bytes, source: str) -> bytes:
     """Return ``data`` decompressed when it is gzip, else unchanged; decompressed as a stream and
-    never past :func:`~nnscratch.limits.max_input_bytes` (see :class:`ContentStream`)."""
+    never past :func:`~nnscratch.data.limits.max_input_bytes` (see :class:`ContentStream`)."""
     if not is_gzip(data):
         return data
     import io
@@ -236,7 +236,7 @@ def read_idx_bytes(path: str | os.PathLike) -> bytes:
     EmptyFileError
         The file is empty.
     InputTooLargeError
-        The content runs past :func:`~nnscratch.limits.max_input_bytes`.
+        The content runs past :func:`~nnscratch.data.limits.max_input_bytes`.
     """
     with ContentStream(path) as stream:
         data = bytes(stream.read(stream.limit + 1))
@@ -291,7 +291,7 @@ def read_idx(path: str | os.PathLike, *, sha256: str | None = None) -> np.ndarra
     """Read an IDX file (gzip-compressed or raw) into a native-endian NumPy array.
 
     One streamed pass (:class:`ContentStream`): the header is parsed and the size it declares
-    checked against :func:`~nnscratch.limits.max_input_bytes` first, the payload collected as it
+    checked against :func:`~nnscratch.data.limits.max_input_bytes` first, the payload collected as it
     is decompressed, the SHA-256 computed on the way.
 
     Parameters

@@ -18,10 +18,10 @@ note) or in [0, 255] (rounded); NaN, infinity or other ranges are an error.
 An NPZ is read member by member with :mod:`zipfile` and NumPy's ``.npy`` header parser, never
 by trusting it: each member's declared uncompressed size (the ZIP directory's ``file_size``) and
 its ``.npy`` header's shape and dtype are checked against
-:func:`~nnscratch.limits.max_input_bytes` and against each other before anything is read, and the
+:func:`~nnscratch.data.limits.max_input_bytes` and against each other before anything is read, and the
 data is then collected as it inflates (so a member that lies costs what it really holds, never
 more than it declared). ``x`` must have at least one image and no dimension of size 0, images at
-most :func:`~nnscratch.limits.max_image_side` pixels a side.
+most :func:`~nnscratch.data.limits.max_image_side` pixels a side.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import numpy as np
 
 from nnscratch.data.common import labels_from_values, pixels_to_uint8, shape_str
 from nnscratch.errors import DataError, UsageError
-from nnscratch.limits import check_image_side, check_input_bytes
+from nnscratch.data.limits import check_image_side, check_input_bytes
 
 __all__ = ["Pool", "read_csv", "read_npz"]
 
