@@ -57,6 +57,16 @@ CASES = [
     ("a JSON output path that is a folder", "evaluate --model DIR/digits8x8.safetensors --json DIR"),
     ("a JSON output path that cannot be written", "evaluate --model DIR/digits8x8.safetensors --json /proc/x/m.json"),
     ("a benchmark pause out of range", "bench --settle -1"),
+    # issue 19: hostile inputs, each refused from what it declares, before it costs memory or disk
+    ("an IDX file whose header declares terabytes", "compare --data-dir DIR/idx_huge"),
+    ("an NPZ whose x declares 10^12 images", "compare --dataset npz:DIR/huge_x.npz"),
+    ("an NPZ whose images have a side of 0", "compare --dataset npz:DIR/zero_side.npz"),
+    ("class names that repeat", "compare --dataset npz:DIR/dup_names.npz"),
+    ("a CSV label with a NUL byte", "compare --dataset csv:DIR/nul_label.csv"),
+    ("an image size beyond the maximum", "compare --image-size 100000x100000"),
+    ("a model with NaN weights", "evaluate --model DIR/nan.safetensors"),
+    ("a model file whose info is not an object", "evaluate --model DIR/info_list.safetensors"),
+    ("a model file whose header claims more than the file", "evaluate --model DIR/short_header.safetensors"),
 ]
 
 
@@ -81,6 +91,50 @@ def _scratch(folder: Path) -> None:
     spec = mlp_spec(input_dim=64, hidden=(16,), num_classes=10)
     save_model(folder / "digits8x8.safetensors", initial_state(spec, np.random.default_rng(0)), spec,
                engine="numpy", dtype="float32", dataset="mnist")
+    _hostile_scratch(folder, spec)
+
+
+def _hostile_scratch(folder: Path, spec) -> None:
+    """The files of the issue-19 cases: tiny files that declare huge or wrong contents."""
+    import gzip
+    import json
+    import zipfile
+
+    from helpers import encode_idx
+    from nnscratch.files.model_files import save_model
+    from nnscratch.files.safetensors_file import read_header, write_safetensors
+    from nnscratch.model.registry import initial_state
+
+    idx = folder / "idx_huge"
+    idx.mkdir()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (idx / f"{name}.gz").write_bytes(gzip.compress(encode_idx(np.zeros(3, dtype=np.uint8))))
+    huge = bytes([0, 0, 8, 3]) + np.array([4_000_000_000, 60_000, 28], dtype=">u4").tobytes()
+    (idx / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(huge + bytes(64)))
+
+    def npy(shape, data: bytes) -> bytes:
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, {"descr": "|u1", "fortran_order": False, "shape": shape})
+        return buf.getvalue() + data
+
+    y = io.BytesIO()
+    np.save(y, np.arange(6) % 2)
+    for name, x in (("huge_x", npy((10**12, 28, 28), bytes(784))), ("zero_side", npy((6, 0, 8), b""))):
+        with zipfile.ZipFile(folder / f"{name}.npz", "w") as z:
+            z.writestr("x.npy", x)
+            z.writestr("y.npy", y.getvalue())
+    np.savez(folder / "dup_names.npz", x=np.zeros((6, 2, 2), np.uint8), y=np.arange(6) % 2,
+             class_names=np.array(["cat", "cat"]))
+    (folder / "nul_label.csv").write_text("".join(f"{label},1,2,3,4\n" for label in
+                                                  ["cat", "dog", "cat\x00", "dog", "cat", "dog"]))
+    state = initial_state(spec, np.random.default_rng(0))
+    state["0.weight"][0, 0] = np.nan
+    save_model(folder / "nan.safetensors", state, spec, engine="numpy", dtype="float32", dataset="mnist")
+    good = folder / "digits8x8.safetensors"
+    metadata = {**read_header(good).metadata, "info": json.dumps([1, 2])}
+    write_safetensors(folder / "info_list.safetensors", initial_state(spec, np.random.default_rng(0)), metadata)
+    (folder / "short_header.safetensors").write_bytes((9_999_999_999).to_bytes(8, "little") + b"{}" + bytes(30))
 
 
 def _run(args: str, folder: Path) -> tuple[int, str, str]:

@@ -41,6 +41,13 @@ from nnscratch.errors import DataError
 __all__ = ["CIFAR10", "CifarSpec", "parse_batch", "read_batch"]
 
 RECORD_BYTES = 1 + 3 * 32 * 32
+#: What an extracted member of the archive may declare: a batch is 10,000 records, the class
+#: names a few dozen bytes (the real file has 61).
+BATCH_BYTES = 10_000 * RECORD_BYTES
+META_MAX_BYTES = 4096
+#: All the archive's members together: the six batches, the class names and a little more (the
+#: real archive also holds a readme.html of 88 bytes).
+ARCHIVE_MAX_BYTES = 6 * BATCH_BYTES + (1 << 20)
 _REDOWNLOAD = "delete it and download it again"
 
 
@@ -151,8 +158,10 @@ class CifarSpec:
 
     def _extract(self, archive: Path, dest: Path) -> Path:
         wanted = {f"{self.folder}/{f.filename}" for f in self.files}
-        safe_extract(archive, dest, wanted, f"{_REDOWNLOAD} from {self.download_url}",
-                     optional={f"{self.folder}/{self.meta_file}"})
+        meta = f"{self.folder}/{self.meta_file}"
+        safe_extract(archive, dest, wanted, f"{_REDOWNLOAD} from {self.download_url}", optional={meta},
+                     max_bytes={**dict.fromkeys(wanted, BATCH_BYTES), meta: META_MAX_BYTES},
+                     max_total=ARCHIVE_MAX_BYTES)
         return dest / self.folder
 
     def _extract_into(self, archive: Path, folder: Path) -> Path:
@@ -182,6 +191,9 @@ class CifarSpec:
         if not meta.is_file():
             return self.class_names
         try:
+            if meta.stat().st_size > META_MAX_BYTES:
+                raise DataError(f"{meta}: {meta.stat().st_size:,} bytes, more than the class names can take "
+                                f"({META_MAX_BYTES:,}); {_REDOWNLOAD}")
             names = tuple(line.strip() for line in meta.read_text("utf-8").splitlines()
                           if line.strip())
         except (OSError, UnicodeDecodeError) as exc:
@@ -220,8 +232,13 @@ def parse_batch(data: bytes, source: str = "<bytes>") -> tuple[np.ndarray, np.nd
 
 
 def read_batch(path: Path, sha256: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Read one batch file, checking the SHA-256 of its bytes when ``sha256`` is given."""
+    """Read one batch file, checking the SHA-256 of its bytes when ``sha256`` is given; a file larger
+    than a batch (:data:`BATCH_BYTES`) is refused before it is read."""
     try:
+        size = Path(path).stat().st_size
+        if size > BATCH_BYTES:
+            raise DataError(f"{path}: {size:,} bytes, more than the {BATCH_BYTES:,} of a CIFAR-10 batch "
+                            f"(10,000 records): not a CIFAR-10 binary batch; {_REDOWNLOAD}")
         data = Path(path).read_bytes()
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc}); check the path") from exc

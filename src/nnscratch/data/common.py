@@ -16,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from nnscratch.errors import DataError, UsageError
+from nnscratch.data.limits import MAX_IMAGE_SIDE_ENV, check_classes, check_input_bytes, max_image_side
 
 __all__ = ["FileSpec", "Parts", "cache_dir", "convert_images", "frozen", "labels_from_values", "note", "parse_size",
            "pixels_to_uint8", "shape_str", "warn", "check_image_options"]
@@ -105,6 +106,9 @@ def check_image_options(image_size, color) -> tuple[tuple[int, int] | None, str 
                 or min(image_size) < 1):
             raise UsageError(f"--image-size {image_size!r}: expected HxW, positive whole numbers")
         image_size = (int(image_size[0]), int(image_size[1]))
+        if max(image_size) > max_image_side():
+            raise UsageError(f"--image-size {image_size[0]}x{image_size[1]}: above the maximum of "
+                             f"{max_image_side():,} pixels per side; raise {MAX_IMAGE_SIDE_ENV} for larger images")
     if color is not None:
         if str(color).lower() not in COLORS:
             raise UsageError(f"color {color!r}: choose grayscale (--grayscale) or rgb (--rgb)")
@@ -163,43 +167,89 @@ def labels_from_values(values: np.ndarray, source: str,
                        class_names: tuple[str, ...] | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
     """Labels as int64 ``0..K-1`` and the class names.
 
-    Text labels: the classes are their sorted distinct values. Numeric labels: whole numbers
-    ``>= 0``; the classes are ``class_names`` when given (labels must be below their count),
-    else ``"0" .. str(max)``. At least two distinct classes must occur.
+    The classes are always the distinct label values that occur, found with :func:`numpy.unique`
+    (never a range up to the largest label: one label of 10**12 must not cost 10**12 names), and
+    there may be at most :func:`~nnscratch.data.limits.max_classes` of them.
+
+    * Text labels: the classes are their sorted distinct texts. A text that holds a non-printable
+      character (a NUL byte, a control character such as a tab or an escape) is refused with the
+      text shown escaped: such a label is damage, and would make a class of its own that prints
+      like another.
+    * Numeric labels, no ``class_names``: whole numbers ``>= 0``; each distinct value is a class
+      named by its value, in increasing order (labels 0, 1, 5 make the classes ``"0"``, ``"1"``,
+      ``"5"``, and label 5 becomes class index 2).
+    * Numeric labels with ``class_names``: class indices ``0..K-1`` for the ``K`` names, which must
+      be unique and printable, and every one of the ``K`` classes must occur.
+
+    At least two distinct classes must occur.
     """
     values = np.asarray(values)
     if values.ndim != 1:
         raise DataError(f"{source}: labels have shape {shape_str(values)}, expected one label "
                         f"per image (1-D)")
     if values.dtype.kind in "US":
-        names, labels = np.unique(values.astype(str), return_inverse=True)
         if class_names is not None:
             raise DataError(f"{source}: text labels and class_names both given; give integer "
                             f"labels 0..K-1 with class_names, or text labels alone")
+        try:
+            names, labels = np.unique(values.astype(str), return_inverse=True)
+        except UnicodeDecodeError:
+            raise DataError(f"{source}: text labels are bytes that are not ASCII; store them as text") from None
+        check_classes(source, len(names))
         class_names = tuple(str(n) for n in names)
+        _check_printable(class_names, source, "label")
         labels = labels.astype(np.int64)
-    elif values.dtype.kind in "iuf" or values.dtype.kind == "b":
+    elif values.dtype.kind in "iufb":
+        values = values.astype(np.uint8) if values.dtype.kind == "b" else values
         if values.dtype.kind == "f" and not (np.isfinite(values).all()
                                              and (values == np.round(values)).all()):
             raise DataError(f"{source}: labels must be whole numbers 0..K-1 (found values such "
-                            f"as {values[np.argmax(values != np.round(values))]!r}); "
+                            f"as {values[np.argmax(~np.isfinite(values) | (values != np.round(values)))]!r}); "
                             f"give integer class indices")
-        labels = values.astype(np.int64)
-        if labels.size and labels.min() < 0:
-            raise DataError(f"{source}: label {int(labels.min())} is negative; labels must be "
+        if values.size and values.min() < 0:
+            raise DataError(f"{source}: label {values.min():.0f} is negative; labels must be "
                             f"class indices 0..K-1")
+        uniques, labels = np.unique(values, return_inverse=True)
+        check_classes(source, len(uniques))
+        labels = labels.astype(np.int64)
         if class_names is None:
-            class_names = tuple(str(k) for k in range(int(labels.max()) + 1 if labels.size else 0))
-        elif labels.size and labels.max() >= len(class_names):
-            raise DataError(f"{source}: label {int(labels.max())} is out of range for the "
-                            f"{len(class_names)} class names (0..{len(class_names) - 1}); fix the "
-                            f"labels or the class_names")
+            class_names = tuple(f"{v:.0f}" if values.dtype.kind == "f" else str(int(v)) for v in uniques)
+        else:
+            labels = _labels_for_names(uniques, labels, tuple(class_names), source)
     else:
         raise DataError(f"{source}: labels of type {values.dtype}; give integers 0..K-1 or text")
-    if len(np.unique(labels)) < 2:
+    if len(class_names) < 2 or len(np.unique(labels)) < 2:
         raise DataError(f"{source}: all {len(labels):,} images have the same label; a classifier "
                         f"needs at least two classes")
     return labels, tuple(class_names)
+
+
+def _labels_for_names(uniques: np.ndarray, inverse: np.ndarray, class_names: tuple[str, ...],
+                      source: str) -> np.ndarray:
+    """Numeric labels as indices into ``class_names``: unique printable names, one per class that occurs."""
+    check_classes(source, len(class_names))
+    _check_printable(class_names, source, "class name")
+    seen: set[str] = set()
+    duplicate = next((n for n in class_names if n in seen or seen.add(n)), None)
+    if duplicate is not None:
+        raise DataError(f"{source}: the class name {duplicate!r} occurs twice; give each class its own name")
+    if uniques.size and uniques[-1] >= len(class_names):
+        raise DataError(f"{source}: label {uniques[-1]:.0f} is out of range for the "
+                        f"{len(class_names)} class names (0..{len(class_names) - 1}); fix the "
+                        f"labels or the class_names")
+    if len(uniques) != len(class_names):
+        absent = sorted(set(range(len(class_names))) - {int(v) for v in uniques})
+        raise DataError(f"{source}: {len(class_names)} class names but only {len(uniques)} classes occur "
+                        f"(no image of {', '.join(repr(class_names[k]) for k in absent[:5])}"
+                        f"{', ...' if len(absent) > 5 else ''}); give one name per class that has images")
+    return uniques.astype(np.int64)[inverse]
+
+
+def _check_printable(names, source: str, what: str) -> None:
+    bad = next((n for n in names if not n.isprintable()), None)
+    if bad is not None:
+        raise DataError(f"{source}: the {what} {bad!r} holds a non-printable character (shown escaped); "
+                        f"fix the {what}s (a NUL byte or a control character is usually damage)")
 
 
 def _to_gray(images: np.ndarray) -> np.ndarray:
@@ -210,8 +260,16 @@ def _to_gray(images: np.ndarray) -> np.ndarray:
 
 
 def convert_images(images: np.ndarray, image_size, color, source: str) -> np.ndarray:
-    """Resize (``image_size=(H, W)``, Pillow bilinear) and/or convert colour of ``(N, H, W, C)``."""
+    """Resize (``image_size=(H, W)``, Pillow bilinear) and/or convert colour of ``(N, H, W, C)``.
+
+    What the result would weigh is checked against :func:`~nnscratch.data.limits.max_input_bytes`
+    before anything is allocated.
+    """
     channels = images.shape[-1]
+    h, w = image_size if image_size is not None else images.shape[1:3]
+    out_channels = {"grayscale": 1 if channels == 3 else channels, "rgb": 3 if channels == 1 else channels}
+    check_input_bytes(source, len(images) * h * w * out_channels.get(color, channels),
+                      f"the {len(images):,} images converted to {h}x{w}")
     if color == "grayscale" and channels == 3:
         images = _to_gray(images)
     elif color == "rgb" and channels == 1:

@@ -8,7 +8,9 @@ A failed, cut-off or corrupt transfer deletes its temporary file and moves on to
 so the destination never holds a partial or wrong file. The file is kept as downloaded (usually the
 original ``.gz`` bytes); only its decompressed content is hashed, so any mirror's compression of
 the same data is accepted. An archive (``digest_of="file"``, e.g. CIFAR-10's ``.tar.gz``) is
-instead checked by the SHA-256 of the downloaded bytes themselves.
+instead checked by the SHA-256 of the downloaded bytes themselves. A transfer (and the content it
+decompresses to) may not run past :func:`~nnscratch.data.limits.max_input_bytes`: a mirror that sends
+more is a bad transfer, stopped at the cap.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from typing import BinaryIO, Iterable
 from tqdm import tqdm
 
 from nnscratch.files.atomic import atomic_path
-from nnscratch.data.idx import IDXError, decompress_if_gzip, verify_sha256
+from nnscratch.data.idx import IDXError, check_digest, sha256_of_idx, verify_sha256
 from nnscratch.errors import DataError
+from nnscratch.data.limits import InputTooLargeError, max_input_bytes
 
 __all__ = ["DownloadError", "fetch", "mirror_url"]
 
@@ -179,7 +182,11 @@ def _transfer(url: str, out: BinaryIO, label: str, progress: bool, timeout: floa
 
 
 def _copy_body(response, out: BinaryIO, expected: int | None, label: str, progress: bool) -> int:
-    """Stream the response body into ``out``, with an optional progress bar; return its size."""
+    """Stream the response body into ``out``, with an optional progress bar; return its size.
+    A body (announced or real) beyond :func:`~nnscratch.data.limits.max_input_bytes` is refused."""
+    limit = max_input_bytes()
+    if expected is not None and expected > limit:
+        raise _BadTransfer(f"the server announces {expected:,} bytes, above the limit of {limit:,}")
     received = 0
     with tqdm(
         total=expected,
@@ -193,6 +200,8 @@ def _copy_body(response, out: BinaryIO, expected: int | None, label: str, progre
         while chunk := response.read(_CHUNK):
             out.write(chunk)
             received += len(chunk)
+            if received > limit:
+                raise _BadTransfer(f"the server sent more than the limit of {limit:,} bytes")
             bar.update(len(chunk))
     return received
 
@@ -211,8 +220,8 @@ def _verify(path: Path, sha256: str, url: str, digest_of: str = "content") -> No
         if digest_of == "file":
             verify_sha256(path, sha256, url, of="the file")
         else:
-            verify_sha256(decompress_if_gzip(path.read_bytes(), url), sha256, url)
-    except IDXError as exc:
+            check_digest(sha256_of_idx(path, source=url), sha256, url)  # streamed, capped
+    except (IDXError, InputTooLargeError) as exc:
         raise _BadTransfer(_short_reason(str(exc), url)) from exc
 
 

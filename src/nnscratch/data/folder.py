@@ -15,8 +15,16 @@
   three equal channels; otherwise all become RGB (C = 3).
 * **Size.** ``image_size=(H, W)`` resizes every image (Pillow, bilinear). Without it all images
   must share one size; images of mixed sizes are an error that says so.
+* **16-bit images** (16-bit grey PNGs, Pillow modes ``I;16*`` and ``I``) become 8 bits by keeping
+  the high byte, ``v >> 8`` (``v // 256``): the inverse of the usual 8-to-16-bit widening
+  ``v * 257``, and what Pillow itself does to 16-bit colour PNGs. (Pillow's own ``convert("L")``
+  clips them at 255 instead, which turns almost every pixel white.)
 * **Unreadable images** (corrupt, truncated, not an image) are skipped with one warning giving
-  their number and the first of them; with ``strict=True`` the first one is an error instead.
+  their number and the first of them; with ``strict=True`` the first one is an error instead. An
+  image larger than :func:`~nnscratch.data.limits.max_image_side` on a side counts as unreadable
+  (checked from its header, before it is decoded; Pillow's ``DecompressionBombWarning`` is never
+  shown), and all decoded images together may not exceed
+  :func:`~nnscratch.data.limits.max_input_bytes`.
 
 **Cache.** Decoding tens of thousands of files takes a while (a progress bar shows it), so the
 result is stored in ``$XDG_CACHE_HOME/nnscratch/folder-cache/<key>.npz`` (plain arrays, no
@@ -31,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +48,14 @@ from tqdm import tqdm
 from nnscratch.data.common import cache_dir, note, warn
 from nnscratch.errors import DataError
 from nnscratch.files.atomic import atomic_path
+from nnscratch.data.limits import InputTooLargeError, check_image_side, check_input_bytes
 
 __all__ = ["IMAGE_EXTENSIONS", "FolderPool", "read_folder"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 CACHE_VERSION = 1
 _GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+_WIDE_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}  # 16 bits a pixel (I: 32, holding 16-bit values)
 _PROGRESS_FROM = 2_000  # files; fewer decode in a moment
 _ADVICE = f"one sub-folder per class, each holding {', '.join(IMAGE_EXTENSIONS)} images"
 
@@ -120,12 +131,40 @@ def _cache_key(listing, options: dict) -> str:
 # --- decoding ----------------------------------------------------------------------------------
 
 
+def _open_image(path: Path):
+    """``Image.open``, its size checked from the header before any pixel is decoded; Pillow's
+    ``DecompressionBombWarning`` is silenced (our limit is far below its threshold)."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = Image.open(path)
+    try:
+        check_image_side(str(path), img.size[1], img.size[0])
+    except InputTooLargeError as exc:
+        img.close()
+        raise ValueError(str(exc).removeprefix(f"{path}: ")) from None  # unreadable: skipped, or strict's error
+    return img
+
+
+def to_8_bits(img):
+    """A 16-bit grey image (mode ``I;16*``, or ``I`` holding 16-bit values) as mode ``L`` by ``v >> 8``
+    (values of an ``I`` image outside 0..65535 are clipped first); any other image as it is."""
+    from PIL import Image
+
+    if img.mode not in _WIDE_MODES:
+        return img
+    wide = np.clip(np.asarray(img).astype(np.int64), 0, 0xFFFF)
+    return Image.fromarray((wide >> 8).astype(np.uint8), "L")
+
+
 def _decode_image(path: Path, image_size: tuple[int, int] | None, color: str | None) -> np.ndarray:
     """One image file -> uint8 ``(H, W, 1)`` or ``(H, W, 3)`` (see the module docstring)."""
     from PIL import Image
 
-    with Image.open(path) as img:
+    with _open_image(path) as img:
         img.seek(0)
+        img = to_8_bits(img)
         if color == "grayscale" or (color is None and img.mode in _GREY_MODES):
             img = img.convert("L")
         else:
@@ -146,6 +185,7 @@ def _decode_all(root: Path, listing, image_size, color, strict: bool, progress: 
     class_names = tuple(dict.fromkeys(c for c, *_ in listing))
     index = {name: k for k, name in enumerate(class_names)}
     images, labels, skipped = [], [], []
+    decoded = 0  # bytes, all images together
     first_size: tuple[Path, tuple[int, ...]] | None = None
     bar = tqdm(listing, desc=f"reading {root.name}", unit="img", leave=False,
                disable=not progress or len(listing) < _PROGRESS_FROM)
@@ -167,6 +207,8 @@ def _decode_all(root: Path, listing, image_size, color, strict: bool, progress: 
                 f"{root}: images differ in size: {first_size[0]} is {_hw(first_size[1])}, {path} "
                 f"is {_hw(image.shape[:2])} (HxW); pass --image-size HxW to resize them all"
             )
+        decoded += image.size
+        check_input_bytes(str(root), decoded, "what its images decode to")
         images.append(image)
         labels.append(index[cls])
     bar.close()
@@ -177,6 +219,7 @@ def _decode_all(root: Path, listing, image_size, color, strict: bool, progress: 
             raise DataError(f"{root / name}: none of class {name!r}'s images could be read; "
                             f"replace them with readable {', '.join(IMAGE_EXTENSIONS)} files")
     if any(image.shape[2] == 3 for image in images):
+        check_input_bytes(str(root), 3 * decoded // min(i.shape[2] for i in images), "what its images decode to as RGB")
         images = [np.repeat(i, 3, axis=2) if i.shape[2] == 1 else i for i in images]
     return FolderPool(np.stack(images), labels, class_names, skipped, from_cache=False)
 

@@ -19,6 +19,13 @@ The files are usually distributed gzip-compressed. :func:`read_idx` recognises g
 magic bytes ``1f 8b``, never by the file name, so a ``.gz`` that was decompressed in place
 (or an uncompressed file that was renamed) still reads correctly.
 
+**Bounded cost.** A file is decompressed as a stream, in 1 MiB chunks, and its SHA-256 computed
+on the way (:class:`ContentStream`), never inflated whole first: the header is read, the size it
+declares (``prod(dims) * itemsize``) is checked against
+:func:`~nnscratch.data.limits.max_input_bytes` before anything is allocated, and the content is
+collected as it arrives (so a header that lies costs what the file really holds) and never past
+the limit: a small gzip bomb stops at the cap with one line.
+
 Everything that can be wrong with a file raises a subclass of :class:`IDXError`, itself a
 :class:`~nnscratch.errors.DataError`, whose message is one line naming the file, the problem
 and the fix; the command line prints it and exits with status 2.
@@ -36,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from nnscratch.errors import DataError
+from nnscratch.data.limits import MAX_INPUT_BYTES_ENV, InputTooLargeError, check_input_bytes, max_input_bytes
 
 __all__ = [
     "IDX_DTYPES",
@@ -52,6 +60,7 @@ __all__ = [
     "sha256_of_idx",
     "sha256_hex",
     "verify_sha256",
+    "ContentStream",
 ]
 
 #: IDX data type code -> big-endian NumPy dtype of the stored values.
@@ -66,6 +75,7 @@ IDX_DTYPES: dict[int, np.dtype] = {
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _REDOWNLOAD = "delete it and download it again"
+_CHUNK = 1 << 20  # bytes decompressed (and hashed) at a time
 
 
 class IDXError(DataError):
@@ -114,30 +124,110 @@ def is_gzip(data: bytes) -> bool:
     return data[:2] == _GZIP_MAGIC
 
 
-def decompress_if_gzip(data: bytes, source: str) -> bytes:
-    """Return ``data`` decompressed when it is gzip, else unchanged.
+class ContentStream:
+    """The content of a file (decompressed when it is gzip) as a stream: read in chunks, hashed
+    (SHA-256) and counted on the way, and never past :func:`~nnscratch.data.limits.max_input_bytes`.
 
-    Raises
-    ------
-    TruncatedFileError
-        The gzip stream ends early (a cut-off download).
-    IDXError
-        The gzip stream is corrupt (bad CRC, bad deflate data).
+    Use it as a context manager over a path or an open binary file::
+
+        with ContentStream(path) as stream:
+            head = stream.read(4)
+            ...
+            rest = stream.drain()      # bytes left, hashed and counted but not kept
+        digest = stream.hexdigest()
+
+    Raises :class:`TruncatedFileError` (gzip cut off), :class:`IDXError` (corrupt gzip, unreadable
+    file) or :class:`~nnscratch.data.limits.InputTooLargeError` (content beyond the limit).
     """
+
+    def __init__(self, source: str | os.PathLike, fileobj=None, name: str | None = None) -> None:
+        self.source = name or str(source)
+        self._path, self._fileobj = source, fileobj
+        self.limit = max_input_bytes()
+        self.count = 0
+        self._digest = hashlib.sha256()
+        self._raw = self._stream = None
+
+    def __enter__(self) -> "ContentStream":
+        try:
+            self._raw = self._fileobj if self._fileobj is not None else open(self._path, "rb")
+        except FileNotFoundError as exc:
+            raise IDXError(f"{self.source}: no such file; check the path") from exc
+        except OSError as exc:
+            raise IDXError(f"{self.source}: cannot read ({exc.strerror or exc})") from exc
+        magic = self._raw.read(2)
+        self._raw.seek(-len(magic), os.SEEK_CUR)
+        self.gzip = magic == _GZIP_MAGIC
+        self._stream = gzip.GzipFile(fileobj=self._raw, mode="rb") if self.gzip else self._raw
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._stream is not self._raw:
+            self._stream.close()
+        if self._fileobj is None:
+            self._raw.close()
+
+    def hexdigest(self) -> str:
+        """The SHA-256 (hex) of everything read so far."""
+        return self._digest.hexdigest()
+
+    def _chunk(self, size: int) -> bytes:
+        """Up to ``size`` bytes (fewer only at the end), hashed and counted; refuses the limit's excess."""
+        size = min(size, self.limit + 1 - self.count)
+        try:
+            data = self._stream.read(size)
+        except EOFError as exc:
+            raise TruncatedFileError(
+                f"{self.source}: gzip stream ends early (file truncated?); {_REDOWNLOAD}") from exc
+        except (gzip.BadGzipFile, zlib.error) as exc:
+            raise IDXError(f"{self.source}: corrupt gzip data ({exc}); {_REDOWNLOAD}") from exc
+        except OSError as exc:
+            raise IDXError(f"{self.source}: cannot read ({exc.strerror or exc})") from exc
+        self.count += len(data)
+        if self.count > self.limit:
+            what = "its decompressed content" if self.gzip else "it"
+            raise InputTooLargeError(f"{self.source}: {what} runs past the limit of {self.limit:,} bytes; if the "
+                                     f"data is honest, raise {MAX_INPUT_BYTES_ENV}")
+        self._digest.update(data)
+        return data
+
+    def read(self, size: int) -> bytes:
+        """The next ``size`` bytes, fewer only where the content ends. Memory grows with what the
+        content really holds, never with ``size`` (which a header may inflate)."""
+        first = self._chunk(min(size, _CHUNK))
+        if len(first) == size or not first:
+            return first
+        out = bytearray(first)
+        while len(out) < size and (data := self._chunk(min(size - len(out), _CHUNK))):
+            out += data
+        return out
+
+    def drain(self) -> int:
+        """Read (hash and count) the rest of the content without keeping it; return its length."""
+        total = 0
+        while data := self._chunk(_CHUNK):
+            total += len(data)
+        return total
+
+
+def is_gzip(data: bytes) -> bool:
+    """Return True when ``data`` starts with the gzip magic bytes ``1f 8b``."""
+    return data[:2] == _GZIP_MAGIC
+
+
+def decompress_if_gzip(data: bytes, source: str) -> bytes:
+    """Return ``data`` decompressed when it is gzip, else unchanged; decompressed as a stream and
+    never past :func:`~nnscratch.data.limits.max_input_bytes` (see :class:`ContentStream`)."""
     if not is_gzip(data):
         return data
-    try:
-        return gzip.decompress(data)
-    except EOFError as exc:
-        raise TruncatedFileError(
-            f"{source}: gzip stream ends early (file truncated?); {_REDOWNLOAD}"
-        ) from exc
-    except (gzip.BadGzipFile, zlib.error, OSError) as exc:
-        raise IDXError(f"{source}: corrupt gzip data ({exc}); {_REDOWNLOAD}") from exc
+    import io
+
+    with ContentStream(source, io.BytesIO(data)) as stream:
+        return bytes(stream.read(stream.limit + 1))
 
 
 def read_idx_bytes(path: str | os.PathLike) -> bytes:
-    """Read a file and return its content, decompressed when it is gzip.
+    """Read a file and return its content, decompressed when it is gzip (streamed, capped).
 
     Raises
     ------
@@ -145,26 +235,26 @@ def read_idx_bytes(path: str | os.PathLike) -> bytes:
         The file cannot be read, or its gzip stream is corrupt.
     EmptyFileError
         The file is empty.
+    InputTooLargeError
+        The content runs past :func:`~nnscratch.data.limits.max_input_bytes`.
     """
-    source = str(path)
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError as exc:
-        raise IDXError(f"{source}: no such file; check the path") from exc
-    except OSError as exc:
-        raise IDXError(f"{source}: cannot read ({exc.strerror or exc})") from exc
+    with ContentStream(path) as stream:
+        data = bytes(stream.read(stream.limit + 1))
     if not data:
-        raise EmptyFileError(f"{source}: file is empty (0 bytes); {_REDOWNLOAD}")
-    return decompress_if_gzip(data, source)
+        raise EmptyFileError(f"{path}: file is empty (0 bytes); {_REDOWNLOAD}")
+    return data
 
 
-def sha256_of_idx(path: str | os.PathLike) -> str:
-    """Return the hex SHA-256 of a file's decompressed content (the content itself if raw).
+def sha256_of_idx(path: str | os.PathLike, source: str | None = None) -> str:
+    """Return the hex SHA-256 of a file's decompressed content (the content itself if raw), streamed.
 
     This is the checksum listed in ``SHA256SUMS.uncompressed``: it is the same for the official
-    ``.gz`` files, for a re-compressed copy and for the decompressed file.
+    ``.gz`` files, for a re-compressed copy and for the decompressed file. ``source`` names the
+    file in messages (default: the path).
     """
-    return sha256_hex(read_idx_bytes(path))
+    with ContentStream(path, name=source) as stream:
+        stream.drain()
+    return stream.hexdigest()
 
 
 def sha256_hex(data: bytes | str | os.PathLike) -> str:
@@ -186,7 +276,13 @@ def verify_sha256(data: bytes | str | os.PathLike, expected: str, source: str, *
 
     The message is ``"{source}: SHA-256 of {of} is <actual>, expected <expected> {advice}"``.
     """
-    actual, expected = sha256_hex(data), expected.lower()
+    check_digest(sha256_hex(data), expected, source, of=of, advice=advice)
+
+
+def check_digest(actual: str, expected: str, source: str, *, of: str = "the decompressed content",
+                 advice: str = f"(corrupt or a different file); {_REDOWNLOAD}") -> None:
+    """:func:`verify_sha256` for a digest already computed (e.g. by a :class:`ContentStream`)."""
+    actual, expected = actual.lower(), expected.lower()
     if actual != expected:
         raise ChecksumError(f"{source}: SHA-256 of {of} is {actual}, expected {expected}", advice, actual)
 
@@ -194,12 +290,17 @@ def verify_sha256(data: bytes | str | os.PathLike, expected: str, source: str, *
 def read_idx(path: str | os.PathLike, *, sha256: str | None = None) -> np.ndarray:
     """Read an IDX file (gzip-compressed or raw) into a native-endian NumPy array.
 
+    One streamed pass (:class:`ContentStream`): the header is parsed and the size it declares
+    checked against :func:`~nnscratch.data.limits.max_input_bytes` first, the payload collected as it
+    is decompressed, the SHA-256 computed on the way.
+
     Parameters
     ----------
     path
         The file. Gzip is recognised by its magic bytes, not by the name.
     sha256
-        If given, the expected hex SHA-256 of the decompressed content; checked before parsing.
+        If given, the expected hex SHA-256 of the decompressed content; a mismatch is reported
+        before any problem of the content itself (a wrong file is a wrong file).
 
     Returns
     -------
@@ -210,11 +311,36 @@ def read_idx(path: str | os.PathLike, *, sha256: str | None = None) -> np.ndarra
     ------
     IDXError
         Or one of its subclasses; see :func:`parse_idx` and :class:`ChecksumError`.
+    InputTooLargeError
+        The header declares, or the gzip stream inflates to, more than the limit.
     """
-    data = read_idx_bytes(path)
+    source = str(path)
+    problem = None
+    with ContentStream(path) as stream:
+        head = stream.read(4)
+        try:
+            dtype, ndim = _parse_magic(head, source)
+            head += stream.read(4 * ndim)
+            dims = _parse_dims(head, ndim, source)
+        except IDXError as exc:  # reported after the checksum, which needs the rest of the content
+            problem = exc
+        if problem is None:
+            count = math.prod(dims)
+            check_input_bytes(source, len(head) + count * dtype.itemsize,
+                              f"the content its header declares ({' x '.join(map(str, dims))} {dtype.name})")
+            payload = stream.read(count * dtype.itemsize)
+            trailing = stream.drain()
+        else:
+            stream.drain()
     if sha256 is not None:
-        verify_sha256(data, sha256, str(path))
-    return parse_idx(data, str(path))
+        check_digest(stream.hexdigest(), sha256, source)
+    if problem is not None:
+        raise problem
+    _check_payload_size(len(payload) + trailing, count * dtype.itemsize, source)
+    array = np.frombuffer(payload, dtype=dtype, count=count)
+    if dtype.itemsize == 1 and isinstance(payload, bytearray):  # already writeable, no byte order
+        return array.reshape(dims)
+    return array.astype(dtype.newbyteorder("="), copy=True).reshape(dims)
 
 
 def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:

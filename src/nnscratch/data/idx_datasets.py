@@ -15,7 +15,7 @@ import numpy as np
 
 from nnscratch.data.common import FileSpec, Parts, shape_str, warn
 from nnscratch.data.download import fetch
-from nnscratch.data.idx import DimensionError, parse_idx, read_idx_bytes, verify_sha256
+from nnscratch.data.idx import DimensionError, read_idx
 
 __all__ = ["FASHION_MNIST", "MNIST", "DatasetSpec", "FileSpec"]
 
@@ -174,11 +174,8 @@ def _find_file(folder: Path, file: FileSpec) -> Path | None:
 
 
 def _read_verified(path: Path, file: FileSpec, verify: bool) -> np.ndarray:
-    """Decompress once, check the SHA-256 of the content (unless told not to), then parse it."""
-    data = read_idx_bytes(path)
-    if verify:
-        verify_sha256(data, file.sha256, str(path))
-    return parse_idx(data, str(path))
+    """Decompress once, as a stream, checking the SHA-256 of the content on the way (unless told not to)."""
+    return read_idx(path, sha256=file.sha256 if verify else None)
 
 
 def _check_images(images: np.ndarray, spec: DatasetSpec, path: Path) -> None:

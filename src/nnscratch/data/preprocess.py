@@ -67,7 +67,10 @@ def channel_stats(train_images: np.ndarray) -> ChannelStats:
     """Mean and standard deviation of each channel of ``pixel / 255`` over the training images.
 
     Computed exactly from a 256-bin histogram per channel (no float accumulation over millions
-    of pixels, no float copy of the set). Pass the *training* split only: statistics that saw the
+    of pixels, no float copy of the set): the sums of the pixel values and of their squares are
+    whole numbers, so the variance ``(N * S2 - S1**2) / (N * 255)**2`` is exact and a constant
+    channel has variance exactly 0 (float sums once gave it 1e-32, so a std of 1e-16 that blew
+    its features up to 1e16). Pass the *training* split only: statistics that saw the
     validation or test images would leak them into the model.
 
     Parameters
@@ -80,15 +83,16 @@ def channel_stats(train_images: np.ndarray) -> ChannelStats:
         raise ValueError(f"channel_stats needs uint8 images, got {images.dtype}")
     if images.ndim == 3:
         images = images[..., np.newaxis]
-    levels = np.arange(256, dtype=np.float64) / 255.0
+    if images.size == 0:
+        raise ValueError("channel_stats needs at least one pixel")
+    values = np.arange(256, dtype=np.int64)
     means, stds = [], []
     for c in range(images.shape[-1]):
-        counts = np.bincount(images[..., c].ravel(), minlength=256).astype(np.float64)
-        total = counts.sum()
-        mean = float(counts @ levels / total)
-        var = float(counts @ (levels - mean) ** 2 / total)
-        means.append(mean)
-        stds.append(np.sqrt(var) if var > 0 else 1.0)
+        counts = np.bincount(images[..., c].ravel(), minlength=256).astype(np.int64)
+        n, s1, s2 = int(counts.sum()), int(counts @ values), int(counts @ (values * values))
+        var = (n * s2 - s1 * s1) / (n * 255) ** 2  # exact integers, one rounding
+        means.append(s1 / (n * 255))
+        stds.append(float(np.sqrt(var)) if var > 0 else 1.0)
     return ChannelStats(np.array(means), np.array(stds))
 
 

@@ -14,6 +14,14 @@ labels (whole numbers ``0..K-1`` or text); optional ``class_names``: ``K`` strin
 ``allow_pickle=False``: object arrays (which need pickle, and pickle can run code) are refused.
 Pixels: uint8 or other integers in 0..255, or floats: in [0, 1] (scaled by 255 to uint8, with a
 note) or in [0, 255] (rounded); NaN, infinity or other ranges are an error.
+
+An NPZ is read member by member with :mod:`zipfile` and NumPy's ``.npy`` header parser, never
+by trusting it: each member's declared uncompressed size (the ZIP directory's ``file_size``) and
+its ``.npy`` header's shape and dtype are checked against
+:func:`~nnscratch.data.limits.max_input_bytes` and against each other before anything is read, and the
+data is then collected as it inflates (so a member that lies costs what it really holds, never
+more than it declared). ``x`` must have at least one image and no dimension of size 0, images at
+most :func:`~nnscratch.data.limits.max_image_side` pixels a side.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import numpy as np
 
 from nnscratch.data.common import labels_from_values, pixels_to_uint8, shape_str
 from nnscratch.errors import DataError, UsageError
+from nnscratch.data.limits import check_image_side, check_input_bytes
 
 __all__ = ["Pool", "read_csv", "read_npz"]
 
@@ -84,6 +93,7 @@ def read_csv(path: str | os.PathLike, *, label_column: str | int | None = None,
         raise DataError(f"{path}: only a header line, no images; give one labelled image per line")
     width = len(header) if header is not None else len(lines[0][0])
     labels_text, pixels = _parse_rows(lines, width, col, path)
+    _check_printable_labels(labels_text, lines, path)
     shape = _image_shape(width - 1, image_shape, path)
     notes: list[str] = []
     integral = bool((pixels == np.rint(pixels)).all()) if np.isfinite(pixels).all() else None
@@ -137,6 +147,16 @@ def _parse_rows(lines, width: int, col: int, path: Path) -> tuple[list[str], np.
     return labels, np.concatenate(chunks)
 
 
+def _check_printable_labels(labels: list[str], lines, path: Path) -> None:
+    """A label with a NUL byte or another non-printable character is refused, shown escaped: it is
+    damage, and NumPy's text arrays would even drop a trailing NUL (merging it into another class)."""
+    bad = next((k for k, text in enumerate(labels) if not text.isprintable()), None)
+    if bad is not None:
+        raise DataError(f"{path}: line {lines[bad][1]}: the label {labels[bad]!r} holds a non-printable "
+                        f"character (shown escaped); fix the label (a NUL byte or a control character is "
+                        f"usually damage)")
+
+
 def _raise_first_non_number(lines, col: int, path: Path) -> None:
     for row, line_no in lines:
         for k, cell in enumerate(row):
@@ -174,44 +194,83 @@ def read_npz(path: str | os.PathLike) -> Pool:
     Raises
     ------
     DataError
-        Unreadable file; no ``x`` or ``y``; an object (pickle) array; ``x`` and ``y`` of
-        different lengths; bad shapes, pixel values or labels.
+        Unreadable file; no ``x`` or ``y``; an object (pickle) array; a member or a shape above
+        the limits; ``x`` and ``y`` of different lengths; bad shapes, pixel values or labels.
     """
     path = Path(path).expanduser()
     try:
-        archive = np.load(path, allow_pickle=False)
+        with open(path, "rb") as f:
+            if f.read(6) == b"\x93NUMPY":
+                raise DataError(f"{path}: holds a single array (.npy), not named arrays; {_NPZ_FIX}")
+            f.seek(0)
+            with zipfile.ZipFile(f) as archive:
+                members = {name.removesuffix(".npy"): name for name in archive.namelist()}
+                missing = [k for k in ("x", "y") if k not in members]
+                if missing:
+                    raise DataError(f"{path}: has arrays {', '.join(members) or 'none'}, lacks "
+                                    f"{' and '.join(repr(k) for k in missing)} (images x, labels y); "
+                                    f"{_NPZ_FIX}")
+                x = _array(archive, members["x"], "x", path, images=True)
+                y = _array(archive, members["y"], "y", path)
+                names = _array(archive, members["class_names"], "class_names", path) \
+                    if "class_names" in members else None
     except FileNotFoundError as exc:
         raise DataError(f"{path}: no such file; check the path given to npz:PATH") from exc
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
         raise DataError(f"{path}: not a readable .npz file ({' '.join(str(exc).split())}); "
                         f"{_NPZ_FIX}") from exc
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError(f"{path}: holds a single array (.npy), not named arrays; {_NPZ_FIX}")
-    with archive:
-        missing = [k for k in ("x", "y") if k not in archive.files]
-        if missing:
-            raise DataError(f"{path}: has arrays {', '.join(archive.files) or 'none'}, lacks "
-                            f"{' and '.join(repr(k) for k in missing)} (images x, labels y); "
-                            f"{_NPZ_FIX}")
-        x, y = _array(archive, "x", path), _array(archive, "y", path)
-        names = _array(archive, "class_names", path) if "class_names" in archive.files else None
     return _pool_from_arrays(x, y, names, path)
 
 
-def _array(archive, key: str, path: Path) -> np.ndarray:
+def _array(archive: zipfile.ZipFile, member: str, key: str, path: Path, images: bool = False) -> np.ndarray:
+    """One ``.npy`` member, its declared sizes checked before its data is read (module docstring)."""
+    info = archive.getinfo(member)
+    check_input_bytes(str(path), info.file_size, f"array {key!r} (its declared uncompressed size)")
     try:
-        return archive[key]
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
-            raise DataError(
-                f"{path}: array {key!r} is an object array, which only pickle can load; "
-                f"nnscratch reads .npz files with allow_pickle=False (pickle can run code); save "
-                f"plain arrays, e.g. numpy.savez(path, x=np.asarray(images, dtype=np.uint8), "
-                f"y=np.asarray(labels))"
-            ) from exc
-        raise DataError(f"{path}: cannot read array {key!r} ({exc}); {_NPZ_FIX}") from exc
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: array {key!r} is damaged ({exc}); {_NPZ_FIX}") from exc
+        with archive.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            shape, fortran, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                     else np.lib.format.read_array_header_2_0(f))
+            if dtype.hasobject:
+                raise DataError(
+                    f"{path}: array {key!r} is an object array, which only pickle can load; "
+                    f"nnscratch reads .npz files with allow_pickle=False (pickle can run code); save "
+                    f"plain arrays, e.g. numpy.savez(path, x=np.asarray(images, dtype=np.uint8), "
+                    f"y=np.asarray(labels))")
+            _check_declared_shape(shape, dtype, key, path, images)
+            nbytes = math.prod(shape) * dtype.itemsize
+            if nbytes != info.file_size - f.tell():
+                raise DataError(f"{path}: array {key!r} declares {shape_str(shape)} {dtype} ({nbytes:,} bytes) "
+                                f"but its member holds {info.file_size - f.tell():,}; {_NPZ_FIX}")
+            data = _read_exactly(f, nbytes)
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError, RuntimeError, NotImplementedError) as exc:
+        # RuntimeError: an encrypted member; NotImplementedError: a compression zipfile lacks
+        raise DataError(f"{path}: array {key!r} is damaged ({' '.join(str(exc).split())}); {_NPZ_FIX}") from exc
+    if len(data) != nbytes:
+        raise DataError(f"{path}: array {key!r} is cut short ({len(data):,} of {nbytes:,} bytes); {_NPZ_FIX}")
+    array = np.frombuffer(data, dtype=dtype, count=math.prod(shape))
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
+def _check_declared_shape(shape: tuple[int, ...], dtype: np.dtype, key: str, path: Path, images: bool) -> None:
+    """Refuse, from the ``.npy`` header alone, a shape that would cost more than the limit or that
+    cannot be images."""
+    check_input_bytes(str(path), math.prod(shape) * dtype.itemsize,
+                      f"array {key!r} of shape {shape_str(shape)} {dtype} (as its header declares)")
+    if images:
+        if len(shape) not in (3, 4) or shape[0] == 0 or 0 in shape:
+            raise DataError(f"{path}: x has shape {shape_str(shape)}, expected images (N, H, W) or "
+                            f"(N, H, W, C) with every size at least 1; {_NPZ_FIX}")
+        check_image_side(f"{path} (x)", shape[1], shape[2])
+
+
+def _read_exactly(f, nbytes: int) -> bytearray:
+    """Up to ``nbytes`` from ``f``, collected in 1 MiB chunks: memory grows with what really
+    inflates, never with what a header declares."""
+    out = bytearray()
+    while len(out) < nbytes and (chunk := f.read(min(nbytes - len(out), 1 << 20))):
+        out += chunk
+    return out
 
 
 def _pool_from_arrays(x: np.ndarray, y: np.ndarray, names, path: Path) -> Pool:

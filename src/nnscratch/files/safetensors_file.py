@@ -12,7 +12,7 @@ The header maps each tensor name to ``{"dtype": "F32", "shape": [533, 784], "dat
 
 :func:`read_header` reads the 8 bytes and the header only, and refuses (one-line
 :class:`~nnscratch.errors.DataError` naming the file) anything that does not add up: a header
-longer than the file or than :data:`~nnscratch.limits.MAX_SAFETENSORS_HEADER`, JSON that is not an
+longer than the file or than :data:`~nnscratch.data.limits.MAX_SAFETENSORS_HEADER`, JSON that is not an
 object, metadata that is not strings, an unknown dtype, a shape whose size is not what its offsets
 span, tensors that overlap or leave gaps, a payload that is cut short or has bytes appended. So a
 caller knows every name, shape and dtype (and so what reading will cost) before any tensor is
@@ -35,7 +35,7 @@ import numpy as np
 
 from nnscratch.errors import DataError
 from nnscratch.files.atomic import atomic_path
-from nnscratch.limits import MAX_SAFETENSORS_HEADER, check_input_bytes
+from nnscratch.data.limits import MAX_SAFETENSORS_HEADER, check_input_bytes
 
 __all__ = ["DTYPES", "TensorEntry", "SafetensorsHeader", "read_header", "read_tensors", "payload_sha256_of",
            "write_safetensors"]
