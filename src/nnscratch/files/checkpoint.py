@@ -224,7 +224,7 @@ def load_model_or_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], M
     """``(state, spec, info)`` of a model file (:func:`~nnscratch.files.model_files.load_model`)
     or of a checkpoint (its parameters and buffers; ``info`` as a model file's: engine, dtype,
     dataset, data options, standardisation, epochs), whichever ``path`` is."""
-    from nnscratch.files.model_files import load_model
+    from nnscratch.files.model_files import check_finite, info_problem, load_model
 
     if not is_checkpoint(path):
         return load_model(path)
@@ -232,4 +232,9 @@ def load_model_or_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], M
     info = {"engine": ck.engine, "dtype": ck.config.get("dtype", "float32"), "dataset": ck.data.get("dataset"),
             "data_options": ck.data.get("data_options") or {}, "standardization": ck.data.get("standardization"),
             "epochs": len(ck.trainer.get("history", {}).get("epochs", [])), "seed": ck.config.get("seed")}
-    return ck.model_state(), ck.spec, info
+    problem = info_problem(info)
+    if problem:
+        raise DataError(f"{ck.path}: its checkpoint metadata is damaged ({problem})")
+    state = ck.model_state()
+    check_finite(ck.path, state)
+    return state, ck.spec, info

@@ -86,7 +86,7 @@ def load_model(path: str | Path) -> tuple[dict[str, np.ndarray], ModelSpec, dict
     if DIGEST_KEY in metadata and metadata[DIGEST_KEY] != digest:
         raise DataError(f"{path}: its tensor data is damaged (SHA-256 {digest}, the file's metadata says "
                         f"{metadata[DIGEST_KEY]}); train the model again or restore the file")
-    _check_finite(path, state)
+    check_finite(path, state)
     return state, spec, info
 
 
@@ -103,7 +103,7 @@ def _check_fits(path: Path, header: SafetensorsHeader, expected: dict[str, tuple
         raise DataError(f"{path}: its tensors do not fit its spec {spec.describe()}: {'; '.join(problems)}")
 
 
-def _check_finite(path: Path, state: dict[str, np.ndarray]) -> None:
+def check_finite(path: Path, state: dict[str, np.ndarray]) -> None:
     bad = {n: int(np.count_nonzero(~np.isfinite(a))) for n, a in state.items() if a.dtype.kind == "f"}
     bad = {n: k for n, k in bad.items() if k}
     if bad:
@@ -131,13 +131,14 @@ def _check_info(path: Path, text: str) -> dict:
         raise DataError(f"{path}: its info metadata is not JSON ({exc})") from None
     if not isinstance(info, dict):
         raise DataError(f"{path}: its info metadata is a JSON {type(info).__name__}, not an object")
-    problem = _info_problem(info)
+    problem = info_problem(info)
     if problem:
         raise DataError(f"{path}: its info metadata is damaged: {problem}")
     return info
 
 
-def _info_problem(info: dict) -> str | None:
+def info_problem(info: dict) -> str | None:
+    """What is wrong with a model's ``info`` (dtype, dataset, data options, standardisation), or None."""
     if info.get("dtype", "float32") not in FLOAT_DTYPES:
         return f"dtype {info['dtype']!r} is not one of {', '.join(FLOAT_DTYPES)}"
     if not isinstance(info.get("dataset", ""), str):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from nnscratch.errors import DataError, UsageError
 from nnscratch.files.checkpoint import Checkpoint, find_checkpoint, read_checkpoint
-from nnscratch.run.config import RESUMABLE_KEYS, RunConfig
+from nnscratch.run.config import CONFIG_KEYS, RESUMABLE_KEYS, RunConfig, check_value
 
 #: Schedules whose length is the run's (unless their own length is set): extending a run stretches them.
 _RUN_LENGTH_SCHEDULES = {"cosine": "t_max", "onecycle": "total_steps", "cyclic": None}
@@ -41,7 +41,12 @@ def resumed_config(checkpoints: dict[str, Checkpoint | None], given: dict, engin
     """The checkpoint's settings with ``given`` (settings passed again) applied; a given setting
     that differs from the checkpoint's and may not change on resume is an error naming it."""
     first = next(ck for ck in checkpoints.values() if ck is not None)
-    base = {k: v for k, v in first.config.items() if k not in ("engines", "model")}
+    base = {k: tuple(v) if isinstance(v, list) else v for k, v in first.config.items() if k not in ("engines", "model")}
+    unknown = sorted(set(base) - set(CONFIG_KEYS))
+    bad = [f"{k} {problem}" for k, v in base.items() if k in CONFIG_KEYS and (problem := check_value(k, v))]
+    if unknown or bad:
+        raise DataError(f"{first.path}: its settings are damaged or not this nnscratch's "
+                        f"({'; '.join(bad + [f'unknown {k}' for k in unknown][:3])})")
     try:
         saved = RunConfig(**base, engines=engines)
         wanted = RunConfig(**{**base, **given}, engines=engines)
