@@ -40,6 +40,7 @@ CASES = [
     ("betas outside [0, 1)", "compare --optimizer adam --betas 0.9 1.0"),
     ("a schedule without its required setting", "compare --lr-schedule cyclic"),
     ("a setting of another schedule", "compare --lr-schedule step --lr-step-size 5 --t-max 3"),
+    ("a warm-up in steps before a schedule in epochs", "compare --lr-schedule cosine --warmup-steps 30"),
     ("early stopping with no patience", "compare --early-stopping 0"),
     ("an unknown dataset", "compare --dataset imagenet"),
     ("a folder dataset that does not exist", "compare --dataset folder:DIR/no_such_folder"),
