@@ -269,7 +269,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from nnscratch.data import load_dataset
     from nnscratch.engines import make_engine
     from nnscratch.files.atomic import write_json
-    from nnscratch.data.preprocess import ChannelStats, to_features
+    from nnscratch.data.preprocess import model_inputs
     from nnscratch.run.experiment import check_out_dir
     from nnscratch.training.metrics import classification_report
     from nnscratch.files.model_files import load_model
@@ -288,12 +288,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.verify is not None:
         options["verify"] = args.verify
     data = load_dataset(args.dataset or info.get("dataset", "mnist"), args.data_dir, **options)
-    norm = info.get("standardization")
-    stats = ChannelStats(np.asarray(norm["mean"]), np.asarray(norm["std"])) if norm else None
-    if stats is not None and len(stats.mean) != data.image_shape[-1]:
-        raise UsageError(f"{args.model} was trained on {len(stats.mean)}-channel images, the {data.title} "
-                         f"images have {data.image_shape[-1]}")
-    x = to_features(data.test_images, dtype.type, stats)
+    x = model_inputs(data.test_images, dtype.type, info.get("standardization"), str(args.model))
     if x.shape[1] != spec.input_dim:
         raise UsageError(f"{args.model} expects {spec.input_dim} inputs, the {data.title} images have {x.shape[1]}; "
                          "pass the --dataset it was trained on")

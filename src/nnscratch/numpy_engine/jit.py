@@ -76,7 +76,7 @@ class JitReLU(ReLU):
     """:class:`ReLU` with its two element-wise passes compiled by Numba."""
 
     def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
-        mask = self._buffers.get("mask", x.shape, dtype=bool)
+        mask = self._scratch.get("mask", x.shape, dtype=bool)
         _relu_forward(_flat(x), _flat(mask))
         self._mask = mask if train else None
         return x
@@ -90,7 +90,7 @@ class JitSoftmaxCrossEntropy(SoftmaxCrossEntropy):
     """:class:`SoftmaxCrossEntropy` in one compiled loop (same formulas; loss accumulated in float64)."""
 
     def forward_backward(self, z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-        p = self._buffers.get("dz", z.shape)
+        p = self._scratch.get("dz", z.shape)
         return float(_softmax_xent(z, y, p)), p
 
 
