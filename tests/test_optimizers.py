@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from helpers import rel_error
+from optimizer_cases import CASES, IDS
 from nnscratch.errors import ParameterError, UsageError
 from nnscratch.numpy_engine.optimizers import OPTIMIZERS, SGD, Adam, AdamW, RMSprop, make_optimizer
 
@@ -19,30 +20,6 @@ SHAPES = {"0.weight": (7, 5), "0.bias": (7,), "1.weight": (3, 7)}
 TORCH = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
          "rmsprop": torch.optim.RMSprop}
 STEPS = 50
-
-CASES = [
-    ("sgd", {}),
-    ("sgd", {"momentum": 0.9}),
-    ("sgd", {"momentum": 0.9, "dampening": 0.3}),
-    ("sgd", {"momentum": 0.9, "nesterov": True}),
-    ("sgd", {"weight_decay": 0.1}),
-    ("sgd", {"momentum": 0.8, "nesterov": True, "weight_decay": 0.1}),
-    ("sgd", {"momentum": 0.7, "dampening": 0.5, "weight_decay": 0.05}),
-    ("adam", {}),
-    ("adam", {"amsgrad": True}),
-    ("adam", {"weight_decay": 0.1}),
-    ("adam", {"betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1, "amsgrad": True}),
-    ("adamw", {}),
-    ("adamw", {"weight_decay": 0.1}),
-    ("adamw", {"weight_decay": 0.1, "amsgrad": True, "betas": (0.5, 0.9)}),
-    ("rmsprop", {}),
-    ("rmsprop", {"momentum": 0.9}),
-    ("rmsprop", {"centered": True}),
-    ("rmsprop", {"weight_decay": 0.1, "alpha": 0.9}),
-    ("rmsprop", {"momentum": 0.9, "centered": True, "weight_decay": 0.1, "alpha": 0.95, "eps": 1e-6}),
-]
-IDS = [f"{name}-{'-'.join(f'{k}={v}' for k, v in hp.items()) or 'default'}" for name, hp in CASES]
-
 
 def random_params(seed: int, dtype=np.float64) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
