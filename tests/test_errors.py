@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import assert_one_line_error  # noqa: E402
+from helpers import CUDA_MAY_EXIST, assert_one_line_error, skip_where_cuda_may_exist  # noqa: E402
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 
@@ -124,6 +124,7 @@ def _collect(folder: Path) -> list[tuple[str, str, str, int]]:
 
 
 def test_every_bad_input_is_one_line_and_matches_docs_errors_md(tmp_path, mnist):
+    skip_where_cuda_may_exist()  # the "--device cuda" row needs a machine without a GPU, as in test_config.py
     os.environ.setdefault("MPLBACKEND", "Agg")
     rows = _collect(tmp_path)
     for (what, args, message, code) in rows:
@@ -138,6 +139,10 @@ if __name__ == "__main__":  # regenerate docs/errors.md
 
     if "--write" not in sys.argv:
         sys.exit("usage: NNSCRATCH_DATA_DIR=... python tests/test_errors.py --write")
+    from nnscratch.engines import no_cuda_device
+
+    if not no_cuda_device():
+        sys.exit(f"{CUDA_MAY_EXIST}: write docs/errors.md on a machine without one")
     with tempfile.TemporaryDirectory() as tmp:
         DOC.write_text(_render(_collect(Path(tmp))), encoding="utf-8")
     print(f"wrote {DOC}")
