@@ -1,13 +1,24 @@
 """One optimizer step on 784-1024-1024-10 (1,863,690 float32 parameters): NumPy class, its Numba
-twin (--jit) and torch's single-tensor and foreach Adam/SGD/RMSprop (1 thread), taking turns."""
-import sys, time
+twin (--jit) and torch's single-tensor and foreach Adam/SGD/RMSprop (1 thread), taking turns.
+
+    python benchmarks/optimizers.py 300            # rounds (default 200), as in docs/performance.md
+    python benchmarks/optimizers.py 2 --small      # a smoke test on 8-4-2 (tests/test_benchmarks.py)
+"""
+import argparse, time
 import numpy as np, torch
+from nnscratch.numpy_engine.jit import make_jit_optimizer
 from nnscratch.numpy_engine.optimizers import make_optimizer
 
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("rounds", type=int, nargs="?", default=200, help="measured rounds (default: 200)")
+parser.add_argument("--small", action="store_true", help="a tiny 8-4-2 network instead, to check the script runs")
+options = parser.parse_args()
 torch.set_num_threads(1)  # ours run on one thread too
-ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+ROUNDS = options.rounds
 SHAPES = {"0.weight": (1024, 784), "0.bias": (1024,), "1.weight": (1024, 1024), "1.bias": (1024,),
           "2.weight": (10, 1024), "2.bias": (10,)}
+if options.small:
+    SHAPES = {"0.weight": (4, 8), "0.bias": (4,), "1.weight": (2, 4), "1.bias": (2,)}
 CONFIGS = [("sgd", {"momentum": 0.9, "nesterov": True}), ("adam", {}), ("adamw", {"weight_decay": 0.01}),
            ("rmsprop", {"momentum": 0.9})]
 TORCH = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}
@@ -17,7 +28,8 @@ grads = {k: (rng.standard_normal(s) * 1e-2).astype(np.float32) for k, s in SHAPE
 
 def ours(name, hp, jit):
     params = {k: v.copy() for k, v in init.items()}
-    opt, scratch = make_optimizer(name, params, jit=jit, **hp), {k: np.empty_like(v) for k, v in grads.items()}
+    build = make_jit_optimizer if jit else make_optimizer
+    opt, scratch = build(name, params, **hp), {k: np.empty_like(v) for k, v in grads.items()}
     def step():
         for k, a in scratch.items():
             np.copyto(a, grads[k])  # step may overwrite its gradients: fresh ones, outside the timing

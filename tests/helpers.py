@@ -117,3 +117,19 @@ def optional_import(module: str):
     if os.environ.get("NNSCRATCH_REQUIRE_OPTIONAL", "") not in ("", "0"):
         return importlib.import_module(module)
     return pytest.importorskip(module)
+
+
+#: Why a ``--device cuda`` error case cannot run here (see :func:`skip_where_cuda_may_exist`).
+CUDA_MAY_EXIST = "this machine may have a CUDA GPU: --device cuda is no error here"
+
+
+def skip_where_cuda_may_exist() -> None:
+    """Skip a test that expects ``--device cuda`` to be refused, unless this machine surely has no
+    CUDA GPU (the same check the CLI makes first, :func:`nnscratch.engines.no_cuda_device`). The one
+    guard of tests/test_config.py and tests/test_errors.py."""
+    import pytest
+
+    from nnscratch.engines import no_cuda_device
+
+    if not no_cuda_device():
+        pytest.skip(CUDA_MAY_EXIST)

@@ -46,7 +46,7 @@ def test_every_timed_epoch_and_peak_measurement_starts_after_a_pause(monkeypatch
     events = []
     monkeypatch.setattr(bench.time, "sleep", lambda seconds: events.append(("sleep", seconds)))
 
-    def fake_probe(self, dtype):  # products that only record that they ran
+    def fake_probe(self, dtype, n=4096):  # products that only record that they ran
         self.n, self.products = 1, {lib: (lambda: events.append(("product",))) for lib in ("numpy", "scipy")}
     monkeypatch.setattr(bench.PeakProbe, "__init__", fake_probe)
     monkeypatch.setattr(bench, "make_runner",

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import assert_one_line_error  # noqa: E402
+from helpers import CUDA_MAY_EXIST, assert_one_line_error, skip_where_cuda_may_exist  # noqa: E402
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 
@@ -40,6 +40,7 @@ CASES = [
     ("betas outside [0, 1)", "compare --optimizer adam --betas 0.9 1.0"),
     ("a schedule without its required setting", "compare --lr-schedule cyclic"),
     ("a setting of another schedule", "compare --lr-schedule step --lr-step-size 5 --t-max 3"),
+    ("a warm-up in steps before a schedule in epochs", "compare --lr-schedule cosine --warmup-steps 30"),
     ("early stopping with no patience", "compare --early-stopping 0"),
     ("an unknown dataset", "compare --dataset imagenet"),
     ("a folder dataset that does not exist", "compare --dataset folder:DIR/no_such_folder"),
@@ -177,6 +178,7 @@ def _collect(folder: Path) -> list[tuple[str, str, str, int]]:
 
 
 def test_every_bad_input_is_one_line_and_matches_docs_errors_md(tmp_path, mnist):
+    skip_where_cuda_may_exist()  # the "--device cuda" row needs a machine without a GPU, as in test_config.py
     os.environ.setdefault("MPLBACKEND", "Agg")
     rows = _collect(tmp_path)
     for (what, args, message, code) in rows:
@@ -191,6 +193,10 @@ if __name__ == "__main__":  # regenerate docs/errors.md
 
     if "--write" not in sys.argv:
         sys.exit("usage: NNSCRATCH_DATA_DIR=... python tests/test_errors.py --write")
+    from nnscratch.engines import no_cuda_device
+
+    if not no_cuda_device():
+        sys.exit(f"{CUDA_MAY_EXIST}: write docs/errors.md on a machine without one")
     with tempfile.TemporaryDirectory() as tmp:
         DOC.write_text(_render(_collect(Path(tmp))), encoding="utf-8")
     print(f"wrote {DOC}")

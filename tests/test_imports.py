@@ -100,7 +100,7 @@ def test_library_code_never_imports_the_cli():
 def test_the_layout_has_a_package_per_concern():
     """The top level keeps only what every package uses; everything else lives in its package."""
     top = {p.stem for p in PACKAGE.glob("*.py")}
-    assert top <= {"__init__", "__main__", "api", "engines", "errors", "threads", "flags"}, sorted(top)
+    assert top <= {"__init__", "__main__", "api", "engines", "errors", "threads"}, sorted(top)
     for package in ("numpy_engine", "torch_engine", "model", "training", "run", "files", "report", "cli", "data"):
         assert (PACKAGE / package / "__init__.py").is_file(), package
 

@@ -51,7 +51,7 @@ def _layers(kind: str, args: dict, rng: np.random.Generator):
 
     full = complete_args(kind, args)
     entry = LAYER_KINDS[kind]
-    ours = getattr(np_layers, entry.numpy_class)(D, dtype=np.float64, **full)
+    ours = entry.numpy_class(D, dtype=np.float64, **full)
     twin = entry.torch_module(full, D).double()
     for name, p in ours.params.items():
         p[...] = rng.normal(scale=0.7, size=p.shape) + (1.0 if name == "weight" and kind == "batch_norm" else 0.0)
@@ -294,3 +294,62 @@ def test_bad_layer_arguments_are_usage_errors(kind, args, message):
 
     with pytest.raises(UsageError, match=message):
         ModelSpec(10, (LayerSpec(kind, args), LayerSpec("dense", {"out_features": 2})))
+
+
+def test_every_built_in_kind_meets_the_layer_contract():
+    """Each registry entry's class against :class:`~nnscratch.numpy_engine.layers.Layer`: a subclass,
+    with ``params``/``grads``/``buffers`` dicts whose keys and shapes are the registry's, a forward
+    ``(N, D_in) -> (N, D_out)``, and a backward that returns ``dx (N, D_in)`` (or None without
+    ``need_dx``) and fills every ``grads`` key. Every built-in kind is a CASES kind, so none is left out."""
+    from nnscratch.model.registry import BUILT_IN_KINDS, complete_args
+
+    assert {kind for kind, _ in CASES} == set(BUILT_IN_KINDS) == set(LAYER_KINDS) - _registered_elsewhere()
+    rng = np.random.default_rng(7)
+    for kind, args in CASES:
+        full = complete_args(kind, args)
+        entry = LAYER_KINDS[kind]
+        assert issubclass(entry.numpy_class, np_layers.Layer), kind
+        layer = entry.numpy_class(D, dtype=np.float64, **full)
+        d_out = entry.out_features(full, D)
+        for attr in ("params", "grads", "buffers"):
+            assert isinstance(getattr(layer, attr), dict), (kind, attr)
+        assert {k: v.shape for k, v in layer.params.items()} == entry.param_shapes(full, D), kind
+        assert {k: v.shape for k, v in layer.grads.items()} == entry.param_shapes(full, D), kind
+        assert {k: v.shape for k, v in layer.buffers.items()} == entry.buffer_shapes(full, D), kind
+        assert all(p.dtype == np.float64 for p in layer.params.values()), kind
+        if kind == "dropout":
+            layer.set_keep(_keep(rng, full["p"]))
+        y = layer.forward(_input(rng), train=True)
+        assert y.shape == (N, d_out), kind
+        for g in layer.grads.values():
+            g.fill(np.nan)
+        dx = layer.backward(rng.normal(size=(N, d_out)), need_dx=True)
+        assert dx is not None and dx.shape == (N, D), kind
+        for name, g in layer.grads.items():
+            assert np.all(np.isfinite(g)), f"{kind}: backward left grads[{name!r}] unfilled"
+        layer.forward(_input(rng), train=True)
+        dx = layer.backward(rng.normal(size=(N, d_out)), need_dx=False)  # the first layer: dx may be skipped
+        assert dx is None or dx.shape == (N, D), kind
+
+
+def _registered_elsewhere() -> set[str]:
+    """Kinds some other test of this process registered (the registry is process-wide)."""
+    from nnscratch.model.registry import BUILT_IN_KINDS
+
+    return set(LAYER_KINDS) - set(BUILT_IN_KINDS)
+
+
+def test_register_layer_refuses_what_would_not_work():
+    from nnscratch.errors import UsageError
+    from nnscratch.model.registry import register_layer
+
+    with pytest.raises(UsageError, match="built-in"):
+        register_layer("relu", np_layers.ReLU, lambda a, d: torch.nn.ReLU())
+    with pytest.raises(UsageError, match="subclass of nnscratch.numpy_engine.layers.Layer"):
+        register_layer("mine", object, lambda a, d: torch.nn.ReLU())
+    with pytest.raises(UsageError, match="initial="):
+        register_layer("mine", np_layers.Dense, lambda a, d: torch.nn.Linear(d, 3),
+                       param_shapes=lambda a, d: {"weight": (3, d)})
+    assert "mine" not in LAYER_KINDS
+    with pytest.raises(UsageError, match="register_layer"):
+        ModelSpec(3, (LayerSpec("mine"), LayerSpec("dense", {"out_features": 2})))

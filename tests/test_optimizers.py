@@ -12,37 +12,14 @@ import pytest
 import torch
 
 from helpers import rel_error
-from nnscratch.errors import UsageError
+from optimizer_cases import CASES, IDS
+from nnscratch.errors import ParameterError, UsageError
 from nnscratch.numpy_engine.optimizers import OPTIMIZERS, SGD, Adam, AdamW, RMSprop, make_optimizer
 
 SHAPES = {"0.weight": (7, 5), "0.bias": (7,), "1.weight": (3, 7)}
 TORCH = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
          "rmsprop": torch.optim.RMSprop}
 STEPS = 50
-
-CASES = [
-    ("sgd", {}),
-    ("sgd", {"momentum": 0.9}),
-    ("sgd", {"momentum": 0.9, "dampening": 0.3}),
-    ("sgd", {"momentum": 0.9, "nesterov": True}),
-    ("sgd", {"weight_decay": 0.1}),
-    ("sgd", {"momentum": 0.8, "nesterov": True, "weight_decay": 0.1}),
-    ("sgd", {"momentum": 0.7, "dampening": 0.5, "weight_decay": 0.05}),
-    ("adam", {}),
-    ("adam", {"amsgrad": True}),
-    ("adam", {"weight_decay": 0.1}),
-    ("adam", {"betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1, "amsgrad": True}),
-    ("adamw", {}),
-    ("adamw", {"weight_decay": 0.1}),
-    ("adamw", {"weight_decay": 0.1, "amsgrad": True, "betas": (0.5, 0.9)}),
-    ("rmsprop", {}),
-    ("rmsprop", {"momentum": 0.9}),
-    ("rmsprop", {"centered": True}),
-    ("rmsprop", {"weight_decay": 0.1, "alpha": 0.9}),
-    ("rmsprop", {"momentum": 0.9, "centered": True, "weight_decay": 0.1, "alpha": 0.95, "eps": 1e-6}),
-]
-IDS = [f"{name}-{'-'.join(f'{k}={v}' for k, v in hp.items()) or 'default'}" for name, hp in CASES]
-
 
 def random_params(seed: int, dtype=np.float64) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
@@ -175,41 +152,55 @@ def test_registry_and_none_means_default():
     assert isinstance(opt, AdamW) and opt.weight_decay == 1e-2 and opt.betas == (0.9, 0.999)
 
 
-INVALID = [  # (optimizer, hyperparameters, flag in the message, torch rejects it too)
-    ("sgd", {"momentum": -0.5}, "--momentum", True),
-    ("sgd", {"weight_decay": -1.0}, "--weight-decay", True),
-    ("sgd", {"nesterov": True}, "--nesterov", True),
-    ("sgd", {"nesterov": True, "momentum": 0.9, "dampening": 0.1}, "--nesterov", True),
-    ("adam", {"betas": (1.0, 0.999)}, "--betas", True),
-    ("adam", {"betas": (0.9, -0.1)}, "--betas", True),
-    ("adam", {"eps": -1e-8}, "--eps", True),
-    ("adam", {"eps": float("nan")}, "--eps", True),
-    ("adam", {"weight_decay": -0.1}, "--weight-decay", True),
-    ("adamw", {"betas": (0.9, 1.5)}, "--betas", True),
-    ("rmsprop", {"alpha": -0.1}, "--alpha", True),
-    ("rmsprop", {"alpha": 1.5}, "--alpha", False),  # ours is stricter: alpha > 1 makes v negative
-    ("rmsprop", {"momentum": -0.1}, "--momentum", True),
-    ("rmsprop", {"eps": -1.0}, "--eps", True),
-    ("rmsprop", {"weight_decay": -1.0}, "--weight-decay", True),
+INVALID = [  # (optimizer, hyperparameters, parameter the message names, torch rejects it too)
+    ("sgd", {"momentum": -0.5}, "momentum", True),
+    ("sgd", {"weight_decay": -1.0}, "weight_decay", True),
+    ("sgd", {"nesterov": True}, "nesterov", True),
+    ("sgd", {"nesterov": True, "momentum": 0.9, "dampening": 0.1}, "nesterov", True),
+    ("adam", {"betas": (1.0, 0.999)}, "betas", True),
+    ("adam", {"betas": (0.9, -0.1)}, "betas", True),
+    ("adam", {"eps": -1e-8}, "eps", True),
+    ("adam", {"eps": float("nan")}, "eps", True),
+    ("adam", {"weight_decay": -0.1}, "weight_decay", True),
+    ("adamw", {"betas": (0.9, 1.5)}, "betas", True),
+    ("rmsprop", {"alpha": -0.1}, "alpha", True),
+    ("rmsprop", {"alpha": 1.5}, "alpha", False),  # ours is stricter: alpha > 1 makes v negative
+    ("rmsprop", {"momentum": -0.1}, "momentum", True),
+    ("rmsprop", {"eps": -1.0}, "eps", True),
+    ("rmsprop", {"weight_decay": -1.0}, "weight_decay", True),
 ]
 
 
-@pytest.mark.parametrize("name, hp, flag, torch_rejects", INVALID)
-def test_invalid_hyperparameters_name_the_flag(name, hp, flag, torch_rejects):
-    with pytest.raises(UsageError) as info:
+@pytest.mark.parametrize("name, hp, parameter, torch_rejects", INVALID)
+def test_invalid_hyperparameters_name_the_parameter(name, hp, parameter, torch_rejects):
+    """Called from Python, the message names the parameter one passed (not a command-line flag)."""
+    with pytest.raises(ParameterError) as info:
         make_optimizer(name, random_params(8), **hp)
     message = str(info.value)
-    assert message.startswith(flag) and "\n" not in message
+    assert info.value.parameter == parameter and message.startswith(parameter + " ") and "\n" not in message
+    assert "--" not in message
     if torch_rejects:
         with pytest.raises(ValueError):
             TORCH[name]([torch.zeros(2, requires_grad=True)], lr=0.1, **hp)
 
 
 def test_unknown_optimizer_and_foreign_hyperparameter():
-    with pytest.raises(UsageError, match="--optimizer must be one of sgd, adam, adamw, rmsprop"):
+    with pytest.raises(ParameterError, match="^name must be one of sgd, adam, adamw, rmsprop"):
         make_optimizer("lbfgs", random_params(9))
-    with pytest.raises(UsageError, match="--betas does not apply to --optimizer sgd"):
+    with pytest.raises(ParameterError, match="^betas does not apply to optimizer sgd"):
         make_optimizer("sgd", random_params(9), betas=(0.9, 0.99))
+
+
+@pytest.mark.parametrize("name, hp, parameter, torch_rejects", INVALID)
+def test_the_settings_name_the_flag(name, hp, parameter, torch_rejects):
+    """Through the settings (what the CLI and the API's keyword settings go through) the same
+    problem names the flag: ``--weight-decay must be >= 0``."""
+    from nnscratch.run.config import RunConfig
+
+    with pytest.raises(UsageError) as info:
+        RunConfig(optimizer=name, **hp)
+    assert str(info.value).startswith("--" + parameter.replace("_", "-") + " "), str(info.value)
+
 
 
 def test_load_state_rejects_wrong_names_and_shapes():

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.optim import lr_scheduler as tl
 
-from nnscratch.errors import UsageError
+from nnscratch.errors import ParameterError, UsageError
 from nnscratch.training.schedules import SCHEDULES, ReduceLROnPlateau, make_schedule
 
 STEPS = 300
@@ -61,9 +61,9 @@ CASES = [  # (id, name, base_lr, our parameters, torch scheduler builder)
       "final_div_factor": 100.0, "three_phase": True},
      lambda o: tl.OneCycleLR(o, max_lr=0.1, total_steps=STEPS, pct_start=0.25, anneal_strategy="linear",
                              div_factor=10.0, final_div_factor=100.0, three_phase=True, cycle_momentum=False)),
-    ("warmup", "constant", 0.1, {"warmup_steps": 10, "warmup_start_factor": 0.1},
+    ("warmup", "none", 0.1, {"warmup_steps": 10, "warmup_start_factor": 0.1},
      lambda o: tl.LinearLR(o, start_factor=0.1, total_iters=10)),
-    ("warmup-default-factor", "constant", 0.05, {"warmup_steps": 25},
+    ("warmup-default-factor", "none", 0.05, {"warmup_steps": 25},
      lambda o: tl.LinearLR(o, total_iters=25)),
     ("warmup-cosine", "cosine", 0.1, {"warmup_steps": 10, "warmup_start_factor": 0.01, "T_max": 290, "eta_min": 1e-3},
      lambda o: tl.SequentialLR(o, [tl.LinearLR(o, start_factor=0.01, total_iters=10),
@@ -87,14 +87,14 @@ def test_equals_torch_for_300_steps(name, base_lr, params, build):
     ours = [schedule.lr(t) for t in range(STEPS)]
     bad = [(t, a, b) for t, (a, b) in enumerate(zip(ours, expected)) if not close(a, b)]
     assert not bad, f"first mismatches (step, ours, torch): {bad[:3]}"
-    assert len(set(expected)) > 1 or name == "constant"
+    assert len(set(expected)) > 1 or name == "none"
     # asked out of order, the schedule replays its recursion and gives the same numbers
     for t in (150, 20, 299, 0, 151):
         assert schedule.lr(t) == ours[t]
 
 
-def test_constant_is_constant():
-    schedule = make_schedule("constant", 0.05)
+def test_none_is_constant():
+    schedule = make_schedule("none", 0.05)
     assert [schedule.lr(t) for t in range(STEPS)] == [0.05] * STEPS
 
 
@@ -173,46 +173,102 @@ def test_none_means_default():
     assert schedule.gamma == 0.1
 
 
-INVALID = [  # (name, base_lr, parameters, flag the message starts with)
-    ("nope", 0.1, {}, "--lr-schedule"),
-    ("cosine", -0.1, {"T_max": 10}, "--lr"),
-    ("cosine", float("nan"), {"T_max": 10}, "--lr"),
-    ("step", 0.1, {}, "--lr-schedule step needs --lr-step-size"),
-    ("step", 0.1, {"step_size": 0}, "--lr-step-size"),
-    ("step", 0.1, {"step_size": 2.5}, "--lr-step-size"),
-    ("step", 0.1, {"step_size": 2, "gamma": 0.0}, "--lr-gamma"),
-    ("multistep", 0.1, {"milestones": [5, 3]}, "--lr-milestones"),
-    ("multistep", 0.1, {"milestones": []}, "--lr-milestones"),
-    ("exponential", 0.1, {"gamma": -1.0}, "--lr-gamma"),
-    ("exponential", 0.1, {"gamma": "fast"}, "--lr-gamma"),
-    ("cosine", 0.1, {"T_max": 0}, "--t-max"),
-    ("cosine", 0.1, {"T_max": 10, "eta_min": -1.0}, "--min-lr"),
-    ("cosine", 0.1, {"T_max": 10, "step_size": 3}, "--lr-step-size does not apply to --lr-schedule cosine"),
-    ("cyclic", 0.01, {"max_lr": 0.1, "mode": "zigzag"}, "--cyclic-mode"),
-    ("cyclic", 0.01, {"max_lr": 0.1, "step_size_up": 0}, "--step-size-up"),
-    ("cyclic", 0.01, {"max_lr": 0.1, "step_size_down": -2}, "--step-size-down"),
-    ("onecycle", 0.1, {"total_steps": 100, "pct_start": 1.5}, "--pct-start"),
-    ("onecycle", 0.1, {"total_steps": 100, "anneal_strategy": "exp"}, "--anneal-strategy"),
-    ("onecycle", 0.1, {"total_steps": 10, "pct_start": 0.1}, "--pct-start"),  # torch: ZeroDivisionError
-    ("onecycle", 0.1, {"total_steps": 0}, "--total-steps"),
-    ("plateau", 0.1, {"factor": 1.0}, "--plateau-factor"),
-    ("plateau", 0.1, {"patience": -1}, "--plateau-patience"),
-    ("plateau", 0.1, {"threshold_mode": "foo"}, "--plateau-threshold-mode"),
-    ("cosine", 0.1, {"T_max": 10, "warmup_steps": -1}, "--warmup-steps"),
-    ("cosine", 0.1, {"T_max": 10, "warmup_steps": 5, "warmup_start_factor": 0.0}, "--warmup-start-factor"),
-    ("cosine", 0.1, {"T_max": 10, "warmup_start_factor": 0.5}, "--warmup-start-factor"),
-    ("onecycle", 0.1, {"total_steps": 100, "warmup_steps": 5}, "--warmup-steps"),
-    ("plateau", 0.1, {"warmup_steps": 5}, "--warmup-steps"),
+INVALID = [  # (name, base_lr, parameters, what the message starts with: the parameter, as it is passed)
+    ("nope", 0.1, {}, "name"),
+    ("cosine", -0.1, {"T_max": 10}, "base_lr"),
+    ("cosine", float("nan"), {"T_max": 10}, "base_lr"),
+    ("step", 0.1, {}, "step_size is required by the step schedule"),
+    ("step", 0.1, {"step_size": 0}, "step_size"),
+    ("step", 0.1, {"step_size": 2.5}, "step_size"),
+    ("step", 0.1, {"step_size": 2, "gamma": 0.0}, "gamma"),
+    ("multistep", 0.1, {"milestones": [5, 3]}, "milestones"),
+    ("multistep", 0.1, {"milestones": []}, "milestones"),
+    ("exponential", 0.1, {"gamma": -1.0}, "gamma"),
+    ("exponential", 0.1, {"gamma": "fast"}, "gamma"),
+    ("cosine", 0.1, {"T_max": 0}, "T_max"),
+    ("cosine", 0.1, {"T_max": 10, "eta_min": -1.0}, "eta_min"),
+    ("cosine", 0.1, {"T_max": 10, "step_size": 3}, "step_size does not apply to the cosine schedule"),
+    ("cyclic", 0.01, {"max_lr": 0.1, "mode": "zigzag"}, "mode"),
+    ("cyclic", 0.01, {"max_lr": 0.1, "step_size_up": 0}, "step_size_up"),
+    ("cyclic", 0.01, {"max_lr": 0.1, "step_size_down": -2}, "step_size_down"),
+    ("onecycle", 0.1, {"total_steps": 100, "pct_start": 1.5}, "pct_start"),
+    ("onecycle", 0.1, {"total_steps": 100, "anneal_strategy": "exp"}, "anneal_strategy"),
+    ("onecycle", 0.1, {"total_steps": 10, "pct_start": 0.1}, "pct_start"),  # torch: ZeroDivisionError
+    ("onecycle", 0.1, {"total_steps": 0}, "total_steps"),
+    ("plateau", 0.1, {"factor": 1.0}, "factor"),
+    ("plateau", 0.1, {"patience": -1}, "patience"),
+    ("plateau", 0.1, {"threshold_mode": "foo"}, "threshold_mode"),
+    ("cosine", 0.1, {"T_max": 10, "warmup_steps": -1}, "warmup_steps"),
+    ("cosine", 0.1, {"T_max": 10, "warmup_steps": 5, "warmup_start_factor": 0.0}, "warmup_start_factor"),
+    ("cosine", 0.1, {"T_max": 10, "warmup_start_factor": 0.5}, "warmup_start_factor"),
+    ("onecycle", 0.1, {"total_steps": 100, "warmup_steps": 5}, "warmup_steps"),
+    ("plateau", 0.1, {"warmup_steps": 5}, "warmup_steps"),
 ]
 
 
-@pytest.mark.parametrize("name, base_lr, params, flag", INVALID)
-def test_invalid_parameters_name_the_flag(name, base_lr, params, flag):
-    with pytest.raises(UsageError) as info:
+@pytest.mark.parametrize("name, base_lr, params, start", INVALID)
+def test_invalid_parameters_name_the_parameter(name, base_lr, params, start):
+    """Called from Python, a schedule names its own parameter (``T_max``), never a flag."""
+    with pytest.raises(ParameterError) as info:
         make_schedule(name, base_lr, **params)
-    assert str(info.value).startswith(flag) and "\n" not in str(info.value)
+    message = str(info.value)
+    assert message.startswith(start + ("" if " " in start else " ")) and "\n" not in message
+    assert "--" not in message
+
+
+#: (settings, the flag the settings layer's message starts with): the same problems through RunConfig
+#: (the CLI and the API's keyword settings) name the flag, through config.SCHEDULE_PARAMETERS.
+FLAG_CASES = [
+    ({"lr_schedule": "step", "lr_step_size": 2, "lr_gamma": 0.0}, "--lr-gamma must be > 0"),
+    ({"lr_schedule": "cosine", "min_lr": -1.0}, "--min-lr must be"),
+    ({"lr_schedule": "cyclic"}, "--lr-schedule cyclic needs --max-lr"),
+    ({"lr_schedule": "cyclic", "max_lr": 0.1, "lr_gamma": -1.0}, "--lr-gamma must be > 0"),
+    ({"lr_schedule": "onecycle", "pct_start": 1.5}, "--pct-start must be"),
+    ({"lr_schedule": "onecycle", "total_steps": 10, "pct_start": 0.1}, "--pct-start 0.1 gives"),
+    ({"lr_schedule": "plateau", "plateau_factor": 1.0}, "--plateau-factor must be"),
+    ({"lr_schedule": "plateau", "min_lr": -1.0}, "--min-lr must be"),
+    ({"lr_schedule": "plateau", "plateau_eps": -1.0}, "--plateau-eps must be"),
+    ({"lr_schedule": "cosine", "lr_step_size": 3}, "--lr-step-size does not apply to --lr-schedule cosine"),
+    ({"lr_schedule": "none", "lr_gamma": 0.5}, "--lr-gamma does not apply to --lr-schedule none"),
+    ({"lr_schedule": "plateau", "warmup_steps": 5}, "--warmup-steps cannot be combined with the plateau schedule"),
+    ({"warmup_start_factor": 0.5}, "--warmup-start-factor needs a warm-up"),
+    ({"lr_schedule": "cosine", "warmup_steps": 5}, "--warmup-steps counts optimisation steps (batches), "
+                                                   "but --lr-schedule cosine advances once per epoch"),
+    ({"lr_schedule": "step", "lr_step_size": 3, "warmup_steps": 5, "lr_schedule_unit": "epoch"},
+     "--warmup-steps counts optimisation steps"),
+]
+
+
+@pytest.mark.parametrize("settings, start", FLAG_CASES)
+def test_the_settings_name_the_flag(settings, start):
+    from nnscratch.run.config import RunConfig
+
+    with pytest.raises(UsageError) as info:
+        RunConfig(**settings)
+    assert str(info.value).startswith(start) and "\n" not in str(info.value), str(info.value)
+
+
+def test_warmup_with_a_per_step_schedule_is_accepted():
+    """The fix the refusal names works: warm-up steps and the schedule's units are both batches."""
+    from nnscratch.run.config import RunConfig
+
+    cfg = RunConfig(epochs=2, lr_schedule="cosine", warmup_steps=30, lr_schedule_unit="step")
+    schedule = cfg.make_schedule(steps_per_epoch=100)
+    assert schedule.lr(0) == pytest.approx(0.01 / 3) and schedule.lr(30) == pytest.approx(0.01)
+    assert schedule.second.T_max == 170  # 200 steps of the run less the 30 of the warm-up
+    assert "--warmup-steps 30" in cfg.describe() and "--lr-schedule-unit step" in cfg.describe()
+
+
+def test_every_config_key_of_a_schedule_reaches_a_parameter():
+    """config.SCHEDULE_PARAMETERS names only parameters some schedule has, and covers them all."""
+    from nnscratch.run.config import SCHEDULE_PARAMETERS
+    from nnscratch.training.schedules import parameters
+
+    mapped = {p for names in SCHEDULE_PARAMETERS.values() for p in names}
+    every = {p for name in SCHEDULES for p in parameters(name)}
+    assert mapped == every
 
 
 def test_registry_names():
-    assert set(SCHEDULES) == {"constant", "step", "multistep", "exponential", "cosine", "cyclic", "onecycle",
+    assert set(SCHEDULES) == {"none", "step", "multistep", "exponential", "cosine", "cyclic", "onecycle",
                               "plateau"}

@@ -96,7 +96,7 @@ def test_float64_twins_agree_to_rounding(runs, fuse_sgd):
     assert rel_error(a["state"]["0.weight"], a["initial"]["0.weight"]) > 1e-4
     losses = a["history"].step_loss
     assert np.mean(losses[-8:]) < np.mean(losses[:8])
-    assert ra.val_accuracy > 0.2
+    assert ra.val_accuracy == pytest.approx(0.386, abs=0.01)  # this seeded run reaches 0.386 (chance: 0.1)
 
 
 def test_fused_and_plain_sgd_agree(runs):

@@ -30,7 +30,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from nnscratch.run.config import _FLOAT_KEYS, _OTHER_NAMES, CONFIG_KEYS, RunConfig, resolve_config
-from nnscratch.data import ChannelStats, Dataset, load_dataset, to_features
+from nnscratch.data import Dataset, load_dataset
+from nnscratch.data.preprocess import model_inputs
 from nnscratch.engines import ENGINES, Engine, make_engine
 from nnscratch.errors import UsageError
 from nnscratch.run.experiment import (EngineResult, check_engines, check_out_dir, plan_run, prepare_arrays,
@@ -146,9 +147,8 @@ class Run:
             raise UsageError(f"predict() takes a batch of images (N, {', '.join(map(str, shape))}) or inputs "
                              f"(N, {dim}), got shape {x.shape}; one image x is x[None]")
         if x.dtype == np.uint8:
-            norm = self.metrics["dataset"]["standardization"]
-            stats = ChannelStats(np.asarray(norm["mean"]), np.asarray(norm["std"])) if norm else None
-            return to_features(x.reshape(len(x), *shape), self._settings.np_dtype.type, stats)
+            return model_inputs(x.reshape(len(x), *shape), self._settings.np_dtype.type,
+                                self.metrics["dataset"]["standardization"], "this run")
         if x.ndim != 2 or x.dtype.kind != "f":
             raise UsageError(f"predict() takes uint8 images or float inputs (N, {dim}), got {x.dtype} {x.shape}")
         return np.ascontiguousarray(x, dtype=self._settings.np_dtype)

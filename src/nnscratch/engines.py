@@ -72,6 +72,21 @@ def torch_available() -> bool:
     return True
 
 
+def require_torch() -> None:
+    """A :class:`UsageError` with the install line unless PyTorch can be imported."""
+    if not torch_available():
+        raise UsageError("the torch engine needs PyTorch: pip install torch==2.13.0 "
+                         "then pip install 'nnscratch[torch]'")
+
+
+def require_numba() -> None:
+    """A :class:`UsageError` with the install line unless Numba (``--jit``) can be imported."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        raise UsageError("--jit needs numba: pip install 'nnscratch[bench]' (or run without --jit)") from None
+
+
 def make_engine(name: str, spec: ModelSpec, initial: dict[str, np.ndarray], dtype=np.float32,
                 device: str = "auto", **options) -> Engine:
     """Build engine ``name`` from ``spec``, starting from the parameters and buffers ``initial``.
@@ -81,17 +96,12 @@ def make_engine(name: str, spec: ModelSpec, initial: dict[str, np.ndarray], dtyp
     """
     if name == "numpy":
         if options.get("jit"):
-            try:
-                import numba  # noqa: F401
-            except ImportError:
-                raise UsageError("--jit needs numba: pip install 'nnscratch[bench]' (or run without --jit)") from None
-        from nnscratch.numpy_engine import NumpyEngine
+            require_numba()
+        from nnscratch.numpy_engine.model import NumpyEngine
 
         return NumpyEngine(spec, initial, dtype=dtype, **options)
     if name == "torch":
-        if not torch_available():
-            raise UsageError("the torch engine needs PyTorch: pip install torch==2.13.0 "
-                             "then pip install 'nnscratch[torch]'")
+        require_torch()
         from nnscratch.torch_engine import TorchEngine
 
         return TorchEngine(spec, initial, dtype=dtype, device=device, **options)

@@ -18,6 +18,21 @@ class UsageError(NNScratchError):
     exit_code = 2
 
 
+class ParameterError(UsageError):
+    """A bad value for a parameter of a library class or function, named as the code names it.
+
+    ``parameter`` is that name (``"betas"``, ``"T_max"``), ``problem`` the rest of the line
+    (``"must both be in [0, 1), got (0.9, 1.0)"``), and the message is the two together:
+    ``betas must both be in [0, 1), got (0.9, 1.0)``. Called from Python, that is the name one
+    passed. The settings layer (:mod:`nnscratch.run.config`), which knows the flag that sets each
+    parameter, says the flag instead: ``--betas must both be in [0, 1), got (0.9, 1.0)``.
+    """
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        super().__init__(f"{parameter} {problem}")
+        self.parameter, self.problem = parameter, problem
+
+
 class DataError(NNScratchError):
     """A dataset file is missing, unreadable or not what it claims to be."""
 

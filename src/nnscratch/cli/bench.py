@@ -33,6 +33,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                    help="also measure the network and training options of a config file (e.g. configs/best.toml) at "
                         "its batch size: its optimizer, dropout, batch norm, penalties (scikit-learn has none of them)")
     p.add_argument("--train-subset", type=int, default=None, metavar="N", help="use the first N training images")
+    p.add_argument("--peak-size", type=int, default=4096, metavar="N",
+                   help="side of the square products that measure the GEMM peak (default: 4096; smaller is quicker, "
+                        "for a smoke test, and under-states the peak)")
     p.add_argument("--threads", type=int, default=None, help="threads for every engine (default: all usable cores)")
     p.add_argument("--data-dir", default=None, metavar="DIR", help="folder holding the MNIST files")
     p.add_argument("--json", default=None, metavar="PATH", help="write the table and machine facts as JSON")
@@ -48,6 +51,7 @@ def command_line(args: argparse.Namespace) -> str:
     parts += [f"--config {args.config}"] if getattr(args, "config", None) else []
     parts += [f"--train-subset {args.train_subset}"] if args.train_subset else []
     parts += [f"--threads {args.threads}"] if args.threads else []
+    parts += [f"--peak-size {args.peak_size}"] if getattr(args, "peak_size", 4096) != 4096 else []
     return " ".join(p.strip() for p in parts)
 
 
@@ -61,6 +65,8 @@ def run_bench(args: argparse.Namespace) -> int:
         raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
     if not 0 <= args.settle <= 60:  # also refuses nan
         raise UsageError(f"--settle must be between 0 and 60 seconds, got {args.settle}")
+    if args.peak_size < 64:
+        raise UsageError(f"--peak-size must be at least 64, got {args.peak_size}")
     if any(b < 1 for b in args.batch_sizes):
         raise UsageError(f"--batch-sizes must be positive, got {args.batch_sizes}")
     config = None
@@ -77,7 +83,8 @@ def run_bench(args: argparse.Namespace) -> int:
           "per engine after one warm-up", flush=True)
     result = run_benchmark(pixels, y, engines=args.engines, batch_sizes=args.batch_sizes, deep=args.deep,
                            epochs=args.epochs, jit=args.jit, settle_s=args.settle, config=config,
-                           config_name=Path(args.config).name if args.config else "config")
+                           config_name=Path(args.config).name if args.config else "config",
+                           peak_size=args.peak_size)
     result["threads"] = threads
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["machine"] = machine_info()

@@ -75,12 +75,14 @@ def _add_run_flags(p: argparse.ArgumentParser, default_out: str) -> None:
 
 
 def _add_optimizer_flags(p: argparse.ArgumentParser) -> None:
-    """Optimizer, learning-rate schedule, regularisation and early stopping (torch's names and defaults)."""
-    from nnscratch.run.config import LR_SCHEDULES
+    """Optimizer, learning-rate schedule, regularisation and early stopping (torch's names and defaults).
+    The choices are the keys of the registries: OPTIMIZERS, SCHEDULES and the schedules' own modes."""
+    from nnscratch.numpy_engine.optimizers import OPTIMIZERS
+    from nnscratch.training.schedules import SCHEDULES, CyclicLR, OneCycleLR, ReduceLROnPlateau
 
     flag = argparse.BooleanOptionalAction
     o = p.add_argument_group("optimizer (torch's defaults for whatever is not given)")
-    o.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "rmsprop"], help="(default: sgd)")
+    o.add_argument("--optimizer", choices=list(OPTIMIZERS), help="(default: sgd)")
     o.add_argument("--momentum", type=float, help="sgd, rmsprop: momentum (default: 0)")
     o.add_argument("--dampening", type=float, help="sgd: dampening of the momentum (default: 0)")
     o.add_argument("--nesterov", action=flag, default=None, help="sgd: Nesterov momentum (default: off)")
@@ -93,11 +95,13 @@ def _add_optimizer_flags(p: argparse.ArgumentParser) -> None:
     o.add_argument("--weight-decay", type=float,
                    help="L2 in the gradient (sgd, adam, rmsprop; default 0) or decoupled (adamw; default 0.01)")
     s = p.add_argument_group("learning-rate schedule (per-step values equal to torch's schedulers)")
-    s.add_argument("--lr-schedule", choices=list(LR_SCHEDULES), help="(default: none)")
+    s.add_argument("--lr-schedule", choices=list(SCHEDULES), help="(default: none)")
     s.add_argument("--lr-schedule-unit", choices=["step", "epoch"],
                    help="advance the schedule every batch or every epoch (default: epoch for step, multistep, "
                         "exponential, cosine, plateau; step for cyclic, onecycle and a lone warm-up)")
-    s.add_argument("--warmup-steps", type=int, metavar="N", help="linear warm-up over N schedule units first")
+    s.add_argument("--warmup-steps", type=int, metavar="N",
+                   help="linear warm-up over the first N optimisation steps (batches); a per-epoch schedule "
+                        "needs --lr-schedule-unit step with it")
     s.add_argument("--warmup-start-factor", type=float, help="warm-up starts at this times --lr (default: 1/3)")
     s.add_argument("--lr-step-size", type=int, help="step: units between decays")
     s.add_argument("--lr-gamma", type=float, help="step, multistep, exponential, cyclic exp_range: decay factor")
@@ -107,17 +111,19 @@ def _add_optimizer_flags(p: argparse.ArgumentParser) -> None:
     s.add_argument("--max-lr", type=float, help="cyclic: the peak (required); onecycle: the peak (default: --lr)")
     s.add_argument("--step-size-up", type=int, help="cyclic: units going up (default: 2000)")
     s.add_argument("--step-size-down", type=int, help="cyclic: units going down (default: = up)")
-    s.add_argument("--cyclic-mode", choices=["triangular", "triangular2", "exp_range"], help="cyclic: shape")
+    s.add_argument("--cyclic-mode", choices=list(CyclicLR.MODES), help="cyclic: shape")
     s.add_argument("--total-steps", type=int, help="onecycle: length of the cycle (default: the whole run)")
     s.add_argument("--pct-start", type=float, help="onecycle: share of the cycle going up (default: 0.3)")
-    s.add_argument("--anneal-strategy", choices=["cos", "linear"], help="onecycle: shape (default: cos)")
+    s.add_argument("--anneal-strategy", choices=list(OneCycleLR.ANNEAL_STRATEGIES),
+                   help="onecycle: shape (default: cos)")
     s.add_argument("--div-factor", type=float, help="onecycle: start = max_lr / div_factor (default: 25)")
     s.add_argument("--final-div-factor", type=float, help="onecycle: end = start / this (default: 1e4)")
     s.add_argument("--three-phase", action=flag, default=None, help="onecycle: three phases (default: off)")
     s.add_argument("--plateau-factor", type=float, help="plateau: lr multiplier on a plateau (default: 0.1)")
     s.add_argument("--plateau-patience", type=int, help="plateau: epochs without improvement (default: 10)")
     s.add_argument("--plateau-threshold", type=float, help="plateau: what counts as better (default: 1e-4)")
-    s.add_argument("--plateau-threshold-mode", choices=["rel", "abs"], help="plateau: (default: rel)")
+    s.add_argument("--plateau-threshold-mode", choices=list(ReduceLROnPlateau.THRESHOLD_MODES),
+                   help="plateau: (default: rel)")
     s.add_argument("--plateau-cooldown", type=int, help="plateau: epochs to wait after a cut (default: 0)")
     s.add_argument("--plateau-eps", type=float, help="plateau: smallest change of lr applied (default: 1e-8)")
     r = p.add_argument_group("regularisation and stopping")
@@ -321,7 +327,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from nnscratch.data import load_dataset
     from nnscratch.engines import make_engine
     from nnscratch.files.atomic import write_json
-    from nnscratch.data.preprocess import ChannelStats, to_features
+    from nnscratch.data.preprocess import model_inputs
     from nnscratch.run.experiment import check_out_dir
     from nnscratch.training.metrics import classification_report
     from nnscratch.files.checkpoint import load_model_or_checkpoint
@@ -340,12 +346,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.verify is not None:
         options["verify"] = args.verify
     data = load_dataset(args.dataset or info.get("dataset", "mnist"), args.data_dir, **options)
-    norm = info.get("standardization")
-    stats = ChannelStats(np.asarray(norm["mean"]), np.asarray(norm["std"])) if norm else None
-    if stats is not None and len(stats.mean) != data.image_shape[-1]:
-        raise UsageError(f"{args.model} was trained on {len(stats.mean)}-channel images, the {data.title} "
-                         f"images have {data.image_shape[-1]}")
-    x = to_features(data.test_images, dtype.type, stats)
+    x = model_inputs(data.test_images, dtype.type, info.get("standardization"), str(args.model))
     if x.shape[1] != spec.input_dim:
         raise UsageError(f"{args.model} expects {spec.input_dim} inputs, the {data.title} images have {x.shape[1]}; "
                          "pass the --dataset it was trained on")

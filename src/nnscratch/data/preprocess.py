@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["ChannelStats", "channel_stats", "scale_pixels", "standardize", "to_features"]
+__all__ = ["ChannelStats", "channel_stats", "model_inputs", "scale_pixels", "standardize", "to_features"]
 
 
 class ChannelStats(NamedTuple):
@@ -61,6 +61,27 @@ def to_features(images: np.ndarray, dtype, stats: ChannelStats | None = None) ->
     if stats is not None:
         standardize(out, stats, images.shape[1:], out=out)
     return out
+
+
+def model_inputs(images: np.ndarray, dtype, standardization: dict | None, model: str = "the model") -> np.ndarray:
+    """uint8 images -> the inputs a trained model expects, from the data options it stored.
+
+    ``standardization`` is what a model file's metadata and ``metrics.json`` hold: ``None`` (the
+    model saw ``pixel / 255``) or ``{"mean": [...], "std": [...]}``, one value per channel, of its
+    training split. The one place that turns those stored options into inputs: ``nnscratch
+    evaluate`` and :meth:`nnscratch.api.Run.predict` both call it. Images with another number of
+    channels than the statistics are a :class:`~nnscratch.errors.UsageError` naming ``model``.
+    """
+    stats = None
+    if standardization:
+        stats = ChannelStats(np.asarray(standardization["mean"], dtype=np.float64),
+                             np.asarray(standardization["std"], dtype=np.float64))
+        channels = images.shape[-1] if images.ndim == 4 else 1
+        if len(stats.mean) != channels:
+            from nnscratch.errors import UsageError
+
+            raise UsageError(f"{model} was trained on {len(stats.mean)}-channel images, these images have {channels}")
+    return to_features(images, dtype, stats)
 
 
 def channel_stats(train_images: np.ndarray) -> ChannelStats:

@@ -3,13 +3,14 @@
 One :class:`LayerKind` per ``kind`` of :class:`~nnscratch.model.spec.LayerSpec` gives
 
 * its arguments with their defaults, and their checks (a bad value is a one-line usage error);
-* the NumPy class in :mod:`nnscratch.numpy_engine.layers` that computes it by hand;
+* the NumPy class that computes it by hand (a :class:`~nnscratch.numpy_engine.layers.Layer`);
 * the torch module its twin uses (built lazily: this module never imports torch);
 * its parameters' and buffers' names and shapes, named as torch's ``state_dict()`` names them
   (``weight (out, in)``, ``running_mean``...), and how they are initialised.
 
-Nothing outside this file asks "which kind is this layer?". The CLI's ``--activation`` choices
-are the keys of :data:`ACTIVATIONS`.
+The registry is open: :func:`register_layer` adds a kind of your own (docs/your-own-layer.md)
+without editing this file; the spec, both engines, the settings and the model files then accept
+it in this process. The CLI's ``--activation`` choices are the keys of :data:`ACTIVATIONS`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from nnscratch.errors import UsageError
+from nnscratch.numpy_engine import layers
 
 INITIALIZERS = ("he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "torch_default")
 
@@ -35,18 +37,24 @@ def _same_width(args: dict, d_in: int) -> int:
     return d_in
 
 
+#: ``(rng, args, in_features, out_features, init scheme, gain**2)`` -> the layer's parameters and
+#: buffers at the start of training, float64 (``num_batches_tracked`` int64), named as torch does.
+Initial = Callable[[np.random.Generator, dict, int, int, str, float], dict[str, np.ndarray]]
+
+
 @dataclass(frozen=True)
 class LayerKind:
     """What one kind of layer is. See the module docstring."""
 
     name: str
-    numpy_class: str                                   # class name in nnscratch.numpy_engine.layers
+    numpy_class: type                                  # a subclass of nnscratch.numpy_engine.layers.Layer
     torch_module: Callable[[dict, int], Any]           # (args, in_features) -> torch.nn.Module
     defaults: dict[str, Any] = field(default_factory=dict)
     check: Callable[[dict], str | None] = lambda args: None   # a problem with the arguments, or None
     out_features: Callable[[dict, int], int] = _same_width
     param_shapes: Callable[[dict, int], dict[str, tuple[int, ...]]] = lambda args, d: {}
     buffer_shapes: Callable[[dict, int], dict[str, tuple[int, ...]]] = lambda args, d: {}
+    initial: Initial | None = None                     # None: no parameters or buffers
     init_gain_squared: Callable[[dict], float] | None = None  # activations only: gain**2 for He/Xavier init
     short: Callable[[dict], str] = lambda args: ""            # for ModelSpec.describe()
 
@@ -89,36 +97,52 @@ def _gelu_check(a: dict) -> str | None:
         f"gelu approximate must be 'none' or 'tanh', got {a['approximate']!r}"
 
 
+def _dense_initial(rng: np.random.Generator, args: dict, d_in: int, d_out: int, scheme: str,
+                   gain_squared: float) -> dict[str, np.ndarray]:
+    """A dense layer's start: :func:`init_dense`, without the bias when the layer has none."""
+    drawn = init_dense(rng, d_in, d_out, scheme, gain_squared)
+    return {"weight": drawn["weight"]} | ({"bias": drawn["bias"]} if args["bias"] else {})
+
+
+def _batch_norm_initial(rng: np.random.Generator, args: dict, d: int, d_out: int, scheme: str,
+                        gain_squared: float) -> dict[str, np.ndarray]:
+    """Batch norm starts as torch's does (whatever ``init``): weight 1, bias 0, running mean 0, variance 1."""
+    return {"weight": np.ones(d), "bias": np.zeros(d), "running_mean": np.zeros(d), "running_var": np.ones(d),
+            "num_batches_tracked": np.zeros((), dtype=np.int64)}
+
+
 LAYER_KINDS: dict[str, LayerKind] = {k.name: k for k in (
-    LayerKind("dense", "Dense", lambda a, d: _nn().Linear(d, a["out_features"], bias=a["bias"]),
+    LayerKind("dense", layers.Dense, lambda a, d: _nn().Linear(d, a["out_features"], bias=a["bias"]),
               defaults={"out_features": None, "bias": True}, check=_dense_check,
               out_features=lambda a, d: a["out_features"],
               param_shapes=lambda a, d: {"weight": (a["out_features"], d)} | (
-                  {"bias": (a["out_features"],)} if a["bias"] else {})),
-    LayerKind("relu", "ReLU", lambda a, d: _nn().ReLU(), init_gain_squared=lambda a: 2.0,
+                  {"bias": (a["out_features"],)} if a["bias"] else {}),
+              initial=_dense_initial),
+    LayerKind("relu", layers.ReLU, lambda a, d: _nn().ReLU(), init_gain_squared=lambda a: 2.0,
               short=lambda a: "relu"),
-    LayerKind("leaky_relu", "LeakyReLU", lambda a, d: _nn().LeakyReLU(a["negative_slope"]),
+    LayerKind("leaky_relu", layers.LeakyReLU, lambda a, d: _nn().LeakyReLU(a["negative_slope"]),
               defaults={"negative_slope": 0.01},
               check=_positive_float("negative_slope", "leaky_relu negative_slope", 0.0),
               init_gain_squared=lambda a: 2.0 / (1.0 + a["negative_slope"] ** 2),
               short=lambda a: "leaky_relu" + (f" {a['negative_slope']}" if a["negative_slope"] != 0.01 else "")),
-    LayerKind("elu", "ELU", lambda a, d: _nn().ELU(a["alpha"]), defaults={"alpha": 1.0},
+    LayerKind("elu", layers.ELU, lambda a, d: _nn().ELU(a["alpha"]), defaults={"alpha": 1.0},
               check=_positive_float("alpha", "elu alpha", 0.0), init_gain_squared=lambda a: 2.0,
               short=lambda a: "elu"),
-    LayerKind("gelu", "GELU", lambda a, d: _nn().GELU(approximate=a["approximate"]),
+    LayerKind("gelu", layers.GELU, lambda a, d: _nn().GELU(approximate=a["approximate"]),
               defaults={"approximate": "none"}, check=_gelu_check, init_gain_squared=lambda a: 2.0,
               short=lambda a: "gelu" if a["approximate"] == "none" else "gelu_tanh"),
-    LayerKind("tanh", "Tanh", lambda a, d: _nn().Tanh(), init_gain_squared=lambda a: 25.0 / 9.0,
+    LayerKind("tanh", layers.Tanh, lambda a, d: _nn().Tanh(), init_gain_squared=lambda a: 25.0 / 9.0,
               short=lambda a: "tanh"),
-    LayerKind("sigmoid", "Sigmoid", lambda a, d: _nn().Sigmoid(), init_gain_squared=lambda a: 1.0,
+    LayerKind("sigmoid", layers.Sigmoid, lambda a, d: _nn().Sigmoid(), init_gain_squared=lambda a: 1.0,
               short=lambda a: "sigmoid"),
-    LayerKind("dropout", "Dropout", lambda a, d: _nn().Dropout(a["p"]), defaults={"p": 0.5},
+    LayerKind("dropout", layers.Dropout, lambda a, d: _nn().Dropout(a["p"]), defaults={"p": 0.5},
               check=_positive_float("p", "--dropout", 0.0, 1.0), short=lambda a: f"dropout {a['p']:g}"),
-    LayerKind("batch_norm", "BatchNorm1d",
+    LayerKind("batch_norm", layers.BatchNorm1d,
               lambda a, d: _nn().BatchNorm1d(d, eps=a["eps"], momentum=a["momentum"]),
               defaults={"eps": 1e-5, "momentum": 0.1}, check=_bn_check,
               param_shapes=lambda a, d: {"weight": (d,), "bias": (d,)},
               buffer_shapes=lambda a, d: {"running_mean": (d,), "running_var": (d,), "num_batches_tracked": ()},
+              initial=_batch_norm_initial,
               short=lambda a: "batch norm"),
 )}
 
@@ -135,13 +159,85 @@ ACTIVATIONS: dict[str, tuple[str, dict]] = {
 
 #: Buffers that count rather than measure: kept as int64 in both engines, as torch does.
 INTEGER_BUFFERS = ("num_batches_tracked",)
+#: The kinds this file defines: :func:`register_layer` may not replace them.
+BUILT_IN_KINDS = tuple(LAYER_KINDS)
+
+
+def register_layer(kind: str, numpy_class: type, torch_module: Callable[[dict, int], Any], *,
+                   defaults: dict[str, Any] | None = None, check: Callable[[dict], str | None] | None = None,
+                   out_features: Callable[[dict, int], int] | None = None,
+                   param_shapes: Callable[[dict, int], dict[str, tuple[int, ...]]] | None = None,
+                   buffer_shapes: Callable[[dict, int], dict[str, tuple[int, ...]]] | None = None,
+                   initial: Initial | None = None, activation: bool = False,
+                   init_gain_squared: float | None = None) -> LayerKind:
+    """Add a layer kind of your own to the registry (for this process), without editing our files.
+
+    Parameters
+    ----------
+    kind : str
+        Its name in a spec (``LayerSpec(kind)``), in model files and, for an activation, in
+        ``activation = kind``. A built-in kind cannot be replaced; registering a kind of your own
+        again replaces it (a notebook cell run twice).
+    numpy_class : type
+        A subclass of :class:`nnscratch.numpy_engine.layers.Layer`, built as
+        ``numpy_class(in_features, dtype=..., **args)``.
+    torch_module : callable
+        ``(args, in_features) -> torch.nn.Module``, the twin's module (``lambda a, d: nn.SiLU()``).
+        Its ``state_dict()`` names must be those of ``param_shapes`` and ``buffer_shapes``.
+    defaults : dict, optional
+        Every argument the kind takes, with its default (``{}``: none). ``check(args)`` returns a
+        one-line problem with the completed arguments, or None.
+    out_features : callable, optional
+        ``(args, in_features) -> out_features``; default: the same width.
+    param_shapes, buffer_shapes : callable, optional
+        ``(args, in_features) -> {name: shape}``, torch's names; default: none.
+    initial : callable, optional
+        ``(rng, args, in_features, out_features, init, gain_squared) -> {name: array}``: every
+        parameter and buffer at the start of training (float64; drawn from ``rng`` if at all).
+        Required when the kind has parameters or buffers.
+    activation : bool
+        An element-wise activation without parameters: also usable as ``activation=kind`` in the
+        settings (:func:`nnscratch.api.compare`, :class:`~nnscratch.run.config.RunConfig`), after
+        each hidden dense layer. ``init_gain_squared`` is then the gain**2 the He and Xavier
+        initialisers use for the dense layer before it (default 2.0, ReLU's, as GELU and ELU take).
+
+    Returns
+    -------
+    LayerKind
+        The entry now in :data:`LAYER_KINDS`.
+
+    Not supported: the command line cannot load your class (``nnscratch compare --activation NAME``
+    knows the built-in names only), and ``--jit`` compiles only the built-in ReLU.
+    """
+    if kind in BUILT_IN_KINDS:
+        raise UsageError(f"{kind!r} is a built-in layer kind; register yours under another name")
+    if not (isinstance(numpy_class, type) and issubclass(numpy_class, layers.Layer)):
+        raise UsageError(f"numpy_class must be a subclass of nnscratch.numpy_engine.layers.Layer, got {numpy_class!r}")
+    if activation and (param_shapes or buffer_shapes or out_features):
+        raise UsageError(f"activation {kind!r}: an activation keeps the width and has no parameters or buffers")
+    if (param_shapes or buffer_shapes) and initial is None:
+        raise UsageError(f"layer kind {kind!r} has parameters or buffers: give initial=... to start them")
+    gain = (2.0 if init_gain_squared is None else float(init_gain_squared)) if activation else None
+    entry = LayerKind(kind, numpy_class, torch_module, defaults=dict(defaults or {}),
+                      check=check or (lambda args: None), out_features=out_features or _same_width,
+                      param_shapes=param_shapes or (lambda args, d: {}),
+                      buffer_shapes=buffer_shapes or (lambda args, d: {}), initial=initial,
+                      init_gain_squared=None if gain is None else (lambda args: gain),
+                      short=lambda args: kind)
+    LAYER_KINDS[kind] = entry
+    if activation:
+        ACTIVATIONS[kind] = (kind, {})
+    else:
+        ACTIVATIONS.pop(kind, None)
+    return entry
 
 
 def complete_args(kind: str, args: dict) -> dict:
     """``args`` with every default filled in, checked; an unknown kind or argument is a usage error."""
     entry = LAYER_KINDS.get(kind)
     if entry is None:
-        raise UsageError(f"unknown layer kind {kind!r}; choose one of {', '.join(LAYER_KINDS)}")
+        raise UsageError(f"unknown layer kind {kind!r}; choose one of {', '.join(LAYER_KINDS)} "
+                         "(or add yours with nnscratch.model.registry.register_layer)")
     unknown = set(args) - set(entry.defaults)
     if unknown:
         allowed = ", ".join(entry.defaults) or "none"
@@ -161,12 +257,6 @@ def state_shapes(spec) -> dict[str, tuple[int, ...]]:
         for name, shape in {**entry.param_shapes(layer.args, d_in), **entry.buffer_shapes(layer.args, d_in)}.items():
             shapes[f"{i}.{name}"] = tuple(shape)
     return shapes
-
-
-def parameter_names(spec) -> list[str]:
-    """Names of the trainable parameters only (what an optimizer updates), in layer order."""
-    return [f"{i}.{name}" for i, layer, d_in, _ in spec.walk()
-            for name in LAYER_KINDS[layer.kind].param_shapes(layer.args, d_in)]
 
 
 def dropout_layers(spec) -> list[tuple[int, int, float]]:
@@ -241,20 +331,16 @@ def initial_state(spec, rng: np.random.Generator, init: str = "he_normal") -> di
     """Every parameter and buffer of ``spec`` at the start of training, named as torch names them.
 
     Float arrays are float64 (each engine casts them to its dtype); ``num_batches_tracked`` is int64.
-    Dense layers follow ``init`` (see :func:`init_dense`); batch norm starts as torch's does
-    (weight 1, bias 0, running mean 0, running variance 1). Both engines start from these same
-    arrays, which is what makes them twins.
+    Each layer starts as its kind's ``initial`` says, in layer order (one random stream): dense
+    layers follow ``init`` (see :func:`init_dense`), batch norm starts as torch's does. Both
+    engines start from these same arrays, which is what makes them twins.
     """
     if init not in INITIALIZERS:
         raise UsageError(f"--init must be one of {', '.join(INITIALIZERS)}, got {init!r}")
     state: dict[str, np.ndarray] = {}
     for i, layer, d_in, d_out in spec.walk():
-        if layer.kind == "dense":
-            for name, value in init_dense(rng, d_in, d_out, init, _gain_squared(spec, i)).items():
-                if name == "weight" or layer.args["bias"]:
-                    state[f"{i}.{name}"] = value
-        elif layer.kind == "batch_norm":
-            state.update({f"{i}.weight": np.ones(d_in), f"{i}.bias": np.zeros(d_in),
-                          f"{i}.running_mean": np.zeros(d_in), f"{i}.running_var": np.ones(d_in),
-                          f"{i}.num_batches_tracked": np.zeros((), dtype=np.int64)})
+        entry = LAYER_KINDS[layer.kind]
+        if entry.initial is not None:
+            start = entry.initial(rng, layer.args, d_in, d_out, init, _gain_squared(spec, i))
+            state.update({f"{i}.{name}": value for name, value in start.items()})
     return state

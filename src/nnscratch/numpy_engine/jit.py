@@ -1,16 +1,17 @@
-"""Optional Numba-compiled element-wise kernels (``nnscratch bench --jit``), an experiment.
+"""Optional Numba-compiled element-wise kernels (``--jit``), an experiment.
 
 The reference project's roadmap lists "Numba/JIT compilation for the NumPy model". The matrix
 products are already BLAS, so only the element-wise parts can gain: the ReLU mask and its
 backward, and the softmax-cross-entropy gradient, each done in one compiled loop instead of
 several NumPy passes. The math is exactly that of :class:`~nnscratch.numpy_engine.layers.ReLU`
-and :class:`~nnscratch.numpy_engine.losses.SoftmaxCrossEntropy`; ``benchmarks/engines.py``
-measures whether it wins (see the README's Performance section for the figure).
+and :class:`~nnscratch.numpy_engine.losses.SoftmaxCrossEntropy` (without label smoothing: the
+engine keeps the NumPy loss then).
 
 The optimizers' updates (:class:`JitSGD`, :class:`JitAdam`, :class:`JitAdamW`, :class:`JitRMSprop`,
-chosen by ``make_optimizer(..., jit=True)``) are one compiled pass over memory per parameter
-instead of up to ~13 NumPy passes, with the same numbers bit for bit (docs/performance.md,
-"Optimizer updates": Adam on 1.86M float32 parameters about 3x faster).
+built by :func:`make_jit_optimizer`) are one compiled pass over memory per parameter instead of
+up to ~13 NumPy passes, with the same numbers bit for bit. What that gains, per update and per
+epoch, is measured in docs/performance.md ("Optimizer updates") and in the README's Performance
+table (``benchmarks/optimizers.py``, ``nnscratch bench --jit``); the figures live there, not here.
 
 Needs ``numba`` (``pip install 'nnscratch[bench]'``).
 """
@@ -23,7 +24,7 @@ import numpy as np
 
 from nnscratch.numpy_engine.layers import ReLU
 from nnscratch.numpy_engine.losses import SoftmaxCrossEntropy
-from nnscratch.numpy_engine.optimizers import SGD, Adam, AdamW, Optimizer, RMSprop, make_optimizer
+from nnscratch.numpy_engine.optimizers import OPTIMIZERS, SGD, Adam, AdamW, Optimizer, RMSprop, make_optimizer
 
 try:
     import numba
@@ -75,7 +76,7 @@ class JitReLU(ReLU):
     """:class:`ReLU` with its two element-wise passes compiled by Numba."""
 
     def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
-        mask = self._buffers.get("mask", x.shape, dtype=bool)
+        mask = self._scratch.get("mask", x.shape, dtype=bool)
         _relu_forward(_flat(x), _flat(mask))
         self._mask = mask if train else None
         return x
@@ -89,7 +90,7 @@ class JitSoftmaxCrossEntropy(SoftmaxCrossEntropy):
     """:class:`SoftmaxCrossEntropy` in one compiled loop (same formulas; loss accumulated in float64)."""
 
     def forward_backward(self, z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-        p = self._buffers.get("dz", z.shape)
+        p = self._scratch.get("dz", z.shape)
         return float(_softmax_xent(z, y, p)), p
 
 
@@ -301,9 +302,11 @@ class JitRMSprop(RMSprop):
                         c(self.momentum), self.weight_decay != 0, self.centered, self.momentum > 0)
 
 
-#: The compiled twin of every optimizer of :data:`~nnscratch.numpy_engine.optimizers.OPTIMIZERS`.
-JIT_OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": JitSGD, "adam": JitAdam, "adamw": JitAdamW,
-                                              "rmsprop": JitRMSprop}
+_COMPILED: dict[type[Optimizer], type[Optimizer]] = {SGD: JitSGD, Adam: JitAdam, AdamW: JitAdamW,
+                                                     RMSprop: JitRMSprop}
+#: The compiled twin of every optimizer of :data:`~nnscratch.numpy_engine.optimizers.OPTIMIZERS`,
+#: under the same names.
+JIT_OPTIMIZERS: dict[str, type[Optimizer]] = {name: _COMPILED[cls] for name, cls in OPTIMIZERS.items()}
 
 
 def make_jit_optimizer(name: str, params: dict[str, np.ndarray], **hyperparameters) -> Optimizer:

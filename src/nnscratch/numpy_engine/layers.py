@@ -3,10 +3,10 @@
 Conventions (as in cs231n and PyTorch):
 
 * ``N`` is the batch size, ``D``/``D_in``/``D_out`` feature sizes.
-* Every layer is built as ``Layer(in_features, dtype=..., **args)`` from its registry entry
-  (:mod:`nnscratch.model.registry`), and has ``params``, ``grads`` and ``buffers`` dicts named as torch
-  names them (``weight`` of shape ``(D_out, D_in)``, ``bias``, ``running_mean``...), so weights
-  move between the twins as they are.
+* Every layer meets the contract of :class:`Layer` (below): it is built as
+  ``Layer(in_features, dtype=..., **args)`` from its registry entry (:mod:`nnscratch.model.registry`),
+  and has ``params``, ``grads`` and ``buffers`` dicts named as torch names them (``weight`` of shape
+  ``(D_out, D_in)``, ``bias``, ``running_mean``...), so weights move between the twins as they are.
 * ``forward(x, train)`` keeps what ``backward`` needs (only when ``train``);
   ``backward(dout, need_dx)`` returns ``dx = dL/dx`` and hands each parameter's gradient to the
   layer's :class:`GradientSink`. A layer never sees a learning rate.
@@ -14,13 +14,14 @@ Conventions (as in cs231n and PyTorch):
   them never needs its output again. Whatever a backward pass needs is kept in the layer's own
   buffers (the local slope ``dy/dx`` for activations), never as a reference to an output that a
   later layer may overwrite.
-* Output arrays are reused buffers (see :mod:`buffers`): a layer's output is valid until its
+* Output arrays are reused scratch arrays (``self._scratch``, see :mod:`buffers`): a layer's output is valid until its
   next ``forward``. Use the result, or copy it, before calling again.
 """
 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import numpy as np
 from scipy.special import erf
@@ -55,8 +56,45 @@ class GradientSink:
         out += grad
 
 
-class Layer:
-    """The common shape of every layer: no parameters, gradients to the layer's own ``grads``."""
+class Layer(ABC):
+    """The layer contract: what :class:`~nnscratch.numpy_engine.model.Sequential`, the engine and
+    the model files rely on. Every built-in layer below meets it (``tests/test_layers.py`` checks
+    each), and a layer of your own that subclasses it plugs into the engine through
+    :func:`nnscratch.model.registry.register_layer` (docs/your-own-layer.md).
+
+    Shapes: ``N`` the batch size, ``D_in`` the layer's input width (``in_features``), ``D_out`` its
+    output width (``D_in`` for element-wise layers).
+
+    Construction: ``Layer(in_features, dtype=np.float32, **args)``, ``args`` the layer's arguments
+    as its registry entry gives them (``Dense(784, out_features=533)``).
+
+    Attributes
+    ----------
+    params : dict[str, numpy.ndarray]
+        The trainable arrays, of the layer's ``dtype``, named and shaped as torch's
+        ``state_dict()`` names them (``weight (D_out, D_in)``, ``bias (D_out,)``); ``{}`` when none.
+        The optimizer updates these very arrays in place: never rebind them.
+    grads : dict[str, numpy.ndarray]
+        The same keys and shapes as ``params``: ``dL/dparam`` after :meth:`backward` (with the
+        default sink).
+    buffers : dict[str, numpy.ndarray]
+        State that is saved but not trained (batch norm's ``running_mean``...), torch's names.
+    sink : GradientSink
+        Where :meth:`backward` hands every parameter gradient: ``self.sink.put(name, grad)``, never
+        ``self.grads[name] = ...`` (plain SGD points the sink at the parameters themselves).
+
+    Methods
+    -------
+    forward(x, train) -> y
+        ``x (N, D_in)`` -> ``y (N, D_out)``. ``train=True``: keep what :meth:`backward` needs
+        (training mode); ``False``: evaluation (running statistics, no dropout). It may overwrite
+        ``x`` (the layer before never needs its output again) and may return a reused scratch
+        array, valid until the next ``forward``.
+    backward(dout, need_dx) -> dx
+        ``dout = dL/dy (N, D_out)`` of the last training ``forward`` -> ``dx = dL/dx (N, D_in)``; with
+        ``need_dx=False`` (the first layer) it may skip ``dx`` and return None. Hands ``dL/dparam`` of every parameter to
+        :attr:`sink`. It may overwrite ``dout``.
+    """
 
     def __init__(self, in_features: int, dtype=np.float32) -> None:
         self.in_features = in_features
@@ -65,7 +103,15 @@ class Layer:
         self.grads: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
         self.sink = GradientSink(self.grads)
-        self._buffers = Buffers(dtype)
+        self._scratch = Buffers(dtype)  # reused work arrays (see buffers.py); not state, never saved
+
+    @abstractmethod
+    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
+        """``x (N, D_in)`` -> ``y (N, D_out)``; see the class docstring."""
+
+    @abstractmethod
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        """``dL/dy (N, D_out)`` -> ``dL/dx (N, D_in)`` (or None); parameter gradients to :attr:`sink`."""
 
 
 class Dense(Layer):
@@ -99,7 +145,7 @@ class Dense(Layer):
 
     def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
         W, b = self.params["weight"], self.params.get("bias")
-        y = self._buffers.get("y", (x.shape[0], self.out_features))
+        y = self._scratch.get("y", (x.shape[0], self.out_features))
         if b is None:
             gemm(x, W.T, out=y)
         else:
@@ -112,10 +158,10 @@ class Dense(Layer):
         x, W = self._x, self.params["weight"]
         dx = None
         if need_dx:  # first, while W still holds the weights the forward pass used
-            dx = self._buffers.get("dx", x.shape)
+            dx = self._scratch.get("dx", x.shape)
             gemm(dout, W, out=dx)
         sink = self.sink
-        ones = self._buffers.ones(dout.shape[0])  # ones @ dout = dout.sum(0)
+        ones = self._scratch.ones(dout.shape[0])  # ones @ dout = dout.sum(0)
         gemm(dout.T, x, out=sink.target["weight"], alpha=sink.alpha, beta=sink.beta)
         if "bias" in self.params:
             gemm(ones, dout, out=sink.target["bias"][None, :], alpha=sink.alpha, beta=sink.beta)
@@ -142,8 +188,8 @@ class ReLU(Layer):
         self._mask: np.ndarray | None = None
 
     def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
-        positive = self._buffers.get("positive", x.shape, dtype=bool)
-        mask = self._buffers.get("mask", x.shape)
+        positive = self._scratch.get("positive", x.shape, dtype=bool)
+        mask = self._scratch.get("mask", x.shape)
         np.greater(x, 0, out=positive)
         np.copyto(mask, positive)        # True/False -> 1.0/0.0
         np.multiply(x, mask, out=x)
@@ -164,7 +210,7 @@ class _Elementwise(Layer):
         self._slope: np.ndarray | None = None
 
     def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
-        slope = self._buffers.get("slope", x.shape) if train else None
+        slope = self._scratch.get("slope", x.shape) if train else None
         self._apply(x, slope)
         self._slope = slope
         return x
@@ -190,7 +236,7 @@ class LeakyReLU(_Elementwise):
         self.negative_slope = negative_slope
 
     def _apply(self, x, slope):
-        positive = self._buffers.get("positive", x.shape, dtype=bool)
+        positive = self._scratch.get("positive", x.shape, dtype=bool)
         np.greater(x, 0, out=positive)
         if slope is not None:
             slope.fill(self.negative_slope)
@@ -212,9 +258,9 @@ class ELU(_Elementwise):
         self.alpha = alpha
 
     def _apply(self, x, slope):
-        negative = self._buffers.get("negative", x.shape, dtype=bool)
+        negative = self._scratch.get("negative", x.shape, dtype=bool)
         np.less_equal(x, 0, out=negative)
-        e = self._buffers.get("exp", x.shape)
+        e = self._scratch.get("exp", x.shape)
         np.exp(x, out=e, where=negative)
         if slope is not None:
             slope.fill(1.0)
@@ -245,9 +291,9 @@ class GELU(_Elementwise):
         self.approximate = approximate
 
     def _apply(self, x, slope):
-        cdf = self._buffers.get("cdf", x.shape)
+        cdf = self._scratch.get("cdf", x.shape)
         if self.approximate == "tanh":
-            t = self._buffers.get("t", x.shape)
+            t = self._scratch.get("t", x.shape)
             np.multiply(x, x, out=t)
             t *= self._C * x
             t += x
@@ -303,9 +349,9 @@ class Sigmoid(_Elementwise):
     """
 
     def _apply(self, x, slope):
-        negative = self._buffers.get("negative", x.shape, dtype=bool)
+        negative = self._scratch.get("negative", x.shape, dtype=bool)
         np.less(x, 0, out=negative)
-        e = self._buffers.get("exp", x.shape)
+        e = self._scratch.get("exp", x.shape)
         np.abs(x, out=e)
         np.negative(e, out=e)
         np.exp(e, out=e)                       # exp(-|x|), in (0, 1]
@@ -339,7 +385,7 @@ class Dropout(Layer):
 
     def set_keep(self, keep: np.ndarray) -> None:
         """Use ``keep`` (bool ``(N, D)``) for the next training forward pass."""
-        mask = self._buffers.get("mask", keep.shape)
+        mask = self._scratch.get("mask", keep.shape)
         np.divide(keep, self.dtype.type(1.0 - self.p), out=mask, dtype=self.dtype)
         self._mask = mask
 
@@ -394,7 +440,7 @@ class BatchNorm1d(Layer):
 
     def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
         n = x.shape[0]
-        xhat = self._buffers.get("xhat", x.shape)
+        xhat = self._scratch.get("xhat", x.shape)
         if train:
             if n < 2:
                 raise ValueError("batch norm needs at least 2 samples per batch in training "
@@ -415,16 +461,16 @@ class BatchNorm1d(Layer):
             inv_std = 1.0 / np.sqrt(self.buffers["running_var"] + self.eps)
             np.subtract(x, self.buffers["running_mean"], out=xhat)
             xhat *= inv_std
-        y = self._buffers.get("y", x.shape)
+        y = self._scratch.get("y", x.shape)
         np.multiply(xhat, self.params["weight"], out=y)
         y += self.params["bias"]
         return y
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
-        xhat, n = self._buffers.get("xhat", dout.shape), dout.shape[0]
+        xhat, n = self._scratch.get("xhat", dout.shape), dout.shape[0]
         dx = None
         if need_dx:  # first, while gamma still holds the value the forward pass used
-            g = self._buffers.get("dx", dout.shape)
+            g = self._scratch.get("dx", dout.shape)
             np.multiply(dout, self.params["weight"], out=g)
             sum_g, sum_gx = g.sum(axis=0), np.einsum("ij,ij->j", g, xhat)
             g *= n

@@ -35,14 +35,14 @@ class SoftmaxCrossEntropy:
     """
 
     def __init__(self, dtype=np.float32, label_smoothing: float = 0.0) -> None:
-        self._buffers = Buffers(dtype)
+        self._scratch = Buffers(dtype)
         self.label_smoothing = float(label_smoothing)
 
     def forward_backward(self, z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """Return ``(loss, dL/dz)``; ``dL/dz`` is a reused buffer of the shape of ``z``."""
         n = z.shape[0]
         rows = np.arange(n)
-        p = self._buffers.get("dz", z.shape)
+        p = self._scratch.get("dz", z.shape)
         np.subtract(z, z.max(axis=1, keepdims=True), out=p)  # z - m
         eps = self.label_smoothing
         picked = p[rows, y]                                   # z_{i,y_i} - m_i

@@ -8,7 +8,6 @@ from nnscratch.numpy_engine import layers as layer_classes
 from nnscratch.numpy_engine.layers import GradientSink
 from nnscratch.numpy_engine.losses import SoftmaxCrossEntropy
 from nnscratch.numpy_engine.optimizers import make_optimizer
-from nnscratch.model.registry import LAYER_KINDS
 from nnscratch.training.regularization import add_penalty_gradient, clip_grad_norm, penalty
 from nnscratch.model.spec import ModelSpec
 
@@ -21,10 +20,12 @@ class Sequential:
     """
 
     def __init__(self, spec: ModelSpec, dtype=np.float32) -> None:
+        # imported here: the registry holds this package's layer classes, so it imports them first
+        from nnscratch.model.registry import LAYER_KINDS
+
         self.spec = spec
         self.dtype = np.dtype(dtype)
-        self.layers = [getattr(layer_classes, LAYER_KINDS[layer.kind].numpy_class)(d_in, dtype=self.dtype,
-                                                                                    **layer.args)
+        self.layers = [LAYER_KINDS[layer.kind].numpy_class(d_in, dtype=self.dtype, **layer.args)
                        for _, layer, d_in, _ in spec.walk()]
 
     def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:

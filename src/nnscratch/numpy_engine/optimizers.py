@@ -8,7 +8,8 @@ Contract (the engine relies on exactly this):
 
 * ``Optimizer(params, **hyperparameters)``: ``params`` maps names (``"0.weight"``, ``"0.bias"``,
   ...) to the *live* float32/float64 arrays; ``step`` updates them **in place** and keeps their
-  dtype. Invalid hyperparameters raise :class:`~nnscratch.errors.UsageError` naming the CLI flag.
+  dtype. An invalid hyperparameter raises :class:`~nnscratch.errors.ParameterError` naming it
+  (``betas must both be in [0, 1), got (0.9, 1.0)``; the settings layer turns that into the flag).
 * ``step(grads, lr)``: one update. ``grads`` has the same keys and shapes as ``params`` and is
   *scratch*: ``step`` may overwrite it. The learning rate comes with every step (schedules live
   in :mod:`nnscratch.training.schedules`, outside the optimizer).
@@ -26,8 +27,8 @@ NumPy's ``out=`` / in-place operators. Measured (2-core AMD EPYC, 1.86M float32 
 formulas written as plain NumPy expressions and 4.1 ms for torch's single-tensor Adam; plain SGD's
 ``step`` 1.1 ms; no allocation at all (``tracemalloc`` peak under 1 kB). Every one of those passes
 is a rounding of its own, so NumPy cannot do the same numbers in fewer; ``--jit`` runs the Numba
-twins of these classes (``numpy_engine/jit.py``): one pass, same numbers, about 3x faster for
-Adam (docs/performance.md, "Optimizer updates").
+twins of these classes (``numpy_engine/jit.py``): one pass, same numbers (how much faster:
+docs/performance.md, "Optimizer updates").
 """
 
 from __future__ import annotations
@@ -36,19 +37,18 @@ import inspect
 
 import numpy as np
 
-from nnscratch.errors import UsageError
-from nnscratch.flags import flag as _flag  # every hyperparameter's flag is its name: --weight-decay
+from nnscratch.errors import ParameterError
 
 
-def _require(ok: bool, message: str) -> None:
-    """Raise :class:`UsageError` with ``message`` unless ``ok`` (written so that NaN fails)."""
+def _require(ok: bool, parameter: str, problem: str) -> None:
+    """Raise ``ParameterError(parameter, problem)`` unless ``ok`` (written so that NaN fails)."""
     if not ok:
-        raise UsageError(message)
+        raise ParameterError(parameter, problem)
 
 
 def _at_least_zero(name: str, value: float) -> float:
-    """Torch's check ``0.0 <= value`` (which NaN fails), with the flag in the message."""
-    _require(0.0 <= value, f"{_flag(name)} must be >= 0, got {value}")
+    """Torch's check ``0.0 <= value`` (which NaN fails)."""
+    _require(0.0 <= value, name, f"must be >= 0, got {value}")
     return float(value)
 
 
@@ -68,9 +68,12 @@ class Optimizer:
         ``True`` when the update is plain ``p -= lr * g`` (the engine may fuse it, see above).
     steps : int
         Updates done so far (``t`` in the algorithms; torch's per-parameter ``step``).
+    torch_class : str
+        The name of its twin in ``torch.optim`` (``"Adam"``): the torch engine builds that class.
     """
 
     fused: bool = False
+    torch_class: str = ""
     #: Whether torch keeps a ``step`` entry in this optimizer's state (SGD does not).
     _has_step_state: bool = True
 
@@ -206,6 +209,7 @@ class SGD(Optimizer):
     Plain SGD (no momentum, no weight decay) is :attr:`fused`.
     """
 
+    torch_class = "SGD"
     _has_step_state = False
 
     def __init__(self, params: dict[str, np.ndarray], momentum: float = 0.0, dampening: float = 0.0,
@@ -214,9 +218,8 @@ class SGD(Optimizer):
         self.dampening = float(dampening)
         self.nesterov = bool(nesterov)
         self.weight_decay = _at_least_zero("weight_decay", weight_decay)
-        _require(not self.nesterov or (self.momentum > 0 and self.dampening == 0),
-                 f"--nesterov needs --momentum > 0 and --dampening 0, "
-                 f"got momentum {self.momentum}, dampening {self.dampening}")
+        _require(not self.nesterov or (self.momentum > 0 and self.dampening == 0), "nesterov",
+                 f"needs momentum > 0 and dampening 0, got momentum {self.momentum}, dampening {self.dampening}")
         super().__init__(params)
         self.fused = self.momentum == 0 and self.weight_decay == 0
 
@@ -269,12 +272,13 @@ class Adam(Optimizer):
     State: ``step``, ``exp_avg`` (m), ``exp_avg_sq`` (v), ``max_exp_avg_sq`` (AMSGrad only).
     """
 
+    torch_class = "Adam"
     _decoupled = False  # AdamW: weight decay applied to θ, not added to the gradient
 
     def __init__(self, params: dict[str, np.ndarray], betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False) -> None:
-        _require(len(betas) == 2, f"--betas needs two values (beta1 beta2), got {betas}")
-        _require(all(0.0 <= b < 1.0 for b in betas), f"--betas must both be in [0, 1), got {tuple(betas)}")
+        _require(len(betas) == 2, "betas", f"needs two values (beta1 beta2), got {betas}")
+        _require(all(0.0 <= b < 1.0 for b in betas), "betas", f"must both be in [0, 1), got {tuple(betas)}")
         self.betas = (float(betas[0]), float(betas[1]))
         self.eps = _at_least_zero("eps", eps)
         self.weight_decay = _at_least_zero("weight_decay", weight_decay)
@@ -331,6 +335,7 @@ class AdamW(Adam):
     Note the default ``weight_decay=1e-2`` (Adam's is 0). State as :class:`Adam`.
     """
 
+    torch_class = "AdamW"
     _decoupled = True
 
     def __init__(self, params: dict[str, np.ndarray], betas: tuple[float, float] = (0.9, 0.999),
@@ -362,10 +367,12 @@ class RMSprop(Optimizer):
     State: ``step``, ``square_avg``, ``momentum_buffer`` (momentum > 0), ``grad_avg`` (centered).
     """
 
+    torch_class = "RMSprop"
+
     def __init__(self, params: dict[str, np.ndarray], alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False) -> None:
         # torch only checks alpha >= 0; alpha > 1 makes the square average negative (NaN), so we refuse it
-        _require(0.0 <= alpha <= 1.0, f"--alpha must be in [0, 1], got {alpha}")
+        _require(0.0 <= alpha <= 1.0, "alpha", f"must be in [0, 1], got {alpha}")
         self.alpha = float(alpha)
         self.eps = _at_least_zero("eps", eps)
         self.weight_decay = _at_least_zero("weight_decay", weight_decay)
@@ -409,7 +416,14 @@ class RMSprop(Optimizer):
         p -= work
 
 
+#: The optimizers by name: the one list of them (the ``--optimizer`` choices, the settings' check,
+#: the torch twin's classes through each class's :attr:`Optimizer.torch_class`, the compiled twins).
 OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
+
+
+def hyperparameters_of(cls: type[Optimizer]) -> tuple[str, ...]:
+    """The hyperparameters optimizer class ``cls`` takes: ``("momentum", "dampening", ...)`` for SGD."""
+    return tuple(k for k in inspect.signature(cls.__init__).parameters if k not in ("self", "params"))
 
 
 def make_optimizer(name: str, params: dict[str, np.ndarray], *,
@@ -417,17 +431,16 @@ def make_optimizer(name: str, params: dict[str, np.ndarray], *,
     """Build the optimizer called ``name`` (a key of :data:`OPTIMIZERS`) over ``params``.
 
     Hyperparameters set to ``None`` count as not given (the class default applies), so a CLI can
-    pass every flag it has. A hyperparameter the optimizer does not take is a :class:`UsageError`
-    (``--betas does not apply to --optimizer sgd``), as is an unknown name. ``classes`` replaces
+    pass every flag it has. A hyperparameter the optimizer does not take is a :class:`ParameterError`
+    (``betas does not apply to optimizer sgd``), as is an unknown name. ``classes`` replaces
     :data:`OPTIMIZERS` (``--jit`` passes the Numba-compiled twins of
     :mod:`nnscratch.numpy_engine.jit`: same math, same numbers, same state, one pass over memory).
     """
     classes = OPTIMIZERS if classes is None else classes
-    if name not in classes:
-        raise UsageError(f"--optimizer must be one of {', '.join(classes)}; got {name!r}")
+    _require(name in classes, "name", f"must be one of {', '.join(classes)}; got {name!r}")
     cls = classes[name]
     given = {k: v for k, v in hyperparameters.items() if v is not None}
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "params"}
+    accepted = hyperparameters_of(cls)
     for key in given:
-        _require(key in accepted, f"{_flag(key)} does not apply to --optimizer {name}")
+        _require(key in accepted, key, f"does not apply to optimizer {name}")
     return cls(params, **given)

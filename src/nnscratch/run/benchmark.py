@@ -198,7 +198,8 @@ def make_runner(engine: str, spec, pixels, y, batch_size: int, cfg=None):
 
 
 def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, progress=True,
-                  settle_s: float = SETTLE_S, config=None, config_name: str = "config") -> dict:
+                  settle_s: float = SETTLE_S, config=None, config_name: str = "config",
+                  peak_size: int = 4096) -> dict:
     """Measure everything on ``pixels`` (uint8, ``(N, D)``) and labels ``y``; return
     ``{"peak_gflops": ..., "rows": [...], ...}`` (plain data).
 
@@ -216,7 +217,7 @@ def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, p
 
     if not 0 <= settle_s <= 60:
         raise ValueError(f"settle_s must be between 0 and 60 seconds, got {settle_s}")
-    probes = {dtype: PeakProbe(dtype) for dtype in ("float32", "float64")}
+    probes = {dtype: PeakProbe(dtype, peak_size) for dtype in ("float32", "float64")}
     peaks = {dtype: gemm_peak(probe, settle_s=settle_s) for dtype, probe in probes.items()}
     configs = [(mlp_spec(pixels.shape[1], (533,), 10), b, None) for b in batch_sizes]
     if deep:

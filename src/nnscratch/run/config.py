@@ -12,13 +12,14 @@ from __future__ import annotations
 import difflib
 import math
 import sys
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from nnscratch.errors import UsageError
+from nnscratch.errors import ParameterError, UsageError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,7 +27,42 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
-LR_SCHEDULES = ("none", "step", "multistep", "exponential", "cosine", "cyclic", "onecycle", "plateau")
+#: Config key -> the parameter(s) of the schedules (training/schedules.py, torch's names) it sets.
+#: The one table of that mapping: what each schedule is given, which keys a schedule refuses, and
+#: the flag an error from a schedule names all come from it.
+SCHEDULE_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "lr_step_size": ("step_size",), "lr_gamma": ("gamma",), "lr_milestones": ("milestones",),
+    "t_max": ("T_max",), "min_lr": ("eta_min", "min_lr"), "max_lr": ("max_lr",),
+    "step_size_up": ("step_size_up",), "step_size_down": ("step_size_down",), "cyclic_mode": ("mode",),
+    "total_steps": ("total_steps",), "pct_start": ("pct_start",), "anneal_strategy": ("anneal_strategy",),
+    "div_factor": ("div_factor",), "final_div_factor": ("final_div_factor",), "three_phase": ("three_phase",),
+    "plateau_factor": ("factor",), "plateau_patience": ("patience",), "plateau_threshold": ("threshold",),
+    "plateau_threshold_mode": ("threshold_mode",), "plateau_cooldown": ("cooldown",), "plateau_eps": ("eps",),
+}
+#: The optimizers' hyperparameters: each config key is the parameter's own name (numpy_engine/optimizers.py).
+OPTIMIZER_KEYS = ("momentum", "dampening", "nesterov", "betas", "eps", "alpha", "centered", "amsgrad", "weight_decay")
+
+
+def flag(key: str) -> str:
+    """The command-line flag of config key ``key``: ``weight_decay`` -> ``--weight-decay``."""
+    return "--" + key.replace("_", "-")
+
+
+@contextmanager
+def _naming_flags(keys: Mapping[str, str]) -> Iterator[None]:
+    """Turn a library's :class:`ParameterError` (``betas must ...``) into the same line naming the
+    flag (``--betas must ...``); ``keys`` maps the library's parameter names to config keys where
+    they differ (a parameter not listed is its own key)."""
+    try:
+        yield
+    except ParameterError as exc:
+        raise UsageError(f"{flag(keys.get(exc.parameter, exc.parameter))} {exc.problem}") from None
+
+
+#: Parameter of make_optimizer / make_schedule -> config key, where the two names differ.
+_OPTIMIZER_FLAGS = {"name": "optimizer"}
+_SCHEDULE_FLAGS = {"name": "lr_schedule", "base_lr": "lr"} | {
+    parameter: key for key, parameters in SCHEDULE_PARAMETERS.items() for parameter in parameters}
 #: Settings left out of the echoed command line while they have their default value.
 _QUIET_DEFAULTS = ("jit", "val_size", "standardize", "verify", "image_size", "color", "strict", "label_column",
                    "image_shape", "momentum", "dampening", "nesterov", "betas", "eps", "alpha", "centered",
@@ -132,11 +168,15 @@ class RunConfig:
         for key, value in asdict(self).items():
             problem = check_value(key, value)
             if problem:
-                raise UsageError(f"--{key.replace('_', '-')} {problem}")
+                raise UsageError(f"{flag(key)} {problem}")
         # the optimizer's and the schedule's own checks, now rather than after loading the data
-        from nnscratch.numpy_engine.optimizers import make_optimizer
+        from nnscratch.numpy_engine.optimizers import OPTIMIZERS, hyperparameters_of, make_optimizer
 
-        make_optimizer(self.optimizer, {}, **self.optimizer_options())
+        for key in self.optimizer_options():
+            if key not in hyperparameters_of(OPTIMIZERS[self.optimizer]):
+                raise UsageError(f"{flag(key)} does not apply to --optimizer {self.optimizer}")
+        with _naming_flags(_OPTIMIZER_FLAGS):
+            make_optimizer(self.optimizer, {}, **self.optimizer_options())
         self.make_schedule(steps_per_epoch=None)  # the schedule's own checks; the run's length comes later
         if self.batch_norm and self.batch_size < 2:
             raise UsageError("--batch-norm needs batches of at least 2 samples (batch statistics); "
@@ -144,8 +184,7 @@ class RunConfig:
 
     def optimizer_options(self) -> dict:
         """The optimizer's hyperparameters that were set (torch's defaults apply to the rest)."""
-        keys = ("momentum", "dampening", "nesterov", "betas", "eps", "alpha", "centered", "amsgrad", "weight_decay")
-        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        return {k: getattr(self, k) for k in OPTIMIZER_KEYS if getattr(self, k) is not None}
 
     def schedule_unit(self) -> str:
         """``"step"`` (the schedule advances every batch) or ``"epoch"``."""
@@ -158,52 +197,43 @@ class RunConfig:
     def make_schedule(self, steps_per_epoch: int | None):
         """The learning-rate schedule of this run (:mod:`nnscratch.training.schedules`), in :meth:`schedule_unit` units.
 
-        ``steps_per_epoch=None`` only checks the settings (the run's length is not known yet)."""
-        from nnscratch.training.schedules import make_schedule
+        Each schedule gets the settings :data:`SCHEDULE_PARAMETERS` maps to its parameters; a
+        setting it does not read is a one-line error. ``steps_per_epoch=None`` only checks the
+        settings (the run's length is not known yet)."""
+        from nnscratch.training.schedules import make_schedule, parameters
 
-        unit = self.schedule_unit()
-        if self.lr_schedule == "plateau" and unit != "epoch":
+        name, unit = self.lr_schedule, self.schedule_unit()
+        if name == "plateau" and unit != "epoch":
             raise UsageError("--lr-schedule plateau steps once per epoch (on the validation loss): "
                              "drop --lr-schedule-unit step")
+        if self.warmup_steps and unit == "epoch" and name != "plateau":  # plateau: no warm-up at all
+            raise UsageError(f"--warmup-steps counts optimisation steps (batches), but --lr-schedule {name} "
+                             "advances once per epoch here: add --lr-schedule-unit step (its step counts then "
+                             "count batches too) or leave out --warmup-steps")
+        accepted = parameters(name)
+        params = {}
+        for key, names in SCHEDULE_PARAMETERS.items():
+            used = [p for p in names if p in accepted]
+            if getattr(self, key) is not None and not used:
+                raise UsageError(f"{flag(key)} does not apply to --lr-schedule {name}")
+            params.update({p: getattr(self, key) for p in used})
+        if params.get("milestones") is not None:
+            params["milestones"] = list(params["milestones"])
         known = steps_per_epoch is not None
         units = self.epochs * ((steps_per_epoch or 1) if unit == "step" else 1)
-        name = "constant" if self.lr_schedule == "none" else self.lr_schedule
-        params = {"step_size": self.lr_step_size, "gamma": self.lr_gamma,
-                  "milestones": list(self.lr_milestones) if self.lr_milestones else None}
-        if name == "cosine":
-            params = {"T_max": self.t_max or max(units - self.warmup_steps, 1), "eta_min": self.min_lr}
-        elif name == "cyclic":
-            params = {"max_lr": self.max_lr, "step_size_up": self.step_size_up, "step_size_down": self.step_size_down,
-                      "mode": self.cyclic_mode, "gamma": self.lr_gamma}
-        elif name == "onecycle":
+        if name == "cosine" and params["T_max"] is None:
+            params["T_max"] = max(units - self.warmup_steps, 1)
+        if name == "onecycle":
             if known and self.total_steps is not None and self.total_steps < units:
                 raise UsageError(f"--total-steps {self.total_steps} is shorter than the run's {units:,} schedule "
                                  f"steps ({self.epochs} epochs x {units // self.epochs:,}): leave it out to span the run")
-            params = {"total_steps": self.total_steps or units, "max_lr": self.max_lr, "pct_start": self.pct_start,
-                      "anneal_strategy": self.anneal_strategy, "div_factor": self.div_factor,
-                      "final_div_factor": self.final_div_factor, "three_phase": self.three_phase}
-        elif name == "plateau":
-            params = {"factor": self.plateau_factor, "patience": self.plateau_patience,
-                      "threshold": self.plateau_threshold, "threshold_mode": self.plateau_threshold_mode,
-                      "cooldown": self.plateau_cooldown, "min_lr": self.min_lr, "eps": self.plateau_eps}
-        self._refuse_foreign_schedule_keys(name, params)
-        return make_schedule(name, self.lr, warmup_steps=self.warmup_steps,
-                             warmup_start_factor=self.warmup_start_factor, **params)
-
-    def _refuse_foreign_schedule_keys(self, name: str, used: dict) -> None:
-        """A schedule flag that the chosen schedule does not read is a mistake worth one line."""
-        owners = {"lr_step_size": ("step_size",), "lr_gamma": ("gamma",), "lr_milestones": ("milestones",),
-                  "t_max": ("T_max",), "min_lr": ("eta_min", "min_lr"), "max_lr": ("max_lr",),
-                  "step_size_up": ("step_size_up",), "step_size_down": ("step_size_down",),
-                  "cyclic_mode": ("mode",), "total_steps": ("total_steps",), "pct_start": ("pct_start",),
-                  "anneal_strategy": ("anneal_strategy",), "div_factor": ("div_factor",),
-                  "final_div_factor": ("final_div_factor",), "three_phase": ("three_phase",),
-                  "plateau_factor": ("factor",), "plateau_patience": ("patience",),
-                  "plateau_threshold": ("threshold",), "plateau_threshold_mode": ("threshold_mode",),
-                  "plateau_cooldown": ("cooldown",), "plateau_eps": ("eps",)}
-        for key, params in owners.items():
-            if getattr(self, key) is not None and not any(p in used for p in params):
-                raise UsageError(f"--{key.replace('_', '-')} does not apply to --lr-schedule {self.lr_schedule}")
+            params["total_steps"] = self.total_steps or units
+        for key, required in accepted.items():
+            if required and params.get(key) is None:
+                raise UsageError(f"--lr-schedule {name} needs {flag(_SCHEDULE_FLAGS[key])}")
+        with _naming_flags(_SCHEDULE_FLAGS):
+            return make_schedule(name, self.lr, warmup_steps=self.warmup_steps,
+                                 warmup_start_factor=self.warmup_start_factor, **params)
 
     @property
     def np_dtype(self) -> np.dtype:
@@ -241,12 +271,12 @@ def setting_as_flag(key: str, value: Any) -> str | None:
         return None
     if key == "color":  # spelled --grayscale / --rgb
         return f"--{value}"
-    flag = "--" + key.replace("_", "-")
+    name = flag(key)
     if isinstance(value, bool):
-        return flag if value else f"--no-{key.replace('_', '-')}"
+        return name if value else f"--no-{key.replace('_', '-')}"
     if isinstance(value, (list, tuple)):
-        return f"{flag} {' '.join(map(str, value))}"
-    return f"{flag} {value}"
+        return f"{name} {' '.join(map(str, value))}"
+    return f"{name} {value}"
 
 
 def _is_int(v) -> bool:
@@ -260,6 +290,8 @@ def _is_number(v) -> bool:
 def check_value(key: str, value: Any) -> str | None:
     """What is wrong with ``value`` for ``key`` ("must be ..., got ..."), or None if it is fine."""
     from nnscratch.model.registry import ACTIVATIONS, INITIALIZERS
+    from nnscratch.numpy_engine.optimizers import OPTIMIZERS
+    from nnscratch.training.schedules import SCHEDULES, CyclicLR, OneCycleLR, ReduceLROnPlateau
 
     def number(low, high=None, low_open=False, high_open=True):
         if not _is_number(value) or not math.isfinite(value):
@@ -327,7 +359,7 @@ def check_value(key: str, value: Any) -> str | None:
         "batch_norm": lambda: boolean(),
         "init": lambda: choice(INITIALIZERS),
         "label_smoothing": lambda: number(0.0, 1.0, high_open=False),
-        "optimizer": lambda: choice(("sgd", "adam", "adamw", "rmsprop")),
+        "optimizer": lambda: choice(tuple(OPTIMIZERS)),
         "momentum": lambda: optional_number(),
         "dampening": lambda: optional_number(),
         "nesterov": lambda: optional_boolean(),
@@ -338,7 +370,7 @@ def check_value(key: str, value: Any) -> str | None:
         "centered": lambda: optional_boolean(),
         "amsgrad": lambda: optional_boolean(),
         "weight_decay": lambda: optional_number(),
-        "lr_schedule": lambda: choice(LR_SCHEDULES),
+        "lr_schedule": lambda: choice(tuple(SCHEDULES)),
         "lr_schedule_unit": lambda: None if value is None else choice(("step", "epoch")),
         "warmup_steps": lambda: integer(0),
         "warmup_start_factor": lambda: optional_number(),
@@ -351,17 +383,17 @@ def check_value(key: str, value: Any) -> str | None:
         "max_lr": lambda: optional_number(),
         "step_size_up": lambda: integer(1, optional=True),
         "step_size_down": lambda: integer(1, optional=True),
-        "cyclic_mode": lambda: None if value is None else choice(("triangular", "triangular2", "exp_range")),
+        "cyclic_mode": lambda: None if value is None else choice(CyclicLR.MODES),
         "total_steps": lambda: integer(1, optional=True),
         "pct_start": lambda: optional_number(),
-        "anneal_strategy": lambda: None if value is None else choice(("cos", "linear")),
+        "anneal_strategy": lambda: None if value is None else choice(OneCycleLR.ANNEAL_STRATEGIES),
         "div_factor": lambda: optional_number(),
         "final_div_factor": lambda: optional_number(),
         "three_phase": lambda: optional_boolean(),
         "plateau_factor": lambda: optional_number(),
         "plateau_patience": lambda: integer(0, optional=True),
         "plateau_threshold": lambda: optional_number(),
-        "plateau_threshold_mode": lambda: None if value is None else choice(("rel", "abs")),
+        "plateau_threshold_mode": lambda: None if value is None else choice(ReduceLROnPlateau.THRESHOLD_MODES),
         "plateau_cooldown": lambda: integer(0, optional=True),
         "plateau_eps": lambda: optional_number(),
         "l1": lambda: number(0.0),

@@ -34,7 +34,7 @@ from nnscratch.training.streams import init_rng
 
 
 @dataclass
-class Arrays:
+class SplitArrays:
     """The splits, flattened. ``x_val``/``x_test`` are model inputs (scaled to [0, 1], in the run's
     dtype); ``x_train`` stays ``uint8`` pixels, scaled batch by batch as training gathers them
     (see :class:`~nnscratch.training.loop.BatchGatherer`): the same numbers, a quarter of the memory."""
@@ -74,7 +74,7 @@ class EngineResult:
     state: dict[str, np.ndarray]
 
 
-def prepare_arrays(data: Dataset, cfg: RunConfig) -> Arrays:
+def prepare_arrays(data: Dataset, cfg: RunConfig) -> SplitArrays:
     """The splits as model inputs: ``cfg.train_subset`` applied, scaled to [0, 1] and, with
     ``cfg.standardize``, standardised per channel with statistics of the training images only."""
     n = len(data.train_labels)
@@ -84,7 +84,7 @@ def prepare_arrays(data: Dataset, cfg: RunConfig) -> Arrays:
     dt = cfg.np_dtype.type
     stats = channel_stats(data.train_images[keep]) if cfg.standardize else None
     train_pixels = data.train_images[keep].reshape(-1, data.train_images[0].size)
-    return Arrays(train_pixels, data.train_labels[keep].astype(np.int64),
+    return SplitArrays(train_pixels, data.train_labels[keep].astype(np.int64),
                   to_features(data.val_images, dt, stats), data.val_labels.astype(np.int64),
                   to_features(data.test_images, dt, stats), data.test_labels.astype(np.int64),
                   stats, tuple(data.image_shape))
@@ -119,7 +119,7 @@ def build_engines(cfg: RunConfig, plan: RunPlan) -> dict:
     return engines
 
 
-def train_engines(cfg: RunConfig, plan: RunPlan, engines: dict, arrays: Arrays, progress: bool = True,
+def train_engines(cfg: RunConfig, plan: RunPlan, engines: dict, arrays: SplitArrays, progress: bool = True,
                   on_epoch: Callable[[str, EpochRecord], None] | None = None, *, sinks: tuple = (),
                   checkpoints: Path | None = None, meta: dict[str, str] | None = None,
                   resume: dict | None = None) -> dict[str, EngineResult]:
@@ -199,7 +199,7 @@ def max_rel_state_diff(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> 
                 for k in floats if np.size(sb[k])), default=0.0)
 
 
-def assemble_metrics(cfg: RunConfig, plan: RunPlan, data: Dataset, arrays: Arrays,
+def assemble_metrics(cfg: RunConfig, plan: RunPlan, data: Dataset, arrays: SplitArrays,
                      results: dict[str, EngineResult]) -> dict:
     """The ``metrics.json`` dict: resolved config, architecture, data, per-engine results, twin, machine."""
     from nnscratch.report import machine_info
@@ -231,7 +231,7 @@ def assemble_metrics(cfg: RunConfig, plan: RunPlan, data: Dataset, arrays: Array
     return metrics
 
 
-def write_outputs(out_dir: Path, cfg: RunConfig, plan: RunPlan, metrics: dict, data: Dataset, arrays: Arrays,
+def write_outputs(out_dir: Path, cfg: RunConfig, plan: RunPlan, metrics: dict, data: Dataset, arrays: SplitArrays,
                   results: dict[str, EngineResult]) -> list[Path]:
     """Models, ``metrics.json``, figures and ``report.md`` into ``out_dir`` (each written atomically)."""
     from nnscratch.report import write_figures, write_report
@@ -277,14 +277,12 @@ def check_out_dir(out_dir: Path, flag: str = "--out") -> None:
 
 def check_engines(cfg: RunConfig) -> None:
     """Everything the engines need, before any data is read: torch and its device, numba for --jit."""
-    from nnscratch.engines import no_cuda_device, torch_available
+    from nnscratch.engines import no_cuda_device, require_numba, require_torch
 
     if "torch" in cfg.engines:
         if cfg.device == "cuda" and no_cuda_device():  # answered without importing torch (seconds)
             raise UsageError("--device cuda: this machine has no NVIDIA GPU driver; use --device cpu or auto")
-        if not torch_available():
-            raise UsageError("the torch engine needs PyTorch: pip install torch==2.13.0 "
-                             "then pip install 'nnscratch[torch]'")
+        require_torch()
         from nnscratch.torch_engine import resolve_device
 
         resolve_device(cfg.device)
@@ -293,13 +291,10 @@ def check_engines(cfg: RunConfig) -> None:
     if cfg.jit:
         if "numpy" not in cfg.engines:
             raise UsageError("--jit applies to the NumPy engine only")
-        try:
-            import numba  # noqa: F401
-        except ImportError:
-            raise UsageError("--jit needs numba: pip install 'nnscratch[bench]' (or run without --jit)") from None
+        require_numba()
 
 
-def data_facts(data: Dataset, arrays: Arrays) -> dict:
+def data_facts(data: Dataset, arrays: SplitArrays) -> dict:
     """What a checkpoint records of the data it was trained on (checked again on resume)."""
     return {"dataset": data.name, "train": int(len(arrays.y_train)), "val": int(len(arrays.y_val)),
             "input_dim": int(arrays.x_train.shape[1]), "class_names": [str(c) for c in data.class_names],

@@ -17,10 +17,9 @@ from torch import nn
 from nnscratch.errors import UsageError
 from nnscratch.model.registry import INTEGER_BUFFERS, LAYER_KINDS
 from nnscratch.model.spec import ModelSpec
+from nnscratch.numpy_engine.optimizers import OPTIMIZERS
 
 _TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
-_OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
-               "rmsprop": torch.optim.RMSprop}
 
 
 class SharedMaskDropout(nn.Module):
@@ -88,12 +87,14 @@ class TorchEngine:
         self.model = build_twin(spec, shared_masks).to(device=self.device, dtype=self.dtype)
         self.load_state_dict(initial)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        if optimizer not in _OPTIMIZERS:
-            raise UsageError(f"--optimizer must be one of {', '.join(_OPTIMIZERS)}, got {optimizer!r}")
+        if optimizer not in OPTIMIZERS:
+            raise UsageError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         options = dict(optimizer_options or {})
         if optimizer == "sgd":
             options.setdefault("foreach", True)  # torch's fastest SGD on the CPU
-        self.optimizer = _OPTIMIZERS[optimizer](self.model.parameters(), lr=0.0, **options)
+        # the twin of our class of that name (SGD, Adam, AdamW, RMSprop): the list of optimizers is ours
+        torch_class = getattr(torch.optim, OPTIMIZERS[optimizer].torch_class)
+        self.optimizer = torch_class(self.model.parameters(), lr=0.0, **options)
         self.l1, self.l2, self.clip_grad_norm = l1, l2, clip_grad_norm
         self._forward = torch.compile(self.model) if compile else self.model
         self._shared = {i: m for i, m in enumerate(self.model) if isinstance(m, SharedMaskDropout)}

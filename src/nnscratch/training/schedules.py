@@ -19,12 +19,15 @@ for an earlier step replays the recursion from 0.
 **State.** Every schedule but ``plateau`` is a pure function of the step: its ``state()`` is ``{}``
 (the step number, kept by the training loop, is all there is). ``plateau`` keeps torch's counters.
 
+**Errors.** A bad parameter raises :class:`~nnscratch.errors.ParameterError` naming it as here
+(``T_max must be an integer >= 1, got 0``); :mod:`nnscratch.run.config` says the flag instead.
+
 Kinds (``make_schedule(name, base_lr, ...)``) and their torch twins:
 
 =============  ===============================================  ==================================
 name           parameters                                        torch
 =============  ===============================================  ==================================
-constant       -                                                 (no scheduler)
+none           -                                                 (no scheduler)
 step           step_size, gamma=0.1                              StepLR
 multistep      milestones, gamma=0.1                             MultiStepLR
 exponential    gamma                                             ExponentialLR
@@ -38,7 +41,7 @@ plateau        factor=0.1, patience=10, threshold=1e-4,          ReduceLROnPlate
                threshold_mode=rel, cooldown=0, min_lr=0, eps=1e-8
 =============  ===============================================  ==================================
 
-Warm-up (``warmup_steps > 0``): ``constant`` becomes ``LinearLR(start_factor=warmup_start_factor,
+Warm-up (``warmup_steps > 0``): ``none`` becomes ``LinearLR(start_factor=warmup_start_factor,
 total_iters=warmup_steps)``; any of step/multistep/exponential/cosine becomes
 ``SequentialLR([LinearLR(...), X], milestones=[warmup_steps])``: X starts afresh at step
 ``warmup_steps`` (its ``step_size``, ``milestones``, ``T_max`` count steps *after* the warm-up).
@@ -51,48 +54,13 @@ import math
 
 import numpy as np
 
-from nnscratch.errors import UsageError
-from nnscratch.flags import flag
-
-#: The CLI flag of every parameter, for error messages (one place for the spelling).
-FLAGS = {
-    "name": "--lr-schedule",
-    "base_lr": "--lr",
-    "warmup_steps": "--warmup-steps",
-    "warmup_start_factor": "--warmup-start-factor",
-    "step_size": "--lr-step-size",
-    "gamma": "--lr-gamma",
-    "milestones": "--lr-milestones",
-    "T_max": "--t-max",
-    "eta_min": "--min-lr",
-    "max_lr": "--max-lr",
-    "step_size_up": "--step-size-up",
-    "step_size_down": "--step-size-down",
-    "mode": "--cyclic-mode",
-    "total_steps": "--total-steps",
-    "pct_start": "--pct-start",
-    "anneal_strategy": "--anneal-strategy",
-    "div_factor": "--div-factor",
-    "final_div_factor": "--final-div-factor",
-    "three_phase": "--three-phase",
-    "factor": "--plateau-factor",
-    "patience": "--plateau-patience",
-    "threshold": "--plateau-threshold",
-    "threshold_mode": "--plateau-threshold-mode",
-    "cooldown": "--plateau-cooldown",
-    "min_lr": "--min-lr",
-    "eps": "--plateau-eps",
-}
-
-
-def _flag(name: str) -> str:
-    return flag(name, FLAGS)
+from nnscratch.errors import ParameterError
 
 
 def _check(ok: bool, name: str, requirement: str, value) -> None:
-    """Raise ``UsageError("--flag must be <requirement>, got <value>")`` unless ``ok``."""
+    """Raise ``ParameterError(name, "must be <requirement>, got <value>")`` unless ``ok``."""
     if not ok:
-        raise UsageError(f"{_flag(name)} must be {requirement}, got {value!r}")
+        raise ParameterError(name, f"must be {requirement}, got {value!r}")
 
 
 def _float(name: str, value, requirement: str, ok) -> float:
@@ -100,7 +68,7 @@ def _float(name: str, value, requirement: str, ok) -> float:
     try:
         x = float(value)
     except (TypeError, ValueError):
-        raise UsageError(f"{_flag(name)} must be a number {requirement}, got {value!r}") from None
+        raise ParameterError(name, f"must be a number {requirement}, got {value!r}") from None
     _check(ok(x), name, requirement, value)
     return x
 
@@ -171,9 +139,9 @@ class Schedule:
 
 
 class Constant(Schedule):
-    """``lr(t) = base_lr`` (no scheduler)."""
+    """``lr(t) = base_lr`` (no scheduler: the kind ``none``)."""
 
-    name = "constant"
+    name = "none"
 
     def _next(self, t, lr):
         return lr
@@ -331,6 +299,7 @@ class CyclicLR(Schedule):
     """
 
     name = "cyclic"
+    #: The values of ``mode`` (the ``--cyclic-mode`` choices).
     MODES = ("triangular", "triangular2", "exp_range")
 
     def __init__(self, base_lr: float, max_lr: float, step_size_up: int = 2000, step_size_down: int | None = None,
@@ -380,6 +349,8 @@ class OneCycleLR(Schedule):
     """
 
     name = "onecycle"
+    #: The values of ``anneal_strategy`` (the ``--anneal-strategy`` choices).
+    ANNEAL_STRATEGIES = ("cos", "linear")
 
     def __init__(self, base_lr: float, total_steps: int, max_lr: float | None = None, pct_start: float = 0.3,
                  anneal_strategy: str = "cos", div_factor: float = 25.0, final_div_factor: float = 1e4,
@@ -389,7 +360,7 @@ class OneCycleLR(Schedule):
         self.max_lr = self.base_lr if max_lr is None else _float(
             "max_lr", max_lr, "finite and >= 0", lambda x: 0 <= x < math.inf)
         pct_start = _float("pct_start", pct_start, "in [0, 1]", lambda x: 0 <= x <= 1)
-        self.anneal_strategy = _choice("anneal_strategy", anneal_strategy, ("cos", "linear"))
+        self.anneal_strategy = _choice("anneal_strategy", anneal_strategy, self.ANNEAL_STRATEGIES)
         div_factor = _float("div_factor", div_factor, "> 0", lambda x: x > 0)
         final_div_factor = _float("final_div_factor", final_div_factor, "> 0", lambda x: x > 0)
         self.initial_lr = self.max_lr / div_factor
@@ -397,8 +368,8 @@ class OneCycleLR(Schedule):
         self.phases = self._phases(pct_start, bool(three_phase))
         ends = [0.0] + [end for end, _, _ in self.phases]
         if any(a == b for a, b in zip(ends, ends[1:])):
-            raise UsageError(f"--pct-start {pct_start} gives a one-cycle phase of zero length with "
-                             f"{self.total_steps} total steps; choose another --pct-start")
+            raise ParameterError("pct_start", f"{pct_start} gives a one-cycle phase of zero length with "
+                                 f"{self.total_steps} total steps; choose another")
 
     def _phases(self, pct_start: float, three_phase: bool) -> list[tuple[float, float, float]]:
         """``(end_step, start_lr, end_lr)`` of each phase, as torch's ``_schedule_phases``."""
@@ -450,6 +421,8 @@ class ReduceLROnPlateau(Schedule):
     """
 
     name = "plateau"
+    #: The values of ``threshold_mode`` (the ``--plateau-threshold-mode`` choices).
+    THRESHOLD_MODES = ("rel", "abs")
     _STATE = ("last_lr", "best", "num_bad_epochs", "cooldown_counter", "last_epoch")
 
     def __init__(self, base_lr: float, factor: float = 0.1, patience: int = 10, threshold: float = 1e-4,
@@ -458,7 +431,7 @@ class ReduceLROnPlateau(Schedule):
         self.factor = _float("factor", factor, "in [0, 1)", lambda x: 0 <= x < 1)
         self.patience = _int("patience", patience, 0)
         self.threshold = _float("threshold", threshold, "finite and >= 0", lambda x: 0 <= x < math.inf)
-        self.threshold_mode = _choice("threshold_mode", threshold_mode, ("rel", "abs"))
+        self.threshold_mode = _choice("threshold_mode", threshold_mode, self.THRESHOLD_MODES)
         self.cooldown = _int("cooldown", cooldown, 0)
         self.min_lr = _float("min_lr", min_lr, "finite and >= 0", lambda x: 0 <= x < math.inf)
         self.eps = _float("eps", eps, "finite and >= 0", lambda x: 0 <= x < math.inf)
@@ -502,8 +475,9 @@ class ReduceLROnPlateau(Schedule):
             int(values[k]) for k in ("num_bad_epochs", "cooldown_counter", "last_epoch"))
 
 
+#: The schedules by name: the one list of them (the ``--lr-schedule`` choices and the settings' check).
 SCHEDULES: dict[str, type[Schedule]] = {
-    "constant": Constant, "step": StepLR, "multistep": MultiStepLR, "exponential": ExponentialLR,
+    "none": Constant, "step": StepLR, "multistep": MultiStepLR, "exponential": ExponentialLR,
     "cosine": CosineAnnealingLR, "cyclic": CyclicLR, "onecycle": OneCycleLR, "plateau": ReduceLROnPlateau,
 }
 #: Kinds that cannot follow a warm-up: cyclic and onecycle set the lr from the first step (onecycle
@@ -511,34 +485,42 @@ SCHEDULES: dict[str, type[Schedule]] = {
 _NO_WARMUP = ("cyclic", "onecycle", "plateau")
 
 
+def parameters(name: str) -> dict[str, bool]:
+    """The parameters of schedule ``name`` beyond ``base_lr``, each mapped to whether it is required
+    (``parameters("cosine") == {"T_max": True, "eta_min": False}``). Warm-up's two are not listed."""
+    _check(name in SCHEDULES, "name", "one of " + ", ".join(SCHEDULES), name)
+    signature = inspect.signature(SCHEDULES[name].__init__).parameters
+    return {key: p.default is inspect.Parameter.empty for key, p in signature.items()
+            if key not in ("self", "base_lr")}
+
+
 def make_schedule(name: str, base_lr: float, warmup_steps: int | None = 0,
                   warmup_start_factor: float | None = None, **params) -> Schedule:
     """Build schedule ``name`` (a key of :data:`SCHEDULES`) for learning rate ``base_lr``.
 
     ``params`` are the kind's parameters (see the table in the module docstring); ``None`` means
-    "not given" (the default applies), so a CLI may pass every flag it has. A parameter the kind
-    does not take, a bad value or an unknown name raises :class:`UsageError` naming the flag.
+    "not given" (the default applies), so a caller may pass every setting it has. A parameter the
+    kind does not take, a missing required one, a bad value or an unknown name raises
+    :class:`~nnscratch.errors.ParameterError` naming the parameter.
     ``warmup_steps > 0`` puts a linear warm-up from ``warmup_start_factor * base_lr`` (default
     1/3, torch's) in front, as explained in the module docstring.
     """
-    _check(name in SCHEDULES, "name", "one of " + ", ".join(SCHEDULES), name)
-    cls = SCHEDULES[name]
+    accepted = parameters(name)
     given = {k: v for k, v in params.items() if v is not None}
-    signature = inspect.signature(cls.__init__).parameters
     for key in given:
-        if key not in signature or key in ("self", "base_lr"):
-            raise UsageError(f"{_flag(key)} does not apply to --lr-schedule {name}")
-    for key, parameter in signature.items():
-        if parameter.default is inspect.Parameter.empty and key not in ("self", "base_lr", *given):
-            raise UsageError(f"--lr-schedule {name} needs {_flag(key)}")
-    schedule = cls(base_lr, **given)
+        if key not in accepted:
+            raise ParameterError(key, f"does not apply to the {name} schedule")
+    for key, required in accepted.items():
+        if required and key not in given:
+            raise ParameterError(key, f"is required by the {name} schedule")
+    schedule = SCHEDULES[name](base_lr, **given)
     warmup_steps = _int("warmup_steps", 0 if warmup_steps is None else warmup_steps, 0)
     if warmup_steps == 0:
         if warmup_start_factor is not None:
-            raise UsageError("--warmup-start-factor needs --warmup-steps > 0")
+            raise ParameterError("warmup_start_factor", "needs a warm-up (warmup_steps > 0)")
         return schedule
     if name in _NO_WARMUP:
-        raise UsageError(f"--warmup-steps cannot be combined with --lr-schedule {name}")
+        raise ParameterError("warmup_steps", f"cannot be combined with the {name} schedule")
     start = 1.0 / 3 if warmup_start_factor is None else warmup_start_factor
     warmup = LinearLR(base_lr, start_factor=start, total_iters=warmup_steps)
-    return warmup if name == "constant" else SequentialLR(warmup, schedule, warmup_steps)
+    return warmup if name == "none" else SequentialLR(warmup, schedule, warmup_steps)

@@ -1,0 +1,40 @@
+"""Every script in benchmarks/ runs, at tiny sizes, so that none can rot unseen (benchmarks/optimizers.py
+once called ``make_optimizer(..., jit=...)`` long after that argument was gone)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import cli_env, optional_import
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+#: script -> its arguments for a run of a few seconds
+TINY = {
+    "engines.py": ["--epochs", "1", "--batch-sizes", "256", "--deep", "--engines", "numpy-float32",
+                   "--settle", "0", "--train-subset", "512", "--peak-size", "256"],
+    "optimizers.py": ["2", "--small"],
+}
+
+
+def test_every_script_has_a_tiny_run():
+    assert {p.name for p in BENCHMARKS.glob("*.py")} == set(TINY)
+
+
+@pytest.mark.parametrize("script", sorted(TINY))
+def test_the_script_runs(script, tmp_path, request):
+    if script == "engines.py":
+        request.getfixturevalue("mnist")  # the real MNIST files (skip or fail as conftest says)
+    else:
+        optional_import("torch")
+        optional_import("numba")
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), *TINY[script]], cwd=tmp_path, env=cli_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    if script == "optimizers.py":
+        assert proc.stdout.count("bit-identical to numpy after 5 steps: True") == 4, proc.stdout
+    else:
+        assert "numpy-float32" in proc.stdout, proc.stdout
