@@ -15,7 +15,10 @@ import time
 from pathlib import Path
 
 from nnscratch import __version__
-from nnscratch.errors import NNScratchError, UsageError
+from nnscratch.errors import STOPPED, NNScratchError, Terminated, UsageError
+
+#: How this command line names the settings of a run folder (the library says ``out``, ``overwrite=True``).
+_FOLDER_FLAGS = {"out": "--out", "overwrite": "--overwrite"}
 
 
 def _add_run_flags(p: argparse.ArgumentParser, default_out: str) -> None:
@@ -52,7 +55,10 @@ def _add_run_flags(p: argparse.ArgumentParser, default_out: str) -> None:
     _add_optimizer_flags(p)
     _add_data_flags(p)
     r = p.add_argument_group("run")
-    r.add_argument("--out", default=None, metavar="DIR", help=f"output folder (default: {default_out})")
+    r.add_argument("--out", default=None, metavar="DIR", help=f"output folder (default: {default_out}); "
+                   "written whole at the end, see docs/training.md#run-folders")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace a finished run at --out (default: refuse; an interrupted run is always replaced)")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"],
                    help="device of the torch twin (default: auto = cuda if available)")
     r.add_argument("--threads", type=int, default=None,
@@ -216,12 +222,13 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
     from tqdm.auto import tqdm
 
     from nnscratch import api
-    from nnscratch.run.experiment import check_engines, check_out_dir
+    from nnscratch.run.experiment import check_engines, open_run_folder
     from nnscratch.threads import set_threads
 
     cfg = _config_from(args, engines)
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{label}")
-    check_out_dir(out)      # everything that can be checked before any work, in well under a second
+    # everything that can be checked before any work, in well under a second
+    folder = open_run_folder(cfg, out, args.overwrite, names=_FOLDER_FLAGS)
     check_engines(cfg)
     import numpy as np
 
@@ -238,10 +245,15 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
                        f"acc {r['train_accuracy']:.4f} | val loss {r['val_loss']:.4f} acc {r['val_accuracy']:.4f} "
                        f"f1 {r['val_f1']:.4f} | {r['time_s']:.2f} s")
 
-    if len(engines) == 2:
-        run = api.compare(cfg, out=out, progress=not args.quiet, on_epoch=on_epoch)
-    else:
-        run = api.train(cfg, engine=engines[0], out=out, progress=not args.quiet, on_epoch=on_epoch)
+    try:
+        if len(engines) == 2:
+            run = api.compare(cfg, out=folder, progress=not args.quiet, on_epoch=on_epoch)
+        else:
+            run = api.train(cfg, engine=engines[0], out=folder, progress=not args.quiet, on_epoch=on_epoch)
+    except (KeyboardInterrupt, Terminated) as exc:
+        if folder.final is None:
+            raise
+        raise type(exc)(_kept(folder)) from None  # main() prints it after "interrupted"
     print()
     from nnscratch.report.results_table import results_table  # imports matplotlib: only once there is a result
 
@@ -257,23 +269,31 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
     return 0
 
 
+def _kept(folder) -> str:
+    """Where an interrupted run's checkpoints went (a RunFolder after ``interrupt()``)."""
+    where = f"its checkpoints are in {folder.final}/ (see INTERRUPTED.md there)"
+    return f"the finished run in {folder.out}/ is untouched; {where}" if folder.kept_beside else where
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from nnscratch.data import load_dataset
     from nnscratch.engines import make_engine
-    from nnscratch.files.atomic import write_json
+    from nnscratch.files.atomic import write_json, write_target
     from nnscratch.data.preprocess import ChannelStats, to_features
     from nnscratch.run.experiment import check_out_dir
     from nnscratch.training.metrics import classification_report
     from nnscratch.files.model_files import load_model
     from nnscratch.threads import set_threads
 
-    if args.json:  # checked before any work, like --out
-        json_path = Path(args.json)
+    if args.json:  # checked before any work, like --out; a link is followed, /dev/stdout written into
+        json_path, in_place = write_target(args.json)
         if json_path.is_dir():
-            raise UsageError(f"--json {json_path} is a folder; pass a file name such as {json_path / 'metrics.json'}")
-        check_out_dir(json_path.parent, flag="--json")
+            raise UsageError(f"--json {args.json} is a folder; pass a file name such as "
+                             f"{Path(args.json) / 'metrics.json'}")
+        if not in_place:
+            check_out_dir(json_path.parent, flag="--json")
     state, spec, info = load_model(args.model)
     dtype = np.dtype(args.dtype or info.get("dtype", "float32"))
     # the model's data options (split seed and size, resizing, colour, CSV layout) apply to whatever
@@ -305,29 +325,26 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Terminated(BaseException):
-    """SIGTERM, turned into an exception so that every atomic write in flight removes its temp file."""
-
-
 def _on_sigterm(signum, frame):
-    raise _Terminated()
+    """SIGTERM, turned into an exception so that every write in flight cleans up (see :class:`Terminated`)."""
+    raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """The command line: exit status 0, 1 (a failure), 2 (bad input), 130 (Ctrl-C), 143 (SIGTERM);
+    every error, and every stop, one line on stderr, from the first instant (imports included)."""
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        parser = build_parser()  # imports the library: seconds, during which Ctrl-C is one line too
+        args = parser.parse_args(argv)
         return _dispatch(args, parser)
     except NNScratchError as exc:
         print(f"nnscratch: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("nnscratch: interrupted", file=sys.stderr)
-        return 130
-    except _Terminated:
-        print("nnscratch: terminated", file=sys.stderr)
-        return 143
+    except (KeyboardInterrupt, Terminated) as exc:
+        word, code = STOPPED[KeyboardInterrupt if isinstance(exc, KeyboardInterrupt) else Terminated]
+        print(f"nnscratch: {word}" + (f"; {exc}" if str(exc) else ""), file=sys.stderr)
+        return code
     except OSError as exc:  # the disk, not the user: full, read-only, permissions changed mid-run
         print(f"nnscratch: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 1
