@@ -11,9 +11,10 @@ was (:meth:`RunFolder.abort`); one that is interrupted keeps its checkpoints in 
 What ``out`` may be, checked before any work (:class:`~nnscratch.errors.UsageError`, one line):
 
 * missing or empty: the run creates it;
-* a finished run of ours (its :data:`MARKER` says so; a run written before the marker existed is
-  recognised by its ``metrics.json`` and ``report.md``): replaced whole, with ``overwrite`` only;
-* an interrupted run of ours: the new run (a resumed one, typically) replaces it without ``overwrite``;
+* a finished run of ours (recognised by its ``metrics.json``: a JSON object with our ``config``
+  and ``engines``): replaced whole, with ``overwrite`` only;
+* an interrupted run of ours (recognised by its :data:`INTERRUPTED` note): the new run (a resumed
+  one, typically) replaces it without ``overwrite``;
 * anything else is refused: a folder of other files (we never delete what we did not write), a
   file, a system folder (``/``, ``/usr``, ``/etc``, the home folder itself...), the current folder
   or one holding it, and a folder inside (or holding) one of ``protected``: the dataset being read.
@@ -43,11 +44,12 @@ from typing import Callable, Mapping, Sequence
 from nnscratch.errors import UsageError
 from nnscratch.files.atomic import _current_umask, _fsync_dir, atomic_write_text
 
-#: Written into a run folder as it is put in place: ``{"format": ..., "state": "finished" | "interrupted"}``.
-MARKER = ".nnscratch-run"
-MARKER_FORMAT = "nnscratch-run/1"
-#: The note of an interrupted run: what happened and how to resume it.
+#: What makes a folder a finished run of ours: this file, a JSON object holding :data:`METRICS_KEYS`.
+METRICS = "metrics.json"
+METRICS_KEYS = ("config", "engines")
+#: The note of an interrupted run, what makes a folder one: what happened and how to resume it.
 INTERRUPTED = "INTERRUPTED.md"
+INTERRUPTED_TITLE = "# Interrupted nnscratch run"
 #: The lock of ``out`` is the file ``.NAME`` + this, beside ``out``.
 LOCK_SUFFIX = ".nnscratch-lock"
 _STAGING = ".staging-"
@@ -79,17 +81,15 @@ def folder_state(path: Path) -> str:
         return "foreign"
     if not names:
         return "empty"
-    if MARKER in names:
-        try:
-            marker = json.loads((path / MARKER).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return "foreign"
-        if isinstance(marker, dict) and marker.get("format") == MARKER_FORMAT:
-            if marker.get("state") in ("finished", "interrupted"):
-                return marker["state"]
-        return "foreign"
-    if {"metrics.json", "report.md"} <= names:  # a run written before the marker existed
-        return "finished"
+    try:
+        if INTERRUPTED in names and (path / INTERRUPTED).read_text(encoding="utf-8").startswith(INTERRUPTED_TITLE):
+            return "interrupted"
+        if METRICS in names:
+            metrics = json.loads((path / METRICS).read_text(encoding="utf-8"))
+            if isinstance(metrics, dict) and all(key in metrics for key in METRICS_KEYS):
+                return "finished"
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON: not something we wrote
+        pass
     return "foreign"
 
 
@@ -126,9 +126,9 @@ class RunFolder:
             raise UsageError(f"{self.names['out']} must be a folder path (str or pathlib.Path), got {out!r}")
         if not isinstance(overwrite, bool):
             raise UsageError(f"overwrite must be True or False, got {overwrite!r}")
-        self.out = Path(out)
-        if not str(self.out).strip():
+        if not str(os.fspath(out)).strip():
             raise UsageError(f"{self.names['out']} must name a folder, got {str(out)!r}")
+        self.out = Path(out)
         self.overwrite = overwrite
         self.protected = tuple(Path(p) for p in protected)
         self.real = Path(os.path.realpath(self.out))  # the folder replaced (a link to it is followed)
@@ -230,7 +230,8 @@ class RunFolder:
         """Put the staging folder in place as ``out`` (a previous run there is replaced in one
         step: renamed aside, staging renamed to ``out``, the old one removed). Returns ``out``."""
         self._require_open()
-        _write_marker(self.staging, "finished")
+        if not (self.staging / METRICS).is_file():
+            raise RuntimeError(f"RunFolder.commit(): a finished run holds its {METRICS}; write it first")
         if any(self.checkpoint_dir.iterdir()):
             _fsync_dir(self.checkpoint_dir)
         else:
@@ -265,10 +266,9 @@ class RunFolder:
         shown = self._shown(dest)
         when = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         atomic_write_text(self.staging / INTERRUPTED,
-                          f"# Interrupted run\n\nThis run was interrupted on {when}, before it finished: this "
+                          f"{INTERRUPTED_TITLE}\n\nThis run was interrupted on {when}, before it finished: this "
                           "folder holds its checkpoints (`checkpoints/`), not its results.\n\n"
                           f"Resume it with:\n\n    {resume_hint(shown / self.checkpoint_dir.name)}\n")
-        _write_marker(self.staging, "interrupted")
         _fsync_dir(self.staging)
         self.kept_beside = dest != self.real
         self._move_into(dest, shown)
@@ -424,11 +424,6 @@ def _alive(pid: int) -> bool:
     except OSError:
         return True  # it exists, but is not ours to signal
     return True
-
-
-def _write_marker(folder: Path, state: str) -> None:
-    atomic_write_text(folder / MARKER, json.dumps({"format": MARKER_FORMAT, "state": state,
-                                                   "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
 
 
 def _make_temp_dir(parent: Path, prefix: str) -> str:
