@@ -295,3 +295,15 @@ def test_an_interrupt_before_any_checkpoint_keeps_nothing(tmp_path):
         _fill(folder.staging, "partial")
         assert folder.interrupt(_hint) is None
     assert _snapshot(out) == before and _beside(out) == [] and not (tmp_path / "a.interrupted").exists()
+
+
+def test_ctrl_c_waits_until_a_folder_step_is_done(tmp_path):
+    from nnscratch.files.run_folder import signals_deferred
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("the step went on")
+    assert done == ["the step went on"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers put back

@@ -8,6 +8,7 @@ Errors are one line on stderr: exit 2 for bad usage or input, 1 for other failur
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import signal
 import sys
@@ -234,6 +235,8 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
 
     np.seterr(all="ignore")  # a diverging run is reported once, after the results, not by NumPy per step
     threads = set_threads(cfg.threads)
+    if cfg.threads and threads < cfg.threads:  # capped (said once, here): the run records what it used
+        cfg = dataclasses.replace(cfg, threads=threads)
     print(f"nnscratch {label}: {cfg.dataset}, engines {', '.join(engines)}, {threads} threads"
           + (f", config {args.config}" if args.config else ""))
     print(f"  {cfg.describe()}")

@@ -24,6 +24,9 @@ one folder at once: the second is refused while the first lives. The lock is an 
 ``flock`` on that file, which the kernel releases when its holder dies, so a lock file left by a
 killed run is simply taken over (where ``fcntl`` is missing, the pid is checked instead).
 
+Ctrl-C and SIGTERM wait while a RunFolder takes its lock, commits, interrupts or aborts
+(:func:`signals_deferred`), then act as usual: none of these steps is ever cut in half.
+
 A run killed outright (``kill -9``, a power cut) can leave its hidden staging folder beside
 ``out``; the next run into the same ``out`` removes it (and puts back a previous run that the
 crash caught renamed aside, in the instant between the two renames of a commit).
@@ -33,13 +36,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import secrets
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from nnscratch.errors import UsageError
 from nnscratch.files.atomic import _current_umask, _fsync_dir, atomic_write_text
@@ -91,6 +97,40 @@ def folder_state(path: Path) -> str:
     except (OSError, ValueError):  # unreadable, not UTF-8, not JSON: not something we wrote
         pass
     return "foreign"
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block is done, then act as they would have (the handler
+    in place before is called, or the signal sent again): a rename pair, a lock taken or a folder
+    removed is never cut in half. Only the main thread handles signals; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous: dict[int, Any] = {}
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda number, frame: caught.append(number))
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if caught:
+            handler = previous[caught[0]]
+            if callable(handler):
+                handler(caught[0], None)  # KeyboardInterrupt, the command line's Terminated...
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(caught[0])
+
+
+def _uninterrupted(method):
+    """``method`` runs in :func:`signals_deferred`."""
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with signals_deferred():
+            return method(*args, **kwargs)
+    return wrapper
 
 
 class RunFolder:
@@ -196,20 +236,25 @@ class RunFolder:
     def __enter__(self) -> RunFolder:
         if self._lock_fd is not None or self._ended:
             raise RuntimeError("a RunFolder is entered once")
-        self._make_parents(self.real.parent)
         try:
-            self._lock()
-            self._recover()
-            self._check()  # again, under the lock: another run may have finished into out meanwhile
-            self.staging = Path(_make_temp_dir(self.real.parent, f".{self.real.name}{_STAGING}"))
-            os.chmod(self.staging, 0o777 & ~_current_umask())  # mkdtemp makes 0700; a folder's usual mode
-            self.checkpoint_dir = self.staging / "checkpoints"
-            self.checkpoint_dir.mkdir()
+            self._open()  # a Ctrl-C that came meanwhile is raised as it ends: here
         except BaseException:
-            self._end_without_output()
+            self.abort()
             raise
         return self
 
+    @_uninterrupted
+    def _open(self) -> None:
+        self._make_parents(self.real.parent)
+        self._lock()
+        self._recover()
+        self._check()  # again, under the lock: another run may have finished into out meanwhile
+        self.staging = Path(_make_temp_dir(self.real.parent, f".{self.real.name}{_STAGING}"))
+        os.chmod(self.staging, 0o777 & ~_current_umask())  # mkdtemp makes 0700; a folder's usual mode
+        self.checkpoint_dir = self.staging / "checkpoints"
+        self.checkpoint_dir.mkdir()
+
+    @_uninterrupted
     def __exit__(self, *exc_info) -> None:
         if not self._ended:
             self.abort()
@@ -226,6 +271,7 @@ class RunFolder:
 
     # ------------------------------------------------------------------ the three endings
 
+    @_uninterrupted
     def commit(self) -> Path:
         """Put the staging folder in place as ``out`` (a previous run there is replaced in one
         step: renamed aside, staging renamed to ``out``, the old one removed). Returns ``out``."""
@@ -240,6 +286,7 @@ class RunFolder:
         self._move_into(self.real, self.out)
         return self.out
 
+    @_uninterrupted
     def interrupt(self, resume_hint: Callable[[Path], str]) -> Path | None:
         """The run was interrupted: keep its checkpoints, say so in :data:`INTERRUPTED.md <INTERRUPTED>`
         with the command that resumes it (``resume_hint(checkpoint folder)``), and put the folder
@@ -274,6 +321,7 @@ class RunFolder:
         self._move_into(dest, shown)
         return shown
 
+    @_uninterrupted
     def abort(self) -> None:
         """The run failed: remove the staging folder (nothing of it is left); ``out`` stays as it was."""
         if self._ended:
