@@ -192,7 +192,7 @@ class RunFolder:
             raise UsageError(f"{out} {self.out} is a file, not a folder; choose a folder for the run's outputs")
         if state == "foreign":
             raise UsageError(f"{out} {self.out} already holds files that are not an nnscratch run; "
-                             "choose a new or empty folder (nothing of ours will replace them)")
+                             "choose a new or empty folder (nnscratch never replaces files it did not write)")
         if state == "finished" and not self.overwrite:
             raise UsageError(f"{out} {self.out} already holds a finished run; pass {overwrite} to replace it "
                              "or choose another folder")
