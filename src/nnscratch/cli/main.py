@@ -63,7 +63,8 @@ def _add_run_flags(p: argparse.ArgumentParser, default_out: str) -> None:
     r.add_argument("--device", choices=["auto", "cpu", "cuda"],
                    help="device of the torch twin (default: auto = cuda if available)")
     r.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for every engine (default: all usable cores)")
+                   help="CPU threads for every engine (default, and at most: all usable cores; "
+                        "more is capped, with a warning)")
     r.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
                    help="NumPy engine: Numba-compiled element-wise kernels (needs numba; see docs/performance.md)")
     r.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
