@@ -264,7 +264,7 @@ def _interrupt(out: Path, **kwargs) -> RunFolder:
 def test_an_interrupted_run_keeps_its_checkpoints_and_says_how_to_resume(tmp_path):
     out = tmp_path / "a"
     folder = _interrupt(out)
-    assert folder.final == out and not folder.kept_beside
+    assert folder.final == out and folder.interrupted and not folder.kept_beside
     assert sorted(p.name for p in out.iterdir()) == [INTERRUPTED, "checkpoints"]
     assert (out / "checkpoints" / "epoch-3.safetensors").read_text() == "weights"
     note = (out / INTERRUPTED).read_text()

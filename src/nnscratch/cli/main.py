@@ -255,7 +255,7 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
         else:
             run = api.train(cfg, engine=engines[0], out=folder, progress=not args.quiet, on_epoch=on_epoch)
     except (KeyboardInterrupt, Terminated) as exc:
-        if folder.final is None:
+        if not folder.interrupted:  # nothing kept (no checkpoint yet), or the run was already in place
             raise
         raise type(exc)(_kept(folder)) from None  # main() prints it after "interrupted"
     print()

@@ -175,7 +175,8 @@ class RunFolder:
         self.staging: Path | None = None
         self.checkpoint_dir: Path | None = None
         self.final: Path | None = None          # where the run's folder ended up (commit or interrupt)
-        self.kept_beside = False                # interrupt() put it beside a finished run at out
+        self.interrupted = False                # interrupt() kept the run's checkpoints (in final)
+        self.kept_beside = False                # ...beside a finished run at out
         self._lock_fd: int | None = None
         self._made: list[Path] = []              # parent folders this run created (removed again on abort)
         self._ended = False
@@ -319,6 +320,7 @@ class RunFolder:
         _fsync_dir(self.staging)
         self.kept_beside = dest != self.real
         self._move_into(dest, shown)
+        self.interrupted = True
         return shown
 
     @_uninterrupted

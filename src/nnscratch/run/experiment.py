@@ -254,6 +254,8 @@ def _save_model(path: Path, *args, **kwargs) -> Path:
     try:
         return save_model(path, *args, **kwargs)
     except SafetensorError as exc:
+        if "IoError" not in str(exc):
+            raise
         code = re.search(r"code: (\d+)", str(exc))
         number = int(code.group(1)) if code else 5  # EIO: an input/output error of some kind
         raise OSError(number, os.strerror(number), str(path)) from exc
