@@ -240,14 +240,32 @@ def test_a_pipe_is_written_into_not_replaced_and_a_socket_refused(tmp_path):
         assert "is a socket, not a file" in one_line(exc)
 
 
-def test_evaluate_json_through_a_link_keeps_the_link(mnist, tmp_path):
+def _model(tmp_path: Path) -> Path:
     from nnscratch.files.model_files import save_model
     from nnscratch.model.registry import initial_state
     from nnscratch.model.spec import mlp_spec
 
     spec = mlp_spec(input_dim=784, hidden=(8,), num_classes=10)
-    model = save_model(tmp_path / "m.safetensors", initial_state(spec, np.random.default_rng(0)), spec,
-                       engine="numpy", dtype="float32", dataset="mnist")
+    return save_model(tmp_path / "m.safetensors", initial_state(spec, np.random.default_rng(0)), spec,
+                      engine="numpy", dtype="float32", dataset="mnist")
+
+
+def test_evaluate_json_into_dev_stdout_redirected_to_a_file_keeps_every_line(mnist, tmp_path):
+    captured = tmp_path / "captured.txt"
+    with captured.open("w") as stdout:
+        proc = subprocess.run([sys.executable, "-m", "nnscratch", "evaluate", "--model", str(_model(tmp_path)),
+                               "--data-dir", mnist.source, "--json", "/dev/stdout"], cwd=tmp_path, env=cli_env(),
+                              stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    text = captured.read_text()
+    head, _, body = text.partition("{")
+    assert "accuracy" in head and len(head.splitlines()) == 2  # the printed lines first, then the JSON
+    assert json.loads("{" + body)["engine"] == "numpy"
+    assert os.path.islink("/dev/stdout") or stat.S_ISCHR(os.stat("/dev/stdout").st_mode)
+
+
+def test_evaluate_json_through_a_link_keeps_the_link(mnist, tmp_path):
+    model = _model(tmp_path)
     target = tmp_path / "results" / "eval.json"
     target.parent.mkdir()
     target.write_text("old")

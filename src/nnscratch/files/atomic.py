@@ -12,7 +12,9 @@ Symbolic links are followed, never replaced: the temporary file is made beside t
 A target that is a stream is written straight into, without a temporary file (there is nothing
 to replace, and replacing ``/dev/stdout`` would be wrong): a character device or pipe
 (``/dev/null``, a terminal, a pipe) and a name of an open file descriptor (``/dev/stdout``,
-``/dev/fd/N``, ``/proc/self/fd/N``), whatever it points at. Any other target that is not a regular
+``/dev/fd/N``, ``/proc/self/fd/N``), whatever it points at; this process's own descriptor is
+written through the descriptor itself, after what Python buffered for stdout and stderr, so that
+``--json /dev/stdout > file`` keeps every line in order. Any other target that is not a regular
 file (a block device, a socket) is refused with :class:`~nnscratch.errors.UsageError`.
 """
 
@@ -31,7 +33,36 @@ from typing import Any, Iterator
 from nnscratch.errors import UsageError
 
 #: Names of an open file descriptor: written in place whatever they point at.
-_DESCRIPTOR_NAMES = re.compile(r"^/dev/(stdout|stderr|fd/\d+)$|^/proc/(self|\d+)/fd/\d+$")
+_DESCRIPTOR_NAMES = re.compile(r"^/dev/(stdout|stderr|fd/(?P<fd>\d+))$|^/proc/(?P<pid>self|\d+)/fd/(?P<n>\d+)$")
+
+
+def _own_descriptor(path: Path) -> int | None:
+    """The descriptor of this process that ``path`` names (``/dev/stdout`` is 1), or None."""
+    m = _DESCRIPTOR_NAMES.match(str(path))
+    if not m:
+        return None
+    if m.group("pid") not in (None, "self", str(os.getpid())):
+        return None
+    return {"/dev/stdout": 1, "/dev/stderr": 2}.get(str(path)) or int(m.group("fd") or m.group("n"))
+
+
+def _write_in_place(path: Path, data: bytes) -> None:
+    """Write ``data`` into a stream: one of our own descriptors directly (after what Python has
+    buffered for stdout and stderr, at the descriptor's own position: ``> file`` keeps the order),
+    anything else by opening it."""
+    fd = _own_descriptor(path)
+    if fd is None:
+        with open(path, "wb") as f:
+            f.write(data)
+        return
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def write_target(path: str | os.PathLike) -> tuple[Path, bool]:
@@ -123,8 +154,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     is written straight into; see the module docstring)."""
     target, in_place = write_target(path)
     if in_place:
-        with open(target, "wb") as f:
-            f.write(data)
+        _write_in_place(target, data)
         return Path(path)
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
