@@ -278,7 +278,8 @@ def figure_warnings() -> Iterator[None]:
              f"{'...' if len(glyphs) > 10 else ''}): they are drawn as boxes; report.md has the names whole")
     if others:
         first = " ".join(others[0].split())
-        warn(f"while drawing the figures: {first[:200]}" + (f" (and {len(others) - 1} more)" if len(others) > 1 else ""))
+        more = f" (and {len(others) - 1} more)" if len(others) > 1 else ""
+        warn(f"while drawing the figures: {first[:200]}{more}")
 
 
 def default_resume_hint(checkpoints: Path) -> str:
