@@ -32,6 +32,16 @@ CASES = [
     ("a config file that is not TOML", "compare --config DIR/broken.toml"),
     ("a misspelt config key", "compare --config DIR/typo.toml"),
     ("a config value of the wrong type", "compare --config DIR/wrong_type.toml"),
+    # the run folder and the numbers (issue 19); files from _scratch_run_folders
+    ("a config number where a list belongs", "compare --config DIR/betas_number.toml"),
+    ("a config number where a list of steps belongs", "compare --config DIR/milestones_number.toml"),
+    ("a command-line option in a config file", "compare --config DIR/overwrite.toml"),
+    ("a seed beyond 64 bits", "compare --seed 18446744073709551616"),
+    ("an output folder at the root", "compare --out /"),
+    ("an output folder in a system folder", "compare --out /usr/share/run"),
+    ("an output folder inside the dataset it reads", "compare --dataset folder:DIR/one_class --out DIR/one_class/run"),
+    ("an output folder holding a finished run", "compare --out DIR/finished_run"),
+    ("an output folder holding other files", "compare --out DIR/not_a_run"),
     ("an output folder under a file", "compare --out DIR/a_file/run"),
     ("an output folder that cannot be created", "compare --out /proc/nnscratch/run"),
     ("a GPU that is not there", "compare --device cuda"),
@@ -71,8 +81,20 @@ CASES = [
 ]
 
 
+def _scratch_run_folders(folder: Path) -> None:
+    """The files of the run-folder cases: config shapes, a finished run, a folder of other files."""
+    (folder / "betas_number.toml").write_text("optimizer = 'adam'\nbetas = 0.9\n")
+    (folder / "milestones_number.toml").write_text("lr_schedule = 'multistep'\nlr_milestones = 5\n")
+    (folder / "overwrite.toml").write_text("overwrite = true\n")
+    (folder / "finished_run").mkdir()
+    (folder / "finished_run" / "metrics.json").write_text('{"config": {}, "engines": {}}')
+    (folder / "not_a_run").mkdir()
+    (folder / "not_a_run" / "notes.txt").write_text("mine")
+
+
 def _scratch(folder: Path) -> None:
     """The files the cases point at."""
+    _scratch_run_folders(folder)
     from nnscratch.files.model_files import save_model
     from nnscratch.model.registry import initial_state
     from nnscratch.model.spec import mlp_spec

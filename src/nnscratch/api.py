@@ -21,8 +21,10 @@ message the command line prints.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -34,8 +36,9 @@ from nnscratch.data import Dataset, load_dataset
 from nnscratch.data.preprocess import model_inputs
 from nnscratch.engines import ENGINES, Engine, make_engine
 from nnscratch.errors import UsageError
-from nnscratch.run.experiment import (EngineResult, check_engines, check_out_dir, plan_run, prepare_arrays,
-                                  run_experiment, write_outputs)
+from nnscratch.files.run_folder import RunFolder
+from nnscratch.run.experiment import (EngineResult, check_engines, open_run_folder, plan_run, prepare_arrays,
+                                      run_experiment, write_run_folder)
 from nnscratch.training.metrics import softmax
 from nnscratch.threads import set_threads
 
@@ -185,8 +188,8 @@ def config(file: str | Path | None = None, **settings: Any) -> RunConfig:
     return resolve_config(file, _checked(settings), ENGINES)
 
 
-def train(cfg: ConfigLike = None, *, engine: str = "numpy", out: str | Path | None = None,
-          progress: bool = False, data: Dataset | None = None,
+def train(cfg: ConfigLike = None, *, engine: str = "numpy", out: str | Path | RunFolder | None = None,
+          overwrite: bool = False, progress: bool = False, data: Dataset | None = None,
           on_epoch: Callable[[str, dict], None] | None = None, resume: str | Path | None = None,
           **settings: Any) -> Run:
     """Train one engine, evaluate it on the test set and, with ``out``, write every output.
@@ -198,9 +201,15 @@ def train(cfg: ConfigLike = None, *, engine: str = "numpy", out: str | Path | No
         ``Run.config``. Default: the reference project's set-up (:class:`RunConfig`'s defaults).
     engine : {"numpy", "torch"}
         The engine to train.
-    out : str or pathlib.Path, optional
+    out : str, pathlib.Path or RunFolder, optional
         Folder for ``metrics.json``, ``report.md``, figures and the model, as the command line
-        writes them. Default: write nothing (:func:`write_report` can write them later).
+        writes them: new, empty, or holding an earlier run of ours (see ``overwrite``); put in
+        place whole when the run ends, left as it was when it fails (see
+        :mod:`nnscratch.files.run_folder`). Default: write nothing (:func:`write_report` can
+        write them later).
+    overwrite : bool
+        Replace a finished run at ``out`` (else refused). An interrupted run there is replaced
+        either way.
     progress : bool
         tqdm progress bars (data download, epochs).
     data : Dataset, optional
@@ -223,7 +232,8 @@ def train(cfg: ConfigLike = None, *, engine: str = "numpy", out: str | Path | No
     Raises
     ------
     UsageError
-        A bad setting, engine or output folder.
+        A bad setting, engine or output folder (another run writing it, a finished run without
+        ``overwrite``, a folder of other files...).
     DataError
         The dataset is missing or corrupt.
 
@@ -234,35 +244,49 @@ def train(cfg: ConfigLike = None, *, engine: str = "numpy", out: str | Path | No
     """
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)} (or compare() for both)")
-    return _run(cfg, (engine,), out, progress, data, on_epoch, settings, resume)
+    return _run(cfg, (engine,), out, overwrite, progress, data, on_epoch, settings, resume)
 
 
-def compare(cfg: ConfigLike = None, *, out: str | Path | None = None, progress: bool = False,
-            data: Dataset | None = None, on_epoch: Callable[[str, dict], None] | None = None,
-            resume: str | Path | None = None, **settings: Any) -> Run:
+def compare(cfg: ConfigLike = None, *, out: str | Path | RunFolder | None = None, overwrite: bool = False,
+            progress: bool = False, data: Dataset | None = None,
+            on_epoch: Callable[[str, dict], None] | None = None, resume: str | Path | None = None,
+            **settings: Any) -> Run:
     """Train the NumPy engine and its torch twin from the same weights on the same batches.
 
     The same parameters as :func:`train` but ``engine``; ``Run.twin`` says how closely the two
     agree (in float64, to rounding: about 1e-12).
     """
-    return _run(cfg, ENGINES, out, progress, data, on_epoch, settings, resume)
+    return _run(cfg, ENGINES, out, overwrite, progress, data, on_epoch, settings, resume)
 
 
-def write_report(run: Run, out: str | Path) -> Path:
+def write_report(run: Run, out: str | Path, *, overwrite: bool = False) -> Path:
     """Write a run's outputs into ``out`` as the command line does: models, ``metrics.json``,
-    figures and ``report.md``. Returns the path of ``report.md`` (and sets ``run.out``)."""
-    out = Path(out)
-    check_out_dir(out)
+    figures and ``report.md``, put in place whole (``out`` as for :func:`train`, ``overwrite``
+    too). Returns the path of ``report.md`` (and sets ``run.out``)."""
+    if not isinstance(run, Run):
+        raise UsageError(f"write_report() takes the Run that train() or compare() returned, got {run!r}")
+    if out is None:
+        raise UsageError("write_report() needs a folder: out must be a folder path (str or pathlib.Path), got None")
     cfg, data = run._settings, run._data
-    arrays = prepare_arrays(data, cfg)
-    # the plan (network, initial weights, batch order) is drawn again from cfg.seed: the same one
-    plan = plan_run(cfg, len(arrays.y_train), arrays.x_train.shape[1], len(data.class_names))
-    write_outputs(out, cfg, plan, run.metrics, data, arrays, run._results)
-    run.out = out
-    return out / "report.md"
+    if cfg is None or data is None:
+        raise UsageError("write_report() needs a Run that train() or compare() returned (this one has no data)")
+    with _run_folder(cfg, out, overwrite) as folder:
+        arrays = prepare_arrays(data, cfg)
+        # the plan (network, initial weights, batch order) is drawn again from cfg.seed: the same one
+        plan = plan_run(cfg, len(arrays.y_train), arrays.x_train.shape[1], len(data.class_names))
+        write_run_folder(folder, cfg, plan, run.metrics, data, arrays, run._results)
+    run.out = folder.out
+    return folder.out / "report.md"
 
 
-def _run(cfg: ConfigLike, engines: tuple[str, ...], out, progress: bool, data: Dataset | None,
+def _run_folder(cfg: RunConfig, out, overwrite) -> RunFolder | None:
+    """The run folder of ``out``, checked now (see :func:`train`)."""
+    if isinstance(out, RunFolder) and overwrite:
+        raise UsageError("overwrite is a setting of the RunFolder given as out: RunFolder(path, overwrite=True)")
+    return open_run_folder(cfg, out, overwrite)
+
+
+def _run(cfg: ConfigLike, engines: tuple[str, ...], out, overwrite: bool, progress: bool, data: Dataset | None,
          on_epoch, settings: dict, resume=None) -> Run:
     """Resolve the settings, train ``engines`` through :func:`run_experiment`, wrap the results."""
     checkpoints = None
@@ -275,15 +299,16 @@ def _run(cfg: ConfigLike, engines: tuple[str, ...], out, progress: bool, data: D
         cfg = resumed_config(checkpoints, _checked(settings), engines)
     else:
         cfg = dataclasses.replace(_base(cfg), **_checked(settings), engines=engines)
-    out = Path(out) if out is not None else None
-    if out is not None:
-        check_out_dir(out)
+    folder = _run_folder(cfg, out, overwrite)  # checked before any work, like everything below
     check_engines(cfg)  # before the data: a missing GPU or numba fails at once
     set_threads(cfg.threads)
-    if data is None:  # loaded here, not in run_experiment, so that the Run can write its report later
-        data = load_dataset(cfg.dataset, cfg.data_dir, progress=progress, **cfg.data_options())
-    hook = (lambda name, record: on_epoch(name, dataclasses.asdict(record))) if on_epoch else None
-    metrics, results = run_experiment(cfg, out, progress=progress, on_epoch=hook, data=data, resume=checkpoints)
+    with contextlib.nullcontext() if folder is None or folder.locked else folder:  # the lock, from here on
+        if data is None:  # loaded here, not in run_experiment, so that the Run can write its report later
+            data = load_dataset(cfg.dataset, cfg.data_dir, progress=progress, **cfg.data_options())
+        hook = (lambda name, record: on_epoch(name, dataclasses.asdict(record))) if on_epoch else None
+        metrics, results = run_experiment(cfg, folder, progress=progress, on_epoch=hook, data=data,
+                                          resume=checkpoints)
+    out = folder.out if folder is not None else None
     engines_metrics = metrics["engines"]
     return Run(
         config=metrics["config"],
@@ -330,5 +355,9 @@ def _checked(settings: Mapping[str, Any]) -> dict[str, Any]:
             value = float(value)  # lr=1 is recorded as 1.0, as the config file and the flag give it
         elif isinstance(value, list):
             value = tuple(value)
+        elif key == "label_column" and isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            value = str(value)  # a 0-based index, as the config file gives it
+        elif key == "data_dir" and isinstance(value, os.PathLike):
+            value = os.fspath(value)
         values[key] = value
     return values

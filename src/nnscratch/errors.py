@@ -3,6 +3,7 @@
 Every error a user can cause (bad flag values, missing or corrupt data files, a model file that
 is not ours) is an :class:`NNScratchError`. The CLI prints ``nnscratch: error: <message>`` and
 exits with :attr:`NNScratchError.exit_code`: 2 for bad usage or input, 1 for failures.
+:class:`Terminated` is not an error but SIGTERM, raised like Ctrl-C's ``KeyboardInterrupt``.
 """
 
 
@@ -39,16 +40,26 @@ class DataError(NNScratchError):
     exit_code = 2
 
 
+class OutputError(NNScratchError):
+    """An output could not be written (a full or failing disk); what was there before is kept."""
+
+
 class Terminated(BaseException):
-    """SIGTERM, turned into an exception (as Ctrl-C is ``KeyboardInterrupt``) so that every atomic
-    write in flight removes its temp file; the command line exits 143."""
+    """SIGTERM, turned into an exception by the command line (like Ctrl-C's KeyboardInterrupt), so
+    that every write in flight cleans up and an interrupted run keeps its checkpoints."""
 
 
 class RunInterrupted(BaseException):
     """Training stopped on Ctrl-C or SIGTERM (``signum``) after the step in flight: a checkpoint
     of ``engine`` was written to ``checkpoint`` (None when checkpoints are off) and the run can be
-    resumed from it. The command line prints how and exits 130 (SIGINT) or 143 (SIGTERM)."""
+    resumed from it: ``command`` says how, once the run's folder is in place. The command line
+    prints it and exits 130 (SIGINT) or 143 (SIGTERM)."""
 
     def __init__(self, signum: int, engine: str, checkpoint: str | None = None) -> None:
         super().__init__(f"{engine} training interrupted by signal {signum}")
         self.signum, self.engine, self.checkpoint = signum, engine, checkpoint
+        self.command: str | None = None
+
+
+#: What the command line says, and its exit status, when Ctrl-C or SIGTERM stops it (128 + signal).
+STOPPED = {KeyboardInterrupt: ("interrupted", 130), Terminated: ("terminated", 143)}

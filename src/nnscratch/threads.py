@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 
 def usable_cores() -> int:
@@ -13,9 +14,28 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def thread_count(threads: int | None) -> int:
+    """The threads a run uses for ``threads``: every usable core when None, and never more than
+    those. More threads than cores only wait on each other, and BLAS libraries given a huge count
+    (a million) crash the process: such a request is capped, with one line on stderr saying so."""
+    cores = usable_cores()
+    if threads is None:
+        return cores
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        from nnscratch.errors import UsageError
+
+        raise UsageError(f"threads must be a whole number >= 1, got {threads!r}")
+    if threads > cores:
+        print(f"nnscratch: warning: {threads:,} threads asked for, but this process may use "
+              f"{cores} core{'s' if cores != 1 else ''}; using {cores}", file=sys.stderr, flush=True)
+        return cores
+    return threads
+
+
 def set_threads(threads: int | None) -> int:
-    """Use ``threads`` (default: every usable core) in every BLAS pool and in torch; return the count."""
-    n = threads or usable_cores()
+    """Use ``threads`` (default: every usable core; at most those, see :func:`thread_count`) in
+    every BLAS pool and in torch; return the count."""
+    n = thread_count(threads)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(n)

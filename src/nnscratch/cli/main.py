@@ -8,15 +8,18 @@ Errors are one line on stderr: exit 2 for bad usage or input, 1 for other failur
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
-import shlex
 import signal
 import sys
 import time
 from pathlib import Path
 
 from nnscratch import __version__
-from nnscratch.errors import NNScratchError, RunInterrupted, Terminated, UsageError
+from nnscratch.errors import STOPPED, NNScratchError, RunInterrupted, Terminated, UsageError
+
+#: How this command line names the settings of a run folder (the library says ``out``, ``overwrite=True``).
+_FOLDER_FLAGS = {"out": "--out", "overwrite": "--overwrite"}
 
 
 def _add_run_flags(p: argparse.ArgumentParser, default_out: str) -> None:
@@ -53,11 +56,15 @@ def _add_run_flags(p: argparse.ArgumentParser, default_out: str) -> None:
     _add_optimizer_flags(p)
     _add_data_flags(p)
     r = p.add_argument_group("run")
-    r.add_argument("--out", default=None, metavar="DIR", help=f"output folder (default: {default_out})")
+    r.add_argument("--out", default=None, metavar="DIR", help=f"output folder (default: {default_out}); "
+                   "written whole at the end, see docs/training.md#run-folders")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace a finished run at --out (default: refuse; an interrupted run is always replaced)")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"],
                    help="device of the torch twin (default: auto = cuda if available)")
     r.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for every engine (default: all usable cores)")
+                   help="CPU threads for every engine (default, and at most: all usable cores; "
+                        "more is capped, with a warning)")
     r.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
                    help="NumPy engine: Numba-compiled element-wise kernels (needs numba; see docs/performance.md)")
     r.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
@@ -247,7 +254,7 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
     from tqdm.auto import tqdm
 
     from nnscratch import api
-    from nnscratch.run.experiment import check_engines, check_out_dir
+    from nnscratch.run.experiment import check_engines, open_run_folder
     from nnscratch.threads import set_threads
 
     checkpoints, note = None, None
@@ -259,12 +266,15 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
     else:
         cfg = _config_from(args, engines)
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{label}")
-    check_out_dir(out)      # everything that can be checked before any work, in well under a second
+    # everything that can be checked before any work, in well under a second
+    folder = open_run_folder(cfg, out, args.overwrite, names=_FOLDER_FLAGS)
     check_engines(cfg)
     import numpy as np
 
     np.seterr(all="ignore")  # a diverging run is reported once, after the results, not by NumPy per step
     threads = set_threads(cfg.threads)
+    if cfg.threads and threads < cfg.threads:  # capped (said once, here): the run records what it used
+        cfg = dataclasses.replace(cfg, threads=threads)
     print(f"nnscratch {label}: {cfg.dataset}, engines {', '.join(engines)}, {threads} threads"
           + (f", config {args.config}" if args.config else "") + (f", resuming {args.resume}" if args.resume else ""))
     print(f"  {cfg.describe()}")
@@ -278,8 +288,7 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
                        f"acc {r['train_accuracy']:.4f} | val loss {r['val_loss']:.4f} acc {r['val_accuracy']:.4f} "
                        f"f1 {r['val_f1']:.4f} | {r['time_s']:.2f} s")
 
-    verb = "compare" if len(engines) == 2 else f"train --engine {engines[0]}"
-    kwargs: dict = {"out": out, "progress": not args.quiet, "on_epoch": on_epoch}
+    kwargs: dict = {"out": folder, "progress": not args.quiet, "on_epoch": on_epoch}
     base = cfg
     if checkpoints is not None:  # the checkpoint's settings, with the ones that may change on resume
         from nnscratch.run.config import RESUMABLE_KEYS
@@ -292,8 +301,12 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
         else:
             run = api.train(base, engine=engines[0], **kwargs)
     except RunInterrupted as stop:
-        _say_interrupted(stop, verb, out)
-        return 143 if stop.signum == signal.SIGTERM else 130
+        _say_interrupted(stop, folder)
+        return STOPPED[Terminated if stop.signum == signal.SIGTERM else KeyboardInterrupt][1]
+    except (KeyboardInterrupt, Terminated) as exc:
+        if not folder.interrupted:  # nothing kept (no checkpoint yet), or the run was already in place
+            raise
+        raise type(exc)(_kept(folder)) from None  # main() prints it after "interrupted"
     print()
     from nnscratch.report.results_table import results_table  # imports matplotlib: only once there is a result
 
@@ -309,16 +322,22 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
     return 0
 
 
-def _say_interrupted(stop, verb: str, out: Path) -> None:
-    """One line: where the run stopped, its checkpoint, the exact command that resumes it."""
-    what = "interrupted" if stop.signum == signal.SIGINT else "terminated"
-    if stop.checkpoint is None:
-        print(f"nnscratch: {what} during {stop.engine} training (checkpoints are off: nothing to resume)",
+def _say_interrupted(stop: RunInterrupted, folder) -> None:
+    """One line: the run stopped after the step in flight, where its checkpoint is, the command that resumes it."""
+    word = STOPPED[Terminated if stop.signum == signal.SIGTERM else KeyboardInterrupt][0]
+    if stop.command is None:
+        print(f"nnscratch: {word} during {stop.engine} training; no checkpoint to resume from (checkpoints are off)",
               file=sys.stderr)
         return
-    target = out if verb == "compare" else Path(stop.checkpoint)
-    print(f"nnscratch: {what}: {stop.engine} checkpoint written to {stop.checkpoint}; resume with: "
-          f"nnscratch {verb} --resume {shlex.quote(str(target))} --out {shlex.quote(str(out))}", file=sys.stderr)
+    kept = f" (the finished run in {folder.out}/ is untouched)" if folder.kept_beside else ""
+    print(f"nnscratch: {word}: {stop.engine} checkpoint written to {stop.checkpoint}{kept}; resume with: "
+          f"{stop.command}", file=sys.stderr)
+
+
+def _kept(folder) -> str:
+    """Where an interrupted run's checkpoints went (a RunFolder after ``interrupt()``)."""
+    where = f"its checkpoints are in {folder.final}/ (see INTERRUPTED.md there)"
+    return f"the finished run in {folder.out}/ is untouched; {where}" if folder.kept_beside else where
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -326,18 +345,20 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from nnscratch.data import load_dataset
     from nnscratch.engines import make_engine
-    from nnscratch.files.atomic import write_json
+    from nnscratch.files.atomic import write_json, write_target
     from nnscratch.data.preprocess import model_inputs
     from nnscratch.run.experiment import check_out_dir
     from nnscratch.training.metrics import classification_report
     from nnscratch.files.checkpoint import load_model_or_checkpoint
     from nnscratch.threads import set_threads
 
-    if args.json:  # checked before any work, like --out
-        json_path = Path(args.json)
+    if args.json:  # checked before any work, like --out; a link is followed, /dev/stdout written into
+        json_path, in_place = write_target(args.json)
         if json_path.is_dir():
-            raise UsageError(f"--json {json_path} is a folder; pass a file name such as {json_path / 'metrics.json'}")
-        check_out_dir(json_path.parent, flag="--json")
+            raise UsageError(f"--json {args.json} is a folder; pass a file name such as "
+                             f"{Path(args.json) / 'metrics.json'}")
+        if not in_place:
+            check_out_dir(json_path.parent, flag="--json")
     state, spec, info = load_model_or_checkpoint(args.model)
     dtype = np.dtype(args.dtype or info.get("dtype", "float32"))
     # the model's data options (split seed and size, resizing, colour, CSV layout) apply to whatever
@@ -365,24 +386,25 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _on_sigterm(signum, frame):
+    """SIGTERM, turned into an exception so that every write in flight cleans up (see :class:`Terminated`)."""
     raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """The command line: exit status 0, 1 (a failure), 2 (bad input), 130 (Ctrl-C), 143 (SIGTERM);
+    every error, and every stop, one line on stderr, from the first instant (imports included)."""
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        parser = build_parser()  # imports the library: seconds, during which Ctrl-C is one line too
+        args = parser.parse_args(argv)
         return _dispatch(args, parser)
     except NNScratchError as exc:
         print(f"nnscratch: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("nnscratch: interrupted", file=sys.stderr)
-        return 130
-    except Terminated:
-        print("nnscratch: terminated", file=sys.stderr)
-        return 143
+    except (KeyboardInterrupt, Terminated) as exc:
+        word, code = STOPPED[KeyboardInterrupt if isinstance(exc, KeyboardInterrupt) else Terminated]
+        print(f"nnscratch: {word}" + (f"; {exc}" if str(exc) else ""), file=sys.stderr)
+        return code
     except OSError as exc:  # the disk, not the user: full, read-only, permissions changed mid-run
         print(f"nnscratch: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 1

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from safetensors import SafetensorError
 
-from nnscratch.errors import DataError, NNScratchError, UsageError
+from nnscratch.errors import DataError, OutputError, UsageError
 from nnscratch.files.atomic import atomic_path
 from nnscratch.files.safetensors_file import read_header, read_tensors, write_safetensors
 from nnscratch.model.registry import state_shapes
@@ -52,10 +52,8 @@ CHECKPOINT_PREFIXES = ("optimizer.", "engine.", "trainer.", "best.")
 _NUMBERED = re.compile(r"^(epoch|step)-(\d+)\.safetensors$")
 
 
-class CheckpointWriteError(NNScratchError):
+class CheckpointWriteError(OutputError):
     """A checkpoint could not be written (disk full, folder gone): the previous one is intact."""
-
-    exit_code = 1
 
 
 @dataclass

@@ -159,12 +159,9 @@ class RunConfig:
     engines: tuple[str, ...] = field(default=("numpy", "torch"))
 
     def __post_init__(self) -> None:
-        self.hidden = tuple(self.hidden)
-        self.engines = tuple(self.engines)
-        if self.betas is not None:
-            self.betas = tuple(self.betas)
-        if self.lr_milestones is not None:
-            self.lr_milestones = tuple(self.lr_milestones)
+        for key in _SEQUENCE_KEYS:  # lists become tuples; anything else is left for check_value to name
+            if isinstance(getattr(self, key), list):
+                setattr(self, key, tuple(getattr(self, key)))
         for key, value in asdict(self).items():
             problem = check_value(key, value)
             if problem:
@@ -279,6 +276,13 @@ def setting_as_flag(key: str, value: Any) -> str | None:
     return f"{name} {value}"
 
 
+#: The settings that hold a list of values (a tuple; a list is accepted and converted).
+_SEQUENCE_KEYS = ("hidden", "betas", "lr_milestones", "engines")
+#: Seeds are what every engine accepts: torch's and NumPy's generators take 64-bit seeds, and
+#: anything above 2**63 - 1 overflows a signed 64-bit integer somewhere on the way.
+MAX_SEED = 2**63 - 1
+
+
 def _is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
@@ -335,6 +339,12 @@ def check_value(key: str, value: Any) -> str | None:
             return f"must be {forms}, got {value!r}"
         return None
 
+    def sequence(check, wanted):  # a list (tuple) whose items all pass ``check``; None is "not set"
+        if value is None or (isinstance(value, (list, tuple)) and value and all(check(v) for v in value)):
+            return None
+        shown = list(value) if isinstance(value, tuple) else value
+        return f"takes {wanted}, got {shown!r}"
+
     def choice(options):
         return None if value in options else f"must be one of {', '.join(options)}, got {value!r}"
 
@@ -352,8 +362,8 @@ def check_value(key: str, value: Any) -> str | None:
         "epochs": lambda: integer(1),
         "batch_size": lambda: integer(1),
         "lr": lambda: number(0.0, low_open=True),
-        "hidden": lambda: None if len(value) >= 1 and all(_is_int(h) and h >= 1 for h in value)
-        else f"takes one or more positive layer sizes, got {list(value)}",
+        "hidden": lambda: "takes one or more positive layer sizes, got None" if value is None else
+        sequence(lambda h: _is_int(h) and h >= 1, "one or more positive layer sizes"),
         "activation": lambda: choice(tuple(ACTIVATIONS)),
         "dropout": lambda: number(0.0, 1.0),
         "batch_norm": lambda: boolean(),
@@ -363,8 +373,8 @@ def check_value(key: str, value: Any) -> str | None:
         "momentum": lambda: optional_number(),
         "dampening": lambda: optional_number(),
         "nesterov": lambda: optional_boolean(),
-        "betas": lambda: None if value is None or (len(value) == 2 and all(_is_number(b) for b in value)) else
-        f"takes two numbers like 0.9 0.999, got {value!r}",
+        "betas": lambda: sequence(_is_number, "two numbers like 0.9 0.999") or
+        (None if value is None or len(value) == 2 else f"takes two numbers like 0.9 0.999, got {list(value)!r}"),
         "eps": lambda: optional_number(),
         "alpha": lambda: optional_number(),
         "centered": lambda: optional_boolean(),
@@ -376,8 +386,7 @@ def check_value(key: str, value: Any) -> str | None:
         "warmup_start_factor": lambda: optional_number(),
         "lr_step_size": lambda: integer(1, optional=True),
         "lr_gamma": lambda: optional_number(),
-        "lr_milestones": lambda: None if value is None or (len(value) >= 1 and all(_is_int(m) and m >= 1 for m in value))
-        else f"takes positive step numbers like 10 20, got {value!r}",
+        "lr_milestones": lambda: sequence(lambda m: _is_int(m) and m >= 1, "positive step numbers like 10 20"),
         "t_max": lambda: integer(1, optional=True),
         "min_lr": lambda: optional_number(),
         "max_lr": lambda: optional_number(),
@@ -401,7 +410,8 @@ def check_value(key: str, value: Any) -> str | None:
         "clip_grad_norm": lambda: None if value is None else number(0.0, low_open=True),
         "early_stopping": lambda: integer(1, optional=True),
         "early_stopping_min_delta": lambda: number(0.0),
-        "seed": lambda: integer(0),
+        "seed": lambda: None if _is_int(value) and 0 <= value <= MAX_SEED else
+        f"must be a whole number from 0 to 2**63 - 1 ({MAX_SEED}), got {value!r}",
         "dtype": lambda: choice(tuple(DTYPES)),
         "train_subset": lambda: integer(1, optional=True),
         "device": lambda: choice(("auto", "cpu", "cuda")),
@@ -412,7 +422,7 @@ def check_value(key: str, value: Any) -> str | None:
         "checkpoint_every": lambda: integer(1, optional=True),
         "checkpoint_every_steps": lambda: integer(1, optional=True),
         "keep_checkpoints": lambda: integer(1, optional=True),
-        "engines": lambda: None,
+        "engines": lambda: sequence(lambda e: isinstance(e, str), "engine names"),
     }
     return checks[key]()
 
@@ -420,7 +430,7 @@ def check_value(key: str, value: Any) -> str | None:
 #: The keys a config file may set: every field but ``engines`` (the verb chooses those).
 CONFIG_KEYS = tuple(f.name for f in fields(RunConfig) if f.name != "engines")
 #: Flags of compare/train that are not settings of the experiment.
-_COMMAND_LINE_ONLY = ("out", "quiet", "config", "resume")
+_COMMAND_LINE_ONLY = ("out", "overwrite", "quiet", "config", "resume")
 #: Names other tools use for our keys, suggested when a file uses them.
 _OTHER_NAMES = {"learning_rate": "lr", "num_epochs": "epochs", "n_epochs": "epochs", "hidden_sizes": "hidden",
                 "hidden_layers": "hidden", "hidden_layer_sizes": "hidden", "batchnorm": "batch_norm",
@@ -473,6 +483,4 @@ def resolve_config(file: str | Path | None, flags: dict[str, Any], engines: tupl
     """Defaults, then the file's values, then the flags that were given (``None`` = not given)."""
     values = read_config_file(file) if file else {}
     values.update({k: v for k, v in flags.items() if v is not None})
-    if "hidden" in values:
-        values["hidden"] = tuple(values["hidden"])
     return RunConfig(**values, engines=engines)

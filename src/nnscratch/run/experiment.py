@@ -4,18 +4,26 @@ report, figures, models).
 
 Each step is its own function, in the order :func:`run_experiment` calls them:
 :func:`prepare_arrays` -> :func:`plan_run` -> :func:`build_engines` -> :func:`train_engines` ->
-:func:`assemble_metrics` -> :func:`write_outputs`. This is the code behind ``nnscratch compare``
-and ``nnscratch train`` and the Python API (:mod:`nnscratch.api`).
+:func:`assemble_metrics` -> :func:`write_run_folder` (:func:`write_outputs`, then the commit).
+This is the code behind ``nnscratch compare`` and ``nnscratch train`` and the Python API
+(:mod:`nnscratch.api`).
+
+The outputs go into a :class:`~nnscratch.files.run_folder.RunFolder`, checked before any work and
+put in place whole at the end: a failure leaves the output folder as it was, Ctrl-C or SIGTERM
+keeps only the run's checkpoints (if any), marked as interrupted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -23,8 +31,9 @@ from nnscratch.run.config import RunConfig
 from nnscratch.data import Dataset, load_dataset
 from nnscratch.data.preprocess import ChannelStats, channel_stats, standardize, to_features
 from nnscratch.engines import make_engine
-from nnscratch.errors import DataError, UsageError
+from nnscratch.errors import DataError, OutputError, RunInterrupted, Terminated, UsageError
 from nnscratch.files.atomic import write_json
+from nnscratch.files.run_folder import RunFolder
 from nnscratch.training.metrics import classification_report, softmax
 from nnscratch.files.model_files import save_model
 from nnscratch.model.registry import dropout_layers, initial_state
@@ -233,29 +242,106 @@ def assemble_metrics(cfg: RunConfig, plan: RunPlan, data: Dataset, arrays: Split
 
 def write_outputs(out_dir: Path, cfg: RunConfig, plan: RunPlan, metrics: dict, data: Dataset, arrays: SplitArrays,
                   results: dict[str, EngineResult]) -> list[Path]:
-    """Models, ``metrics.json``, figures and ``report.md`` into ``out_dir`` (each written atomically)."""
+    """Models, ``metrics.json``, figures and ``report.md`` into ``out_dir`` (each written atomically).
+
+    ``out_dir`` is a run folder's staging folder (see :func:`write_run_folder`): the set becomes
+    visible at once, or not at all. A model file the disk refuses is an ``OSError`` naming it,
+    like every other file; what matplotlib warns about while drawing is one line of ours
+    (:func:`figure_warnings`)."""
     from nnscratch.report import write_figures, write_report
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [save_model(out_dir / f"{name}_model.safetensors", r.state, plan.spec, engine=name, dtype=cfg.dtype,
-                          dataset=data.name, data_options=cfg.data_options(), epochs=len(r.history.epochs),
-                          seed=cfg.seed,
-                          standardization=metrics["dataset"]["standardization"])
+    written = [_save_model(out_dir / f"{name}_model.safetensors", r.state, plan.spec, engine=name, dtype=cfg.dtype,
+                           dataset=data.name, data_options=cfg.data_options(), epochs=len(r.history.epochs),
+                           seed=cfg.seed,
+                           standardization=metrics["dataset"]["standardization"])
                for name, r in results.items()]
     written.append(write_json(out_dir / "metrics.json", metrics))
-    figures = write_figures(out_dir, metrics, test_images=data.test_images, test_labels=arrays.y_test,
-                            probabilities={n: softmax(r.logits) for n, r in results.items()},
-                            class_names=data.class_names, train_images=data.train_images,
-                            train_labels=data.train_labels)
+    with figure_warnings():
+        figures = write_figures(out_dir, metrics, test_images=data.test_images, test_labels=arrays.y_test,
+                                probabilities={n: softmax(r.logits) for n, r in results.items()},
+                                class_names=data.class_names, train_images=data.train_images,
+                                train_labels=data.train_labels)
     written += [Path(f) for f in figures]
     written.append(write_report(out_dir / "report.md", metrics, [Path(f).name for f in figures]))
     return written
 
 
+def _save_model(path: Path, *args, **kwargs) -> Path:
+    """:func:`~nnscratch.files.model_files.save_model`, with safetensors' own error for a failing
+    write (``SafetensorError: ... No space left on device``) turned into the ``OSError`` it is."""
+    from safetensors import SafetensorError
+
+    try:
+        return save_model(path, *args, **kwargs)
+    except SafetensorError as exc:
+        if "IoError" not in str(exc):
+            raise
+        code = re.search(r"code: (\d+)", str(exc))
+        number = int(code.group(1)) if code else 5  # EIO: an input/output error of some kind
+        raise OSError(number, os.strerror(number), str(path)) from exc
+
+
+@contextlib.contextmanager
+def figure_warnings() -> Iterator[None]:
+    """Library warnings while drawing figures, as one line of ours on stderr (none reach the user
+    raw). The usual one: a class name with characters the figures' font lacks (drawn as boxes)."""
+    from nnscratch.data.common import warn
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    messages = [str(w.message) for w in caught]
+    glyphs = sorted({chr(int(m.group(1))) for m in map(re.compile(r"Glyph (\d+)").match, messages) if m})
+    others = [m for m in dict.fromkeys(messages) if not re.match(r"Glyph \d+", m)]
+    if glyphs:
+        warn(f"the figures' font lacks {len(glyphs)} character(s) of the class names ({''.join(glyphs[:10])}"
+             f"{'...' if len(glyphs) > 10 else ''}): they are drawn as boxes; report.md has the names whole")
+    if others:
+        first = " ".join(others[0].split())
+        more = f" (and {len(others) - 1} more)" if len(others) > 1 else ""
+        warn(f"while drawing the figures: {first[:200]}{more}")
+
+
+def protected_paths(cfg: RunConfig) -> list[Path]:
+    """What the run reads and its outputs must keep away from: the folder or file of a
+    ``folder:``/``csv:``/``npz:`` dataset (an output folder inside a ``folder:`` dataset would
+    make the next run train on its own figures)."""
+    from nnscratch.data.datasets import CUSTOM_KINDS
+
+    kind, sep, target = cfg.dataset.partition(":")
+    return [Path(target).expanduser()] if sep and kind in CUSTOM_KINDS and target else []
+
+
+def open_run_folder(cfg: RunConfig, out: str | os.PathLike | RunFolder | None, overwrite: bool = False,
+                    names: Mapping[str, str] | None = None) -> RunFolder | None:
+    """The run folder of ``out`` for a run of ``cfg``, checked now (None when ``out`` is None; a
+    RunFolder is used as it is)."""
+    if out is None or isinstance(out, RunFolder):
+        return out
+    return RunFolder(out, overwrite=overwrite, protected=protected_paths(cfg), names=names)
+
+
+def write_run_folder(folder: RunFolder, cfg: RunConfig, plan: RunPlan, metrics: dict, data: Dataset,
+                     arrays: Arrays, results: dict[str, EngineResult]) -> Path:
+    """:func:`write_outputs` into ``folder``'s staging folder, then put it in place whole
+    (:meth:`RunFolder.commit`). A write the disk refuses is an :class:`~nnscratch.errors.OutputError`
+    naming the file; the run folder is then left as it was."""
+    try:
+        write_outputs(folder.staging, cfg, plan, metrics, data, arrays, results)
+        return folder.commit()
+    except OSError as exc:
+        folder.abort()
+        name = Path(exc.filename).name if exc.filename else "the outputs"
+        raise OutputError(f"cannot write the run into {folder.out}: {exc.strerror or exc} (writing {name}); "
+                          f"nothing of this run was kept, {folder.out} is as it was") from None
+
+
 def check_out_dir(out_dir: Path, flag: str = "--out") -> None:
     """Prove now, before any work, that ``out_dir`` can be created and written, leaving nothing
     behind: an existing folder gets a probe file (removed at once); a new one, a probe folder in
-    its nearest existing parent (removed at once). The folder itself is made when outputs are written."""
+    its nearest existing parent (removed at once). For single files such as ``evaluate --json``;
+    a run's folder is checked by :class:`~nnscratch.files.run_folder.RunFolder`."""
     out_dir = Path(out_dir)
     existing = out_dir
     while not existing.exists():
@@ -302,44 +388,66 @@ def data_facts(data: Dataset, arrays: SplitArrays) -> dict:
             {"mean": arrays.stats.mean.tolist(), "std": arrays.stats.std.tolist()}}
 
 
-def run_experiment(cfg: RunConfig, out_dir: Path | None, progress: bool = True,
+def run_experiment(cfg: RunConfig, out_dir: str | os.PathLike | RunFolder | None, progress: bool = True,
                    on_epoch: Callable[[str, EpochRecord], None] | None = None,
-                   data: Dataset | None = None, resume: dict | None = None) -> tuple[dict, dict[str, EngineResult]]:
+                   data: Dataset | None = None, *, overwrite: bool = False,
+                   resume: dict | None = None) -> tuple[dict, dict[str, EngineResult]]:
     """Train ``cfg.engines`` and, unless ``out_dir`` is None, write everything into it.
 
-    With ``out_dir``, the run also writes ``metrics.jsonl`` (every event, as it happens) and its
-    checkpoints (``checkpoints/``, unless ``cfg.checkpoints`` is off) while it trains. ``resume``
-    maps engines to the checkpoints they continue from (:func:`nnscratch.run.resume.load_checkpoints`).
+    ``out_dir`` is a folder (checked at once; a finished run there is replaced with
+    ``overwrite`` only) or a :class:`RunFolder` (already checked, perhaps already entered).
+    Everything is written into its staging folder and put in place at the end: ``metrics.jsonl``
+    (every event, as it happens) and the checkpoints (``checkpoints/``, unless ``cfg.checkpoints``
+    is off) while the run trains, the rest after. ``resume`` maps engines to the checkpoints they
+    continue from (:func:`nnscratch.run.resume.load_checkpoints`).
+
+    An exception leaves ``out_dir`` as it was. Ctrl-C or SIGTERM during training
+    (:class:`~nnscratch.errors.RunInterrupted`, after the step in flight and its checkpoint),
+    before it (``KeyboardInterrupt``, :class:`~nnscratch.errors.Terminated`) or a checkpoint the
+    disk refused keep the run's checkpoints, if any, with the command that resumes them in
+    ``INTERRUPTED.md`` (:meth:`RunFolder.interrupt`); the exception goes on, a ``RunInterrupted``
+    naming the checkpoint where it now is and that command (``.command``).
+
     Returns the ``metrics.json`` dict and each engine's :class:`EngineResult`.
     """
-    from nnscratch.files.checkpoint import run_meta
-    from nnscratch.run.resume import check_fits
+    from nnscratch.files.checkpoint import CheckpointWriteError, run_meta
+    from nnscratch.run.resume import check_fits, resume_command
     from nnscratch.training.sinks import JsonlWriter
 
-    if out_dir is not None:
-        check_out_dir(out_dir)
-    check_engines(cfg)
-    data = data or load_dataset(cfg.dataset, cfg.data_dir, progress=progress, **cfg.data_options())
-    arrays = prepare_arrays(data, cfg)
-    plan = plan_run(cfg, len(arrays.y_train), arrays.x_train.shape[1], len(data.class_names))
-    facts = data_facts(data, arrays)
-    for checkpoint in (resume or {}).values():
-        if checkpoint is not None:
-            check_fits(checkpoint, plan.spec, facts)
-    engines = build_engines(cfg, plan)
-    sinks, checkpoints = [], None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        sinks.append(JsonlWriter(out_dir / "metrics.jsonl"))
-        checkpoints = out_dir / "checkpoints"
-    meta = run_meta(plan.spec, cfg.to_dict(), {**facts, "data_options": cfg.data_options()})
-    try:
-        results = train_engines(cfg, plan, engines, arrays, progress, on_epoch, sinks=tuple(sinks),
-                                checkpoints=checkpoints, meta=meta, resume=resume)
-    finally:
-        for sink in sinks:
-            sink.close()
-    metrics = assemble_metrics(cfg, plan, data, arrays, results)
-    if out_dir is not None:
-        write_outputs(out_dir, cfg, plan, metrics, data, arrays, results)
+    folder = open_run_folder(cfg, out_dir, overwrite)
+    with contextlib.nullcontext() if folder is None or folder.locked else folder:
+        try:
+            check_engines(cfg)
+            data = data or load_dataset(cfg.dataset, cfg.data_dir, progress=progress, **cfg.data_options())
+            arrays = prepare_arrays(data, cfg)
+            plan = plan_run(cfg, len(arrays.y_train), arrays.x_train.shape[1], len(data.class_names))
+            facts = data_facts(data, arrays)
+            for checkpoint in (resume or {}).values():
+                if checkpoint is not None:
+                    check_fits(checkpoint, plan.spec, facts)
+            engines = build_engines(cfg, plan)
+            sinks = [JsonlWriter(folder.staging / "metrics.jsonl")] if folder is not None else []
+            meta = run_meta(plan.spec, cfg.to_dict(), {**facts, "data_options": cfg.data_options()})
+            try:
+                results = train_engines(cfg, plan, engines, arrays, progress, on_epoch, sinks=tuple(sinks),
+                                        checkpoints=folder.checkpoint_dir if folder is not None else None,
+                                        meta=meta, resume=resume)
+            finally:
+                for sink in sinks:
+                    sink.close()
+            metrics = assemble_metrics(cfg, plan, data, arrays, results)
+            if folder is not None:
+                write_run_folder(folder, cfg, plan, metrics, data, arrays, results)
+        except (KeyboardInterrupt, Terminated, RunInterrupted, CheckpointWriteError) as stop:
+            if folder is not None:
+                staging = folder.staging
+                kept = folder.interrupt(lambda ck: resume_command(cfg.engines, ck))
+                if isinstance(stop, RunInterrupted) and stop.checkpoint and kept is not None:
+                    stop.checkpoint = str(kept / Path(stop.checkpoint).relative_to(staging))
+                    stop.command = resume_command(cfg.engines, kept / "checkpoints")
+            raise
+        except BaseException:
+            if folder is not None:
+                folder.abort()
+            raise
     return metrics, results

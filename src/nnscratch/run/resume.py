@@ -9,6 +9,7 @@ it is the data and the network the checkpoint was trained on, and says what diff
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from nnscratch.errors import DataError, UsageError
@@ -17,6 +18,16 @@ from nnscratch.run.config import CONFIG_KEYS, RESUMABLE_KEYS, RunConfig, check_v
 
 #: Schedules whose length is the run's (unless their own length is set): extending a run stretches them.
 _RUN_LENGTH_SCHEDULES = {"cosine": "t_max", "onecycle": "total_steps", "cyclic": None}
+
+
+def resume_command(engines: tuple[str, ...], checkpoints: Path) -> str:
+    """The command that resumes a run whose checkpoints are in ``checkpoints`` (``OUT/checkpoints``),
+    into the same folder."""
+    out = checkpoints.parent
+    if len(engines) > 1:
+        return f"nnscratch compare --resume {shlex.quote(str(out))} --out {shlex.quote(str(out))}"
+    return (f"nnscratch train --engine {engines[0]} --resume {shlex.quote(str(checkpoints / 'last.safetensors'))} "
+            f"--out {shlex.quote(str(out))}")
 
 
 def load_checkpoints(path: str | Path, engines: tuple[str, ...]) -> dict[str, Checkpoint | None]:

@@ -33,10 +33,6 @@ import numpy as np
 
 STREAM_INIT, STREAM_ORDER, STREAM_DROPOUT, STREAM_AUGMENT = 0, 1, 2, 3
 
-#: The largest seed (NumPy's SeedSequence takes any non-negative int; torch's manual_seed 64 bits).
-MAX_SEED = 2**63 - 1
-
-
 def stream_seed(seed: int, stream: int, *key: int) -> np.random.SeedSequence:
     """The ``SeedSequence`` of one keyed draw: ``(seed, stream, *key)``."""
     return np.random.SeedSequence(seed, spawn_key=(stream, *key))
