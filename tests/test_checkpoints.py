@@ -254,9 +254,13 @@ def test_ctrl_c_mid_epoch_checkpoints_says_how_to_resume_and_the_resumed_run_is_
     cut = tmp_path / "cut"
     proc = subprocess.Popen([sys.executable, "-m", "nnscratch", *args, "--out", str(cut)], cwd=tmp_path,
                             env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # the run says where it writes its events while it trains
+        if line.startswith("  live: "):
+            jsonl = Path(line.split()[1])
+            break
+    assert jsonl.parent.parent == tmp_path and jsonl.parent.name.startswith(".cut.")
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:  # until the first step losses are out
-        jsonl = cut / "metrics.jsonl"
         if jsonl.exists() and b'"steps"' in jsonl.read_bytes():
             break
         time.sleep(0.05)

@@ -52,7 +52,7 @@ def _tiny(verb: str, out: Path, mnist, *extra: str) -> tuple[int, str, str]:
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _hidden_beside(out: Path) -> list[str]:
@@ -94,7 +94,7 @@ def test_a_disk_that_fills_while_writing_keeps_the_earlier_run_whole(mnist, tmp_
             raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
                                   'message: "No space left on device" })')
 
-        monkeypatch.setattr("nnscratch.files.model_files.save_file", full)
+        monkeypatch.setattr("nnscratch.files.model_files.write_safetensors", full)
         name = "numpy_model.safetensors"
     else:  # the last file of the set
         def full(path, *args, **kwargs):

@@ -296,10 +296,12 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
         base = None
         kwargs.update(resume=checkpoints, **{k: getattr(cfg, k) for k in RESUMABLE_KEYS})
     try:
-        if len(engines) == 2:
-            run = api.compare(base, **kwargs)
-        else:
-            run = api.train(base, engine=engines[0], **kwargs)
+        with folder:  # the lock and the staging folder, from here to the end of the run
+            print(f"  live: {folder.staging / 'metrics.jsonl'} (every event as it happens)", flush=True)
+            if len(engines) == 2:
+                run = api.compare(base, **kwargs)
+            else:
+                run = api.train(base, engine=engines[0], **kwargs)
     except RunInterrupted as stop:
         _say_interrupted(stop, folder)
         return STOPPED[Terminated if stop.signum == signal.SIGTERM else KeyboardInterrupt][1]
