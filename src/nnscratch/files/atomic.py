@@ -169,15 +169,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented, strict JSON, atomically: NaN and infinities (a diverged run's
     losses) are written as ``null``, which every JSON reader accepts."""
-    return atomic_write_text(path, json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n")
+    return atomic_write_text(path, json.dumps(finite_json(obj), indent=2, allow_nan=False) + "\n")
 
 
-def _finite(obj: Any) -> Any:
+def finite_json(obj: Any) -> Any:
     """``obj`` with every non-finite float replaced by None (lists, tuples and dicts walked)."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: finite_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [finite_json(v) for v in obj]
     return obj

@@ -14,13 +14,14 @@ The :class:`~nnscratch.training.loop.History` is a sink too, and so is early sto
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterator
+
+from nnscratch.files.atomic import finite_json
 
 
 class ProgressBar:
@@ -111,7 +112,7 @@ class JsonlWriter:
         if self._file.closed:
             self._file = open(self.path, "a", encoding="utf-8")
         obj = {**obj, "time": round(time.time(), 3)}
-        self._file.write(json.dumps(_finite(obj), allow_nan=False) + "\n")
+        self._file.write(json.dumps(finite_json(obj), allow_nan=False) + "\n")
 
     def _flush(self) -> None:
         self._file.flush()
@@ -123,17 +124,6 @@ class JsonlWriter:
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
-
-
-def _finite(obj):
-    """``obj`` with NaN and infinities as None (strict JSON)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict]:
