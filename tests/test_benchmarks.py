@@ -17,6 +17,7 @@ TINY = {
     "engines.py": ["--epochs", "1", "--batch-sizes", "256", "--deep", "--engines", "numpy-float32",
                    "--settle", "0", "--train-subset", "512", "--peak-size", "256"],
     "optimizers.py": ["2", "--small"],
+    "checkpoints.py": ["1", "640"],
 }
 
 
@@ -26,7 +27,7 @@ def test_every_script_has_a_tiny_run():
 
 @pytest.mark.parametrize("script", sorted(TINY))
 def test_the_script_runs(script, tmp_path, request):
-    if script == "engines.py":
+    if script in ("engines.py", "checkpoints.py"):
         request.getfixturevalue("mnist")  # the real MNIST files (skip or fail as conftest says)
     else:
         optional_import("torch")
@@ -36,5 +37,7 @@ def test_the_script_runs(script, tmp_path, request):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     if script == "optimizers.py":
         assert proc.stdout.count("bit-identical to numpy after 5 steps: True") == 4, proc.stdout
+    elif script == "checkpoints.py":
+        assert "one checkpoint write: median" in proc.stdout and "with/without:" in proc.stdout, proc.stdout
     else:
         assert "numpy-float32" in proc.stdout, proc.stdout

@@ -281,8 +281,8 @@ def test_registry_names_and_shapes_are_torchs():
 
 @pytest.mark.parametrize("kind,args,message", [
     ("dense", {"out_features": 0}, "out_features"),
-    ("dropout", {"p": 1.0}, "--dropout"),
-    ("dropout", {"p": float("nan")}, "--dropout"),
+    ("dropout", {"p": 1.0}, "dropout p must be"),
+    ("dropout", {"p": float("nan")}, "dropout p must be"),
     ("leaky_relu", {"negative_slope": -1}, "negative_slope"),
     ("batch_norm", {"momentum": 2.0}, "momentum"),
     ("gelu", {"approximate": "erf"}, "approximate"),

@@ -63,12 +63,18 @@ def test_penalty_of_float32_is_computed_in_float64():
     assert penalty(params32, 0.3, 0.7) == pytest.approx(penalty(params64, 0.3, 0.7), rel=1e-14)
 
 
-@pytest.mark.parametrize("l1, l2, flag", [(-0.1, 0.0, "--l1"), (0.0, -1.0, "--l2"), (float("nan"), 0.0, "--l1")])
-def test_negative_coefficients_name_the_flag(l1, l2, flag):
-    with pytest.raises(UsageError, match=f"^{flag} "):
+@pytest.mark.parametrize("l1, l2, name", [(-0.1, 0.0, "l1"), (0.0, -1.0, "l2"), (float("nan"), 0.0, "l1")])
+def test_negative_coefficients_name_the_parameter(l1, l2, name):
+    """The library names its parameter (``l1 must ...``); the settings layer says the flag."""
+    from nnscratch.api import config
+    from nnscratch.errors import ParameterError
+
+    with pytest.raises(ParameterError, match=f"^{name} must be a finite number >= 0"):
         penalty(random_arrays(4), l1, l2)
-    with pytest.raises(UsageError, match=f"^{flag} "):
+    with pytest.raises(ParameterError, match=f"^{name} "):
         add_penalty_gradient(random_arrays(4), random_arrays(5), l1, l2)
+    with pytest.raises(UsageError, match=f"^--{name} must be"):
+        config(l1=l1, l2=l2)
 
 
 # -- gradient clipping -------------------------------------------------------------------------
@@ -101,7 +107,7 @@ def test_clip_grad_norm_float32_stays_float32():
 
 
 def test_clip_grad_norm_rejects_bad_max_norm():
-    with pytest.raises(UsageError, match="^--clip-grad-norm "):
+    with pytest.raises(UsageError, match="^max_norm must be a finite number > 0"):
         clip_grad_norm(random_arrays(8), 0.0)
 
 
@@ -159,8 +165,9 @@ def test_early_stopping_state_round_trip():
     assert resumed.reason == whole.reason
 
 
-@pytest.mark.parametrize("kwargs, flag", [({"patience": 0}, "--early-stopping"), ({"patience": 2.5}, "--early-stopping"),
-                                          ({"patience": 3, "min_delta": -0.1}, "--early-stopping-min-delta")])
-def test_early_stopping_rejects_bad_settings(kwargs, flag):
-    with pytest.raises(UsageError, match=f"^{flag} "):
+@pytest.mark.parametrize("kwargs, name", [({"patience": 0}, "patience"), ({"patience": 2.5}, "patience"),
+                                          ({"patience": 3, "min_delta": -0.1}, "min_delta")])
+def test_early_stopping_rejects_bad_settings(kwargs, name):
+    """Named as the class's parameters; the settings check the flags first (``--early-stopping 0``)."""
+    with pytest.raises(UsageError, match=f"^{name} must be"):
         EarlyStopping(**kwargs)

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from nnscratch.errors import UsageError
+from nnscratch.errors import ParameterError, UsageError
 from nnscratch.numpy_engine import layers
 
 INITIALIZERS = ("he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "torch_default")
@@ -136,7 +136,7 @@ LAYER_KINDS: dict[str, LayerKind] = {k.name: k for k in (
     LayerKind("sigmoid", layers.Sigmoid, lambda a, d: _nn().Sigmoid(), init_gain_squared=lambda a: 1.0,
               short=lambda a: "sigmoid"),
     LayerKind("dropout", layers.Dropout, lambda a, d: _nn().Dropout(a["p"]), defaults={"p": 0.5},
-              check=_positive_float("p", "--dropout", 0.0, 1.0), short=lambda a: f"dropout {a['p']:g}"),
+              check=_positive_float("p", "dropout p", 0.0, 1.0), short=lambda a: f"dropout {a['p']:g}"),
     LayerKind("batch_norm", layers.BatchNorm1d,
               lambda a, d: _nn().BatchNorm1d(d, eps=a["eps"], momentum=a["momentum"]),
               defaults={"eps": 1e-5, "momentum": 0.1}, check=_bn_check,
@@ -323,7 +323,7 @@ def init_dense(rng: np.random.Generator, fan_in: int, fan_out: int, scheme: str,
         weight = rng.uniform(-b, b, size=shape)
         bias = rng.uniform(-b, b, size=fan_out)
     else:
-        raise UsageError(f"--init must be one of {', '.join(INITIALIZERS)}, got {scheme!r}")
+        raise ParameterError("scheme", f"must be one of {', '.join(INITIALIZERS)}, got {scheme!r}")
     return {"weight": weight, "bias": bias}
 
 
@@ -336,7 +336,7 @@ def initial_state(spec, rng: np.random.Generator, init: str = "he_normal") -> di
     engines start from these same arrays, which is what makes them twins.
     """
     if init not in INITIALIZERS:
-        raise UsageError(f"--init must be one of {', '.join(INITIALIZERS)}, got {init!r}")
+        raise ParameterError("init", f"must be one of {', '.join(INITIALIZERS)}, got {init!r}")
     state: dict[str, np.ndarray] = {}
     for i, layer, d_in, d_out in spec.walk():
         entry = LAYER_KINDS[layer.kind]

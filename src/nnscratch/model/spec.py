@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from nnscratch.errors import UsageError
+from nnscratch.errors import ParameterError, UsageError
 
 #: Version of the spec's JSON form. Version 1 was ``{input_dim, hidden, num_classes, activation}``.
 SPEC_VERSION = 2
@@ -145,11 +145,11 @@ def mlp_spec(input_dim: int = 784, hidden: tuple[int, ...] = (533,), num_classes
 
     hidden = tuple(int(h) for h in hidden)
     if any(h < 1 for h in hidden):
-        raise UsageError(f"--hidden takes positive layer sizes, got {list(hidden)}")
+        raise ParameterError("hidden", f"takes positive layer sizes, got {list(hidden)}")
     if activation not in ACTIVATIONS:
-        raise UsageError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+        raise ParameterError("activation", f"must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
     if not (0.0 <= dropout < 1.0):
-        raise UsageError(f"--dropout must be in [0, 1), got {dropout}")
+        raise ParameterError("dropout", f"must be in [0, 1), got {dropout}")
     if int(num_classes) < 2:
         raise UsageError(f"a classifier needs at least 2 classes, got {num_classes}")
     act = LayerSpec(*ACTIVATIONS[activation])

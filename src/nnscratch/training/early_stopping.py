@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from nnscratch.errors import UsageError
+from nnscratch.errors import ParameterError
 
 
 class EarlyStopping:
@@ -40,9 +40,9 @@ class EarlyStopping:
 
     def __init__(self, patience: int, min_delta: float = 0.0) -> None:
         if isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 1:
-            raise UsageError(f"--early-stopping (the patience) must be an integer >= 1, got {patience!r}")
+            raise ParameterError("patience", f"must be an integer >= 1, got {patience!r}")
         if not 0.0 <= min_delta < math.inf:
-            raise UsageError(f"--early-stopping-min-delta must be a finite number >= 0, got {min_delta!r}")
+            raise ParameterError("min_delta", f"must be a finite number >= 0, got {min_delta!r}")
         self.patience, self.min_delta = int(patience), float(min_delta)
         self.best_loss = math.inf
         self.best_epoch: int | None = None

@@ -22,7 +22,7 @@ from typing import Iterable
 
 import numpy as np
 
-from nnscratch.errors import UsageError
+from nnscratch.errors import ParameterError
 
 
 def _arrays(params: dict[str, np.ndarray] | Iterable[np.ndarray]) -> list[np.ndarray]:
@@ -31,9 +31,9 @@ def _arrays(params: dict[str, np.ndarray] | Iterable[np.ndarray]) -> list[np.nda
 
 def _check_coefficients(l1: float, l2: float) -> None:
     if not 0.0 <= l1 < math.inf:
-        raise UsageError(f"--l1 must be a finite number >= 0, got {l1}")
+        raise ParameterError("l1", f"must be a finite number >= 0, got {l1}")
     if not 0.0 <= l2 < math.inf:
-        raise UsageError(f"--l2 must be a finite number >= 0, got {l2}")
+        raise ParameterError("l2", f"must be a finite number >= 0, got {l2}")
 
 
 def _sum_of_squares(a: np.ndarray) -> float:
@@ -45,7 +45,7 @@ def _sum_of_squares(a: np.ndarray) -> float:
 def penalty(params: dict[str, np.ndarray] | Iterable[np.ndarray], l1: float, l2: float) -> float:
     """``l1 * Σ|θ| + l2 * Σθ²`` over every array in ``params`` (a dict or a list), in float64.
 
-    Zero coefficients cost nothing. Raises :class:`UsageError` for negative coefficients.
+    Zero coefficients cost nothing. Raises :class:`~nnscratch.errors.ParameterError` (naming ``l1`` or ``l2``) for negative coefficients.
     """
     _check_coefficients(l1, l2)
     total = 0.0
@@ -91,7 +91,7 @@ def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
     float64 (torch: in the gradients' dtype), so float32 results agree with torch to float32 rounding.
     """
     if not 0.0 < max_norm < math.inf:
-        raise UsageError(f"--clip-grad-norm must be a finite number > 0, got {max_norm}")
+        raise ParameterError("max_norm", f"must be a finite number > 0, got {max_norm}")
     total_norm = math.sqrt(sum(_sum_of_squares(g) for g in grads.values()))
     clip_coef = min(max_norm / (total_norm + 1e-6), 1.0)  # min(nan, 1.0) is nan, like torch.clamp
     if clip_coef != 1.0:

@@ -105,6 +105,7 @@ class Trainer:
         self._epoch_correct, self._epoch_time = 0, 0.0
         self._pending: list[tuple[int, int, float, int]] = []  # (step, epoch, lr, batch size) not drained yet
         self._stop_signal: int | None = None
+        self._checkpointed: tuple | None = None  # (step, finished) of the last checkpoint written
 
     # -- the run ---------------------------------------------------------------------------------
 
@@ -140,8 +141,8 @@ class Trainer:
             raise
         self.finished = self.finished or "finished"
         self.history.wall_time_s += time.perf_counter() - start
-        if self.checkpoints is not None:
-            self._write_checkpoint(("last",))
+        if self.checkpoints is not None and self._checkpointed != (self.step, self.finished):
+            self._write_checkpoint(("last",))  # unless the last epoch's checkpoint says all of it
         detail = {"early_stopping": self._early_stopping_outcome()} if self.early_stopping is not None else {}
         self._emit(RunEnd(self.engine.name, self.finished, len(self.history.epochs), self.step, detail))
         return self.history
@@ -201,6 +202,8 @@ class Trainer:
         self.epoch, self.step_in_epoch, self._epoch_correct, self._epoch_time = epoch, 0, 0, 0.0
         if stop:
             self.finished = "early_stop"
+        elif self.epoch == self.epochs:
+            self.finished = "finished"  # said in this epoch's checkpoint, which is then the run's last
         self._emit(EpochEnd(self.engine.name, asdict(record), best, stop))
         if self.checkpoints is not None:
             names = self.checkpoints.names_after_epoch(epoch, self.step, best=bool(best))
@@ -233,6 +236,7 @@ class Trainer:
 
     def _write_checkpoint(self, names: tuple[str, ...]) -> str:
         tensors, meta = self.state()
+        self._checkpointed = (self.step, self.finished)
         path = self.checkpoints.write(self.engine.name, tensors, meta, names, step=self.step, epoch=self.epoch)
         self._emit(CheckpointWritten(self.engine.name, str(path), tuple(names), self.step, self.epoch))
         return str(path)
