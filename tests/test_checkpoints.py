@@ -288,3 +288,31 @@ def test_ctrl_c_mid_epoch_checkpoints_says_how_to_resume_and_the_resumed_run_is_
 
     wa, wb = (load_file(str(d / "numpy_model.safetensors")) for d in (whole, cut))
     assert all(np.array_equal(wa[k], wb[k]) for k in wa)
+
+
+def test_weight_files_written_before_checkpoints_still_load(tmp_path):
+    """A model file exactly as ``compare`` wrote it before this change (format nnscratch-model/2, no
+    digest) loads, through the loader that also takes checkpoints, into both engines."""
+    from safetensors.numpy import save_file
+
+    from nnscratch.engines import make_engine
+    from nnscratch.files.checkpoint import load_model_or_checkpoint
+    from nnscratch.model.registry import initial_state
+    from nnscratch.model.spec import mlp_spec
+    from nnscratch.training.streams import init_rng
+
+    spec = mlp_spec(hidden=(12,), batch_norm=True)
+    state = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in initial_state(spec, init_rng(3)).items()}
+    info = {"engine": "torch", "dtype": "float32", "dataset": "mnist", "epochs": 2, "seed": 3,
+            "data_options": {"verify": True, "val_size": None, "seed": 3, "image_size": None, "color": None,
+                             "strict": False, "label_column": None, "image_shape": None}, "standardization": None}
+    path = tmp_path / "torch_model.safetensors"
+    save_file(state, str(path), metadata={"format": "nnscratch-model/2", "spec": spec.to_json(),
+                                          "info": json.dumps(info, sort_keys=True)})
+    loaded, loaded_spec, loaded_info = load_model_or_checkpoint(path)
+    assert loaded_spec.to_json() == spec.to_json() and loaded_info == info
+    for k, v in state.items():
+        np.testing.assert_array_equal(loaded[k], v)
+    x = np.random.default_rng(0).random((5, 784))
+    a, b = (make_engine(e, spec, loaded, np.float64, device="cpu").eval().predict_logits(x) for e in ("numpy", "torch"))
+    np.testing.assert_allclose(a, b, rtol=1e-12)

@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from nnscratch.errors import UsageError
+from nnscratch.errors import INSTALL_NUMBA, INSTALL_TORCH, UsageError
 from nnscratch.model.spec import ModelSpec
 
 ENGINES = ("numpy", "torch")
@@ -75,8 +75,7 @@ def torch_available() -> bool:
 def require_torch() -> None:
     """A :class:`UsageError` with the install line unless PyTorch can be imported."""
     if not torch_available():
-        raise UsageError("the torch engine needs PyTorch: pip install torch==2.13.0 "
-                         "then pip install 'nnscratch[torch]'")
+        raise UsageError(f"the torch engine needs PyTorch: {INSTALL_TORCH}")
 
 
 def require_numba() -> None:
@@ -84,7 +83,7 @@ def require_numba() -> None:
     try:
         import numba  # noqa: F401
     except ImportError:
-        raise UsageError("--jit needs numba: pip install 'nnscratch[bench]' (or run without --jit)") from None
+        raise UsageError(f"--jit needs numba: {INSTALL_NUMBA} (or run without --jit)") from None
 
 
 def make_engine(name: str, spec: ModelSpec, initial: dict[str, np.ndarray], dtype=np.float32,

@@ -29,7 +29,9 @@ from nnscratch.numpy_engine.optimizers import OPTIMIZERS, SGD, Adam, AdamW, Opti
 try:
     import numba
 except ImportError as exc:  # pragma: no cover - exercised where numba is absent
-    raise ImportError("the --jit kernels need numba: pip install 'nnscratch[bench]'") from exc
+    from nnscratch.errors import INSTALL_NUMBA
+
+    raise ImportError(f"the --jit kernels need numba: {INSTALL_NUMBA}") from exc
 
 
 @numba.njit(cache=True, fastmath=False)
