@@ -10,6 +10,7 @@ exits with :attr:`NNScratchError.exit_code`: 2 for bad usage or input, 1 for fai
 #: How to install what an optional feature needs: the one place each install line is spelt.
 INSTALL_TORCH = "pip install torch==2.13.0 then pip install 'nnscratch[torch]'"
 INSTALL_NUMBA = "pip install 'nnscratch[bench]'"
+INSTALL_ONNX = "pip install 'nnscratch[onnx]'"
 
 
 class NNScratchError(Exception):

@@ -1,7 +1,8 @@
 """The ``nnscratch`` command line: parses, validates, calls. No math lives here.
 
 Verbs: ``compare`` (both engines), ``train`` (one engine), ``evaluate`` (a saved model on the
-test set), ``bench`` (speed of every engine against this machine's BLAS limit).
+test set), ``bench`` (speed of every engine against this machine's BLAS limit), ``export`` (a
+saved model as an ONNX graph).
 Errors are one line on stderr: exit 2 for bad usage or input, 1 for other failures.
 """
 
@@ -226,6 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
                                      "compiled) and scikit-learn on the real MNIST training set, against "
                                      "the GEMM peak of this machine.")
     add_bench_arguments(p)
+
+    from nnscratch.cli.export import add_export_arguments
+
+    p = verbs.add_parser("export", help="write a saved model as an ONNX graph",
+                         description="Write a model file or checkpoint as an ONNX graph (opset 17) of the network "
+                                     "in evaluation mode, with its class names and preprocessing in the "
+                                     "metadata (docs/export.md). Needs the onnx extra.")
+    add_export_arguments(p)
     return parser
 
 
@@ -431,6 +440,10 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from nnscratch.cli.bench import run_bench
 
         return run_bench(args)
+    if args.verb == "export":
+        from nnscratch.cli.export import run_export
+
+        return run_export(args)
     parser.error(f"unknown verb {args.verb}")
     return 2
 
