@@ -68,6 +68,10 @@ CASES = [
     ("a JSON output path that is a folder", "evaluate --model DIR/digits8x8.safetensors --json DIR"),
     ("a JSON output path that cannot be written", "evaluate --model DIR/digits8x8.safetensors --json /proc/x/m.json"),
     ("a benchmark pause out of range", "bench --settle -1"),
+    # issue 21: export
+    ("an export to a format nnscratch does not write", "export --model DIR/digits8x8.safetensors --to tflite DIR/m.tflite"),
+    ("an export to a folder", "export --model DIR/digits8x8.safetensors --to onnx DIR"),
+    ("an export of a file that is not a model", "export --model DIR/not_a_model.safetensors --to onnx DIR/m.onnx"),
     # issue 19: hostile inputs, each refused from what it declares, before it costs memory or disk
     ("an IDX file whose header declares terabytes", "compare --data-dir DIR/idx_huge"),
     ("an NPZ whose x declares 10^12 images", "compare --dataset npz:DIR/huge_x.npz"),
