@@ -17,7 +17,7 @@ FORMATS = ("onnx",)
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="PATH",
-                   help="a *_model.safetensors file or a checkpoint (OUT/checkpoints/last.safetensors), of either engine")
+                   help="a *_model.safetensors file or a checkpoint (a run's checkpoints/last.safetensors), of either engine")
     p.add_argument("--to", required=True, choices=FORMATS, help="the format to write (onnx: opset 17, docs/export.md)")
     p.add_argument("out", metavar="OUT", help="the file to write, e.g. runs/quick/model.onnx (replaced if it exists)")
     p.add_argument("--probabilities", action="store_true",
