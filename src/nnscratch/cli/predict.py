@@ -39,16 +39,12 @@ def run_predict(args: argparse.Namespace) -> int:
 
     show = _show_folder(args.show)
     files = image_files(args.images)
+    originals = [read_image(path) for path in files]  # a file that is no image is said before the model loads
     state, spec, info = load_model_or_checkpoint(args.model)
-    options = info.get("data_options") or {}
     dataset = info.get("dataset")
-    shape = input_shape(spec.input_dim, dataset, options, info.get("standardization"))
+    shape = input_shape(spec.input_dim, dataset, info.get("data_options"), info.get("standardization"))
     names = class_names(args.model, dataset, spec.num_classes)
-    originals, prepared = [], []
-    for path in files:
-        image = read_image(path)
-        originals.append(image)
-        prepared.append(prepare_for_model(image, dataset, shape, str(path)))
+    prepared = [prepare_for_model(image, dataset, shape, str(path)) for path, image in zip(files, originals)]
     dtype = np.dtype(info.get("dtype", "float32"))
     x = model_inputs(np.stack(prepared), dtype.type, info.get("standardization"), str(args.model))
     set_threads(None)

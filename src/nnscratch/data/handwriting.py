@@ -106,7 +106,9 @@ def read_image(path: str | os.PathLike):
 
     Its size is checked from the header before any pixel is decoded
     (:func:`~nnscratch.data.limits.check_image_side`: an
-    :class:`~nnscratch.data.limits.InputTooLargeError`). An empty file, or one Pillow cannot
+    :class:`~nnscratch.data.limits.InputTooLargeError` naming both sides; Pillow's own
+    decompression-bomb check, which would fire first for huge sides with a pixel count instead,
+    is off while the header is read: ours is far below it). An empty file, or one Pillow cannot
     decode, is a :class:`DataError` naming it.
     """
     from PIL import Image
@@ -119,7 +121,11 @@ def read_image(path: str | os.PathLike):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            bomb, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our limit (far lower) says it, below
+            try:
+                img = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = bomb
         with img:
             check_image_side(str(path), img.size[1], img.size[0])
             img.seek(0)
@@ -278,14 +284,15 @@ def _fit(ink: np.ndarray) -> np.ndarray:
 
 def _centre(digit: np.ndarray) -> np.ndarray:
     """Step 6: into 28x28 at the integer offset putting the centre of mass nearest (14, 14)."""
+    digit = np.clip(np.rint(digit), 0, 255).astype(np.uint8)  # the centre of mass of what is placed
     h, w = digit.shape
     rows, cols = np.indices(digit.shape)
-    mass = digit.sum()
+    mass = digit.sum(dtype=np.float64)
     cy, cx = (rows * digit).sum() / mass, (cols * digit).sum() / mass
     top = min(max(math.floor(CENTRE[0] - cy + 0.5), 0), MNIST_SIDE - h)
     left = min(max(math.floor(CENTRE[1] - cx + 0.5), 0), MNIST_SIDE - w)
     out = np.zeros((MNIST_SIDE, MNIST_SIDE), dtype=np.uint8)
-    out[top:top + h, left:left + w] = np.clip(np.rint(digit), 0, 255).astype(np.uint8)
+    out[top:top + h, left:left + w] = digit
     return out
 
 
