@@ -54,7 +54,7 @@ def run_predict(args: argparse.Namespace) -> int:
     if show is not None:
         _write_show(show, files, originals, prepared)
     if args.json:
-        print(json.dumps(results, indent=1))
+        print("[" + ",".join(f"\n  {json.dumps(r)}" for r in results) + "\n]")  # valid JSON, one file a line
         return 0
     print(f"{args.model}: {spec.describe()}, trained on {dataset or 'an unknown dataset'}, engine {args.engine}")
     for r in results:
