@@ -289,3 +289,22 @@ def test_bad_inputs_are_one_line(model, tmp_path):
         assert result.stdout == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["notes.png", "empty.png", "blank.png", "no_images", "huge.bmp", "fake.safetensors", "one.png"])
+
+
+def test_models_of_other_datasets_name_their_classes(tmp_path):
+    from nnscratch.data import DATASETS
+    from nnscratch.files.model_files import save_model
+    from nnscratch.model.registry import initial_state
+    from nnscratch.model.spec import mlp_spec
+
+    draw("7").save(tmp_path / "seven.png")
+    for dataset, inputs, names in (("cifar10", 3072, DATASETS["cifar10"].class_names),
+                                   ("npz:/elsewhere/data.npz", 64, [str(k) for k in range(10)])):
+        spec = mlp_spec(input_dim=inputs, hidden=(8,), num_classes=10)
+        path = tmp_path / f"{inputs}.safetensors"
+        save_model(path, initial_state(spec, np.random.default_rng(0)), spec, engine="numpy", dtype="float32",
+                   dataset=dataset)
+        result = run_cli(["predict", "seven.png", "--model", str(path), "--json"], cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        top = json.loads(result.stdout)[0]["top"]
+        assert len(top) == 3 and all(name in names for name, _ in top)
