@@ -1,8 +1,8 @@
 """The ``nnscratch`` command line: parses, validates, calls. No math lives here.
 
 Verbs: ``compare`` (both engines), ``train`` (one engine), ``evaluate`` (a saved model on the
-test set), ``bench`` (speed of every engine against this machine's BLAS limit), ``export`` (a
-saved model as an ONNX graph).
+test set), ``predict`` (a saved model on your own images), ``bench`` (speed of every engine against
+this machine's BLAS limit), ``export`` (a saved model as an ONNX graph).
 Errors are one line on stderr: exit 2 for bad usage or input, 1 for other failures.
 """
 
@@ -213,6 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float32", "float64"], default=None,
                    help="floating-point type (default: the one the model was trained in)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the metrics as JSON")
+
+    from nnscratch.cli.predict import add_predict_arguments
+
+    p = verbs.add_parser("predict", help="a saved model's top classes for your own images (e.g. a digit you drew)",
+                         description="Prepare each image as the model's training images were (MNIST's way for "
+                                     "MNIST models: white on black, fitted into 20x20, centred by mass in 28x28) "
+                                     "and print the model's three most probable classes; see docs/predict.md.")
+    add_predict_arguments(p)
 
     p = verbs.add_parser("datasets", help="list the built-in datasets, where each is found and its sizes",
                          description="List the built-in datasets: where each was found (or where it would be "
@@ -431,6 +439,10 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return _run(args, (args.engine,), f"train-{args.engine}")
     if args.verb == "evaluate":
         return _evaluate(args)
+    if args.verb == "predict":
+        from nnscratch.cli.predict import run_predict
+
+        return run_predict(args)
     if args.verb == "datasets":
         from nnscratch.data import describe_datasets, format_datasets_table
 
