@@ -6,43 +6,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-TINY = 1e-300
-
-
-def rel_error(a, b) -> float:
-    """Relative error of ``a`` against ``b`` in the infinity norm (one number per tensor)::
-
-        max_i |a_i - b_i| / max(max_i |a_i|, max_i |b_i|, tiny)
-
-    Norm-based rather than element-wise, so that entries that are (nearly) zero in both arrays do
-    not blow the ratio up; it is 0 only when the arrays are equal.
-    """
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    assert a.shape == b.shape, f"shapes differ: {a.shape} vs {b.shape}"
-    if a.size == 0:
-        return 0.0
-    scale = max(float(np.max(np.abs(a))), float(np.max(np.abs(b))), TINY)
-    return float(np.max(np.abs(a - b))) / scale
-
-
-def numerical_gradient(f: Callable[[], float], x: np.ndarray, h: float = 1e-6) -> np.ndarray:
-    """Central finite differences ``(f(x + h e_i) - f(x - h e_i)) / 2h`` of the scalar ``f()`` with
-    respect to every entry of ``x`` (perturbed in place and restored)."""
-    assert x.dtype == np.float64, "finite differences need float64"
-    grad = np.zeros(x.shape, dtype=np.float64)
-    for idx in np.ndindex(x.shape):
-        old = x[idx]
-        x[idx] = old + h
-        f_plus = f()
-        x[idx] = old - h
-        f_minus = f()
-        x[idx] = old
-        grad[idx] = (f_plus - f_minus) / (2 * h)
-    return grad
+# the gradient check's own finite differences and relative error (one definition, in the package)
+from nnscratch.analysis.gradcheck import numerical_gradient, rel_error  # noqa: F401
 
 
 def cli_env(**overrides: str) -> dict[str, str]:

@@ -5,7 +5,8 @@
   batches on both sides of the buffer memory-order switch);
 * against PyTorch autograd on the twin with the same weights and batch.
 
-Relative errors are norm-based (see :func:`helpers.rel_error`):
+Finite differences and relative errors are the package's own gradient check
+(:mod:`nnscratch.analysis.gradcheck`, also ``nnscratch gradcheck``); relative errors are norm-based:
 ``max|a - b| / max(max|a|, max|b|, tiny)`` per tensor.
 """
 
@@ -14,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import numerical_gradient, optional_import, rel_error
+from helpers import optional_import
+from nnscratch.analysis.gradcheck import numerical_gradient, rel_error
 from nnscratch.numpy_engine import Dense, NumpyEngine, ReLU, Sequential, SoftmaxCrossEntropy
 from nnscratch.numpy_engine.blas import gemm
 from nnscratch.model.registry import initial_state
