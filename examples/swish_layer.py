@@ -39,7 +39,10 @@ class Swish(Layer):
         dx    = dout * dy/dx
 
     ``forward`` keeps ``dy/dx`` (in training only): that is all ``backward`` needs.
+    ``torch_module`` names the torch module ``nnscratch gradcheck --layer`` compares it with.
     """
+
+    torch_module = "torch.nn.SiLU"
 
     def __init__(self, in_features: int = 0, dtype=np.float32) -> None:
         super().__init__(in_features, dtype)

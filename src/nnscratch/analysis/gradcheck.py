@@ -285,3 +285,104 @@ def compare_with_torch(layer: Layer, module, x: np.ndarray, dout: np.ndarray | N
     for k, v in buffers.items():
         layer.buffers[k][...] = v
     return checks
+
+
+# ----------------------------------------------------------------------------- a layer of your own
+
+#: The two places a file of yours may name the torch module its layer is compared with (docs/gradcheck.md).
+TORCH_ATTRIBUTE, TORCH_MODULE_NAME = "torch_module", "TORCH_MODULE"
+
+
+def load_layer_class(path, class_name: str) -> tuple[type, object]:
+    """``(the class, its module)``: ``class_name`` of the Python file ``path``, run in this process.
+
+    The file is imported under a name of its own (``importlib.util.spec_from_file_location``); it
+    is your code and runs as it is. A missing file, an import that raises, a missing class or one
+    that is not a subclass of :class:`~nnscratch.numpy_engine.layers.Layer` is a one-line
+    :class:`~nnscratch.errors.UsageError`.
+    """
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from nnscratch.errors import UsageError
+
+    path = Path(path)
+    if path.suffix != ".py" or not path.is_file():
+        problem = "does not exist" if not path.exists() else "is not a .py file"
+        raise UsageError(f"{path} {problem}; name a Python file and a class in it, such as "
+                         "examples/swish_layer.py:Swish")
+    loaded = [m for m in list(sys.modules.values()) if getattr(m, "__file__", None)
+              and Path(m.__file__).resolve() == path.resolve()]
+    if loaded:  # a module already imported (nnscratch's own layers.py): its classes, not copies of them
+        module, name = loaded[0], loaded[0].__name__
+    else:
+        name = f"nnscratch_user_layer_{abs(hash(str(path.resolve())))}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses and pickling look their module up by name
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:  # the user's code: any error is theirs to fix, said in one line
+            del sys.modules[name]
+            raise UsageError(f"{path} could not be imported: {raised(exc, path)}") from None
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        found = sorted(k for k, v in vars(module).items() if isinstance(v, type) and issubclass(v, Layer)
+                       and v.__module__ == name)
+        raise UsageError(f"{path} has no class {class_name!r}" + (f"; its layers: {', '.join(found)}" if found else ""))
+    if not (isinstance(cls, type) and issubclass(cls, Layer)):
+        raise UsageError(f"{path}:{class_name} is not a subclass of nnscratch.numpy_engine.layers.Layer "
+                         "(the contract in docs/your-own-layer.md)")
+    return cls, module
+
+
+def raised(exc: BaseException, path=None) -> str:
+    """``ValueError: message (file.py, line 12)``: an exception of the user's code as one line, at
+    the deepest line of ``path`` in its traceback (or the deepest line of all)."""
+    import traceback
+    from pathlib import Path
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    if path is not None:
+        mine = [f for f in frames if Path(f.filename).resolve() == Path(path).resolve()]
+        frames = mine or frames
+    where = f" ({Path(frames[-1].filename).name}, line {frames[-1].lineno})" if frames else ""
+    if isinstance(exc, SyntaxError):
+        where = f" ({Path(exc.filename or str(path)).name}, line {exc.lineno})"
+        message = exc.msg
+    else:
+        message = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {message}{where}" if message else f"{type(exc).__name__}{where}"
+
+
+def torch_module_for(cls: type, module, in_features: int):
+    """The torch module your file names for ``cls``, built, or None when it names none.
+
+    Looked up as the class attribute ``torch_module``, else the file's ``TORCH_MODULE``: either a
+    dotted name of a ``torch.nn`` class built without arguments (``"torch.nn.SiLU"``), or a
+    callable ``(in_features) -> torch.nn.Module`` (``lambda d: torch.nn.Linear(d, 3)``). Imports torch.
+    """
+    import importlib
+
+    from nnscratch.errors import UsageError
+
+    named = getattr(cls, TORCH_ATTRIBUTE, None)
+    if named is None:
+        named = getattr(module, TORCH_MODULE_NAME, None)
+    if named is None:
+        return None
+    try:
+        if isinstance(named, str):
+            where, _, attr = named.rpartition(".")
+            built = getattr(importlib.import_module(where), attr)()
+        else:
+            built = named(in_features)
+    except Exception as exc:
+        raise UsageError(f"the torch module {named!r} named for {cls.__name__} could not be built: "
+                         f"{raised(exc)}") from None
+    import torch
+
+    if not isinstance(built, torch.nn.Module):
+        raise UsageError(f"{cls.__name__}'s torch module {named!r} gave {type(built).__name__}, not a torch.nn.Module")
+    return built

@@ -2,7 +2,8 @@
 
 Verbs: ``compare`` (both engines), ``train`` (one engine), ``evaluate`` (a saved model on the
 test set), ``predict`` (a saved model on your own images), ``bench`` (speed of every engine against
-this machine's BLAS limit), ``export`` (a saved model as an ONNX graph).
+this machine's BLAS limit), ``export`` (a saved model as an ONNX graph), ``gradcheck`` (every
+hand-written gradient against finite differences), ``step`` (one training step, number by number).
 Errors are one line on stderr: exit 2 for bad usage or input, 1 for other failures.
 """
 
@@ -243,6 +244,24 @@ def build_parser() -> argparse.ArgumentParser:
                                      "in evaluation mode, with its class names and preprocessing in the "
                                      "metadata (docs/export.md). Needs the onnx extra.")
     add_export_arguments(p)
+
+    from nnscratch.cli.gradcheck import add_gradcheck_arguments
+
+    p = verbs.add_parser("gradcheck", help="every hand-written gradient against finite differences (or your layer's)",
+                         description="Check every gradient of the network the flags or a config describe (or of "
+                                     "--layer FILE.py:CLASS, a layer of your own, also against torch) against "
+                                     "central finite differences in float64, on a small random batch; print the "
+                                     "per-layer table; exit 1 when an error is above --tol (docs/gradcheck.md).")
+    add_gradcheck_arguments(p)
+
+    from nnscratch.cli.step import add_step_arguments
+
+    p = verbs.add_parser("step", help="one training step of a tiny network, number by number, beside torch's",
+                         description="Run one training step of a tiny network with the engine's own classes and "
+                                     "print every number: inputs, each layer's output, the loss, every gradient "
+                                     "(beside torch autograd's), the update and the new weights, each with its "
+                                     "formula (docs/gradcheck.md).")
+    add_step_arguments(p)
     return parser
 
 
@@ -456,6 +475,14 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from nnscratch.cli.export import run_export
 
         return run_export(args)
+    if args.verb == "gradcheck":
+        from nnscratch.cli.gradcheck import run_gradcheck
+
+        return run_gradcheck(args)
+    if args.verb == "step":
+        from nnscratch.cli.step import run_step
+
+        return run_step(args)
     parser.error(f"unknown verb {args.verb}")
     return 2
 

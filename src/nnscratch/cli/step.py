@@ -1,0 +1,2 @@
+"""placeholder"""
+def add_step_arguments(p): pass
