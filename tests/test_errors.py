@@ -23,6 +23,10 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 # (what the user got wrong, the command's arguments; DIR is a scratch folder with the files below)
 CASES = [
     ("an unknown flag", "compare --learning-rate 0.1"),
+    # issue 22: gradcheck and step
+    ("a layer to check in a file that does not exist", "gradcheck --layer DIR/missing.py:Swish"),
+    ("a layer to check that is not a Layer", "gradcheck --layer DIR/not_a_layer.py:Plain"),
+    ("a step too big to print", "step --inputs 1000 --hidden 1000"),
     ("a flag value outside its choices", "compare --activation swish"),
     ("a count below its minimum", "compare --epochs 0"),
     ("a rate that is not positive", "compare --lr -0.1"),
@@ -99,6 +103,7 @@ def _scratch_run_folders(folder: Path) -> None:
     (folder / "finished_run" / "metrics.json").write_text('{"config": {}, "engines": {}}')
     (folder / "not_a_run").mkdir()
     (folder / "not_a_run" / "notes.txt").write_text("mine")
+    (folder / "not_a_layer.py").write_text("class Plain:\n    pass\n")
 
 
 def _scratch(folder: Path) -> None:
