@@ -194,13 +194,13 @@ def test_not_a_checkpoint_and_contradicting_flags(one_checkpoint, tmp_path, mnis
     model = one_checkpoint.parent.parent / "numpy_model.safetensors"
     with pytest.raises(DataError, match="not a checkpoint.*it is a model file"):
         read_checkpoint(model)
-    with pytest.raises(UsageError, match=r"hidden \[16\] \(the checkpoint has \[8\]\).*only epochs"):
+    with pytest.raises(UsageError, match=r"--hidden \[16\] \(the checkpoint has \[8\]\).*only --epochs"):
         api.train(engine="numpy", resume=one_checkpoint, hidden=[16], data=mnist)
     with pytest.raises(UsageError, match="lr 0.5"):
         api.train(engine="numpy", resume=one_checkpoint, lr=0.5, data=mnist)
     with pytest.raises(UsageError, match="a checkpoint of the numpy engine, not of torch"):
         api.train(engine="torch", resume=one_checkpoint, data=mnist)
-    with pytest.raises(UsageError, match="has trained 2 epochs; epochs must be at least 2, got 1"):
+    with pytest.raises(UsageError, match=r"has trained \(into\) 2 epochs; --epochs must be at least 2, got 1"):
         api.train(engine="numpy", resume=one_checkpoint, epochs=1, data=mnist)
 
 
@@ -316,3 +316,130 @@ def test_weight_files_written_before_checkpoints_still_load(tmp_path):
     x = np.random.default_rng(0).random((5, 784))
     a, b = (make_engine(e, spec, loaded, np.float64, device="cpu").eval().predict_logits(x) for e in ("numpy", "torch"))
     np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+# ------------------------------------------------------------------- lies and edge cases (review)
+
+
+def _rewrite(src: Path, dst: Path, change) -> Path:
+    """``src`` with its metadata changed by ``change(meta)``; ``rehash`` keeps the metadata digest
+    consistent (a deliberate forgery), else the file is a damaged one."""
+    from safetensors.numpy import load_file, save_file
+    from safetensors import safe_open
+
+    with safe_open(str(src), framework="numpy") as f:
+        meta = dict(f.metadata())
+    rehash = change(meta)
+    if rehash:
+        from nnscratch.files.checkpoint import metadata_sha256
+
+        meta["metadata_sha256"] = metadata_sha256(meta)
+    save_file(load_file(str(src)), str(dst), metadata=meta)
+    return dst
+
+
+def _trainer_meta(**changes):
+    def change(meta):
+        trainer = json.loads(meta["trainer"])
+        trainer.update(changes)
+        meta["trainer"] = json.dumps(trainer)
+        return True
+    return change
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m.update(config=m["config"].replace('"lr": 0.01', '"lr": 0.07')) or False, "metadata .* does not match"),
+    (_trainer_meta(step_in_epoch=999), "does not give step"),
+    (_trainer_meta(epoch=-1), "epoch must be a whole number >= 0"),
+    (_trainer_meta(step_in_epoch=True), "step_in_epoch must be a whole number"),
+    (_trainer_meta(finished="banana"), "finished must be one of"),
+    (_trainer_meta(history="x"), "history must hold"),
+    (_trainer_meta(step=10**12, epoch=10**12), "does not give step|within"),
+])
+def test_a_checkpoint_whose_metadata_lies_is_refused(one_checkpoint, tmp_path, change, message):
+    path = _rewrite(one_checkpoint, tmp_path / "lie.safetensors", change)
+    with pytest.raises(DataError, match=message):
+        read_checkpoint(path)
+
+
+def test_a_checkpoint_without_its_optimizer_state_is_refused(mnist, tmp_path):
+    from safetensors.numpy import load_file, save_file
+    from safetensors import safe_open
+
+    from nnscratch.files.checkpoint import metadata_sha256
+    from nnscratch.files.safetensors_file import payload_sha256_of
+
+    out = tmp_path / "adam"
+    api.train(engine="numpy", out=out, data=mnist, train_subset=320, epochs=1, hidden=[8], optimizer="adam",
+              lr=1e-3)
+    src = out / "checkpoints" / "last.safetensors"
+    with safe_open(str(src), framework="numpy") as f:
+        meta = dict(f.metadata())
+    tensors = {k: v for k, v in load_file(str(src)).items() if not k.startswith("optimizer.")}
+    meta["payload_sha256"] = payload_sha256_of(tensors)
+    meta["metadata_sha256"] = metadata_sha256(meta)
+    save_file(tensors, str(tmp_path / "noopt.safetensors"), metadata=meta)
+    with pytest.raises(DataError, match="holds no Adam state"):
+        api.train(engine="numpy", resume=tmp_path / "noopt.safetensors", epochs=2, data=mnist)
+
+
+def test_resuming_into_the_same_folder_keeps_the_checkpoints_and_the_log(mnist, tmp_path):
+    out = tmp_path / "run"
+    options = dict(train_subset=320, hidden=[8], checkpoint_every=1, early_stopping=3)
+    api.train(engine="numpy", out=out, data=mnist, epochs=2, **options)
+    before = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert before == ["best.safetensors", "epoch-1.safetensors", "epoch-2.safetensors", "last.safetensors"]
+    from nnscratch.training.sinks import follow_jsonl, read_jsonl
+
+    lines = len(list(read_jsonl(out / "metrics.jsonl")))
+    api.train(engine="numpy", resume=out, epochs=3, out=out, overwrite=True, data=mnist)
+    after = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert set(before) | {"epoch-3.safetensors"} <= set(after)
+    events = list(read_jsonl(out / "metrics.jsonl"))
+    assert len(events) > lines and [e["kind"] for e in events].count("run_start") == 2
+    first, offset = follow_jsonl(out / "metrics.jsonl")
+    assert first == events and follow_jsonl(out / "metrics.jsonl", offset) == ([], offset)
+
+
+def test_a_run_cannot_be_shortened_to_inside_an_epoch_it_began(uninterrupted, mnist, tmp_path):
+    full, out = uninterrupted["adam"]
+    with pytest.raises(UsageError, match=r"into\) 2 epochs; --epochs must be at least 2"):
+        api.compare(resume=out / "checkpoints" / "numpy" / "step-14.safetensors", epochs=1, data=mnist)
+
+
+def test_a_comparison_resumes_from_a_numbered_file_of_either_twin(uninterrupted, mnist, tmp_path):
+    full, out = uninterrupted["sgd-momentum"]
+    resumed = api.compare(resume=out / "checkpoints" / "torch" / "epoch-1.safetensors", out=tmp_path / "r",
+                          data=mnist)
+    _assert_same_run(full, resumed)
+
+
+def test_the_newest_numbered_checkpoint_stands_in_for_a_missing_last(uninterrupted, tmp_path):
+    from nnscratch.files.checkpoint import find_checkpoint
+
+    full, out = uninterrupted["adam"]
+    folder = tmp_path / "ck" / "numpy"
+    folder.mkdir(parents=True)
+    for name in ("step-7.safetensors", "step-14.safetensors"):
+        (folder / name).write_bytes((out / "checkpoints" / "numpy" / name).read_bytes())
+    assert find_checkpoint(tmp_path / "ck", "numpy", ("numpy", "torch")).name == "step-14.safetensors"
+    assert find_checkpoint(tmp_path / "ck", "torch", ("numpy", "torch")) is None
+
+
+def test_ctrl_c_between_the_twins_stops_before_the_twin_starts(mnist, tmp_path):
+    """A Ctrl-C that comes as the NumPy engine's last epoch ends (no step left to stop after) is not
+    lost: the twin does not start, the run is kept as interrupted, and resuming finishes it."""
+    import os
+
+    from nnscratch.errors import RunInterrupted
+
+    out = tmp_path / "run"
+    options = dict(train_subset=320, hidden=[8], epochs=1)
+    ctrl_c = lambda engine, record: engine == "numpy" and os.kill(os.getpid(), signal.SIGINT)  # noqa: E731
+    with pytest.raises(RunInterrupted) as stop:
+        api.compare(out=out, data=mnist, on_epoch=ctrl_c, **options)
+    assert stop.value.engine == "numpy" and stop.value.command == f"nnscratch compare --resume {out} --out {out}"
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["numpy"]
+    resumed = api.compare(resume=out, out=out, data=mnist)
+    whole = api.compare(data=mnist, **options)
+    _assert_same_run(whole, resumed)

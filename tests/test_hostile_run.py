@@ -197,7 +197,7 @@ def test_ctrl_c_mid_run_keeps_the_finished_run_and_puts_the_checkpoints_beside_i
     assert _snapshot(out) == before  # the finished run is kept whole
     kept = tmp_path / "run.interrupted"
     assert folder.kept_beside and folder.final == kept and folder_state(kept) == "interrupted"
-    assert sorted(p.name for p in kept.iterdir()) == [INTERRUPTED, "checkpoints"]
+    assert sorted(p.name for p in kept.iterdir()) == [INTERRUPTED, "checkpoints", "metrics.jsonl"]
     assert [p.name for p in (kept / "checkpoints").iterdir()] == ["numpy-epoch-1.safetensors"]
     assert _hidden_beside(out) == []
 

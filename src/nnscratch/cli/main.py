@@ -364,12 +364,13 @@ def _say_interrupted(stop: RunInterrupted, folder) -> None:
     """One line: the run stopped after the step in flight, where its checkpoint is, the command that resumes it."""
     word = STOPPED[Terminated if stop.signum == signal.SIGTERM else KeyboardInterrupt][0]
     if stop.command is None:
-        print(f"nnscratch: {word} during {stop.engine} training; no checkpoint to resume from (checkpoints are off)",
-              file=sys.stderr)
+        print(f"nnscratch: {word} during {stop.engine} training; no checkpoint was written, nothing to resume "
+              "(checkpoints off, or none yet)", file=sys.stderr)
         return
     kept = f" (the finished run in {folder.out}/ is untouched)" if folder.kept_beside else ""
-    print(f"nnscratch: {word}: {stop.engine} checkpoint written to {stop.checkpoint}{kept}; resume with: "
-          f"{stop.command}", file=sys.stderr)
+    where = (f"{stop.engine} checkpoint written to {stop.checkpoint}" if stop.checkpoint else
+             f"before {stop.engine} training started, checkpoints kept in {folder.final}/checkpoints")
+    print(f"nnscratch: {word}: {where}{kept}; resume with: {stop.command}", file=sys.stderr)
 
 
 def _kept(folder) -> str:

@@ -30,6 +30,7 @@ In plain PyTorch::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -107,6 +108,7 @@ class CheckpointWriter:
         """Write one checkpoint under each of ``names``; returns the first file's path."""
         metadata = {**self.meta, "format": FORMAT, "version": str(VERSION), "engine": engine,
                     "trainer": json.dumps(trainer)}
+        metadata["metadata_sha256"] = metadata_sha256(metadata)
         paths = [self.folder / f"{name}.safetensors" for name in names]
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -160,6 +162,9 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     if meta.get("version") != str(VERSION):
         raise DataError(f"{path} is a checkpoint of format version {meta.get('version')!r}; this nnscratch reads "
                         f"version {VERSION}: use the nnscratch that wrote it")
+    if meta.get("metadata_sha256") != metadata_sha256(meta):
+        raise DataError(f"{path} is damaged: its metadata (settings, position, history) does not match the "
+                        "SHA-256 recorded with it; use another checkpoint")
     try:
         spec = ModelSpec.from_json(meta["spec"])
         config, data, trainer = (json.loads(meta[k]) for k in ("config", "data", "trainer"))
@@ -168,14 +173,64 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         raise DataError(f"{path}: its checkpoint metadata is damaged ({type(exc).__name__}: {exc})") from None
     if not all(isinstance(v, dict) for v in (config, data, trainer)) or "payload_sha256" not in meta:
         raise DataError(f"{path}: its checkpoint metadata is damaged (config, data, trainer or payload_sha256)")
+    problem = position_problem(trainer, header.tensors)
+    if problem:
+        raise DataError(f"{path}: its checkpoint metadata is damaged ({problem})")
     problems = _misfits(header.tensors, spec)
     if problems:
         raise DataError(f"{path}: its tensors do not fit its model {spec.describe()}: {'; '.join(problems[:4])}")
     tensors, digest = read_tensors(header)
     if digest != meta["payload_sha256"]:
         raise DataError(f"{path} is damaged: its tensor data's SHA-256 is {digest[:12]}..., the checkpoint "
-                        f"recorded {meta['payload_sha256'][:12]}...; resume from another checkpoint")
+                        f"recorded {meta['payload_sha256'][:12]}...; use another checkpoint")
     return Checkpoint(path, engine, spec, config, data, trainer, tensors)
+
+
+def metadata_sha256(metadata: dict[str, str]) -> str:
+    """The SHA-256 of every metadata string but the two digests, in a canonical order: a changed
+    setting, position or history is a damaged file, like a changed weight."""
+    body = {k: v for k, v in metadata.items() if k not in ("metadata_sha256", "payload_sha256")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+#: The record of one epoch in a checkpoint's history (an EpochRecord).
+_RECORD_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1", "time_s"}
+_FINISHED = (None, "finished", "early_stop")
+
+
+def position_problem(trainer: dict, entries: dict) -> str | None:
+    """What is inconsistent in a checkpoint's position and history, or None.
+
+    The step count is the epochs done times the steps per epoch plus the steps of the epoch in
+    flight; each step has one loss and one rate; each epoch done has one record.
+    """
+    def whole(key, low=0):
+        v = trainer.get(key)
+        return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+    for key, low in (("epoch", 0), ("step_in_epoch", 0), ("step", 0), ("epochs", 1), ("steps_per_epoch", 1),
+                     ("batch_size", 1), ("train_size", 1), ("epoch_correct", 0)):
+        if not whole(key, low):
+            return f"trainer {key} must be a whole number >= {low}, got {trainer.get(key)!r}"
+    e, s, spe = trainer["epoch"], trainer["step_in_epoch"], trainer["steps_per_epoch"]
+    if s >= spe or e > trainer["epochs"] or trainer["step"] != e * spe + s:
+        return (f"position epoch {e}, step {s} of {spe} per epoch does not give step {trainer['step']} "
+                f"within {trainer['epochs']} epochs")
+    if trainer.get("finished") not in _FINISHED:
+        return f"trainer finished must be one of {_FINISHED}, got {trainer.get('finished')!r}"
+    history = trainer.get("history")
+    if not isinstance(history, dict) or not isinstance(history.get("epochs"), list):
+        return "trainer history must hold a list of epochs"
+    records = history["epochs"]
+    if len(records) != e or not all(isinstance(r, dict) and set(r) == _RECORD_KEYS for r in records):
+        return f"trainer history must hold {e} epoch records with {sorted(_RECORD_KEYS)}"
+    for key in ("trainer.step_loss", "trainer.step_lr", "engine.steps"):
+        if key not in entries:
+            return f"tensor {key} is missing"
+    for key in ("trainer.step_loss", "trainer.step_lr"):
+        if tuple(entries[key].shape) != (trainer["step"],):
+            return f"{key} has shape {entries[key].shape}, not ({trainer['step']},): one entry per step"
+    return None
 
 
 def _misfits(entries: dict, spec: ModelSpec) -> list[str]:
@@ -190,26 +245,31 @@ def _misfits(entries: dict, spec: ModelSpec) -> list[str]:
     return problems
 
 
-def find_checkpoint(path: str | Path, engine: str | None, engines: tuple[str, ...]) -> Path | None:
-    """The ``last.safetensors`` to resume ``engine`` from, given what the user passed.
+def find_checkpoint(path: str | Path, engine: str, engines: tuple[str, ...]) -> Path | None:
+    """The checkpoint to resume ``engine`` from, given what the user passed.
 
     ``path`` may be a checkpoint file, a run's ``checkpoints`` folder or the run folder itself.
     A compare run keeps one folder per engine (``checkpoints/numpy/``, ``checkpoints/torch/``); a
-    single-engine run writes into ``checkpoints/``. None: no checkpoint of that engine yet.
+    single-engine run writes into ``checkpoints/``. In a folder, ``last.safetensors`` is taken, or,
+    if it is missing (a second Ctrl-C cut its write short), the newest numbered checkpoint. A file
+    of one twin in a comparison names the same file of the other (``checkpoints/torch/step-40...``).
+    None: no checkpoint of that engine yet (in a comparison, the torch twin had not started).
     """
     p = Path(path)
     if p.is_file():
+        if len(engines) > 1 and p.parent.name in engines:
+            twin = p.parent.parent / engine / p.name
+            return twin if twin.is_file() else None
         return p
     if not p.is_dir():
-        raise UsageError(f"--resume {p}: no such file or folder; pass OUT/checkpoints/last.safetensors or the "
+        raise UsageError(f"resume {p}: no such file or folder; pass OUT/checkpoints/last.safetensors or the "
                          "run's folder")
     folder = p / "checkpoints" if (p / "checkpoints").is_dir() else p
-    candidates = [folder / engine / "last.safetensors"] if len(engines) > 1 else []
-    candidates += [folder / "last.safetensors"]
-    for c in candidates:
-        if c.is_file():
-            return c
-    return None
+    folder = folder / engine if len(engines) > 1 else folder
+    if (folder / "last.safetensors").is_file():
+        return folder / "last.safetensors"
+    numbered = [q for q in folder.glob("*.safetensors") if _NUMBERED.match(q.name)] if folder.is_dir() else []
+    return max(numbered, key=lambda q: q.stat().st_mtime_ns) if numbered else None
 
 
 def checkpoint_folder(run_checkpoints: Path, engine: str, engines: tuple[str, ...]) -> Path:

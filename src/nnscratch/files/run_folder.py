@@ -59,6 +59,8 @@ INTERRUPTED_TITLE = "# Interrupted nnscratch run"
 #: The lock of ``out`` is the file ``.NAME`` + this, beside ``out``.
 LOCK_SUFFIX = ".nnscratch-lock"
 _STAGING = ".staging-"
+#: The run's event log (``metrics.jsonl``), kept with the checkpoints of an interrupted run.
+LIVE_LOG = "metrics.jsonl"
 _OLD = ".old-"
 
 #: Folders that are never a run folder themselves (``/`` and any drive root are refused too).
@@ -308,14 +310,15 @@ class RunFolder:
             self.abort()
             return None
         for child in self.staging.iterdir():
-            if child.name != self.checkpoint_dir.name:
+            if child.name not in (self.checkpoint_dir.name, LIVE_LOG):  # the checkpoints and the event log stay
                 _remove(child)
         dest = self._interrupted_place()
         shown = self._shown(dest)
         when = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         atomic_write_text(self.staging / INTERRUPTED,
                           f"{INTERRUPTED_TITLE}\n\nThis run was interrupted on {when}, before it finished: this "
-                          "folder holds its checkpoints (`checkpoints/`), not its results.\n\n"
+                          "folder holds its checkpoints (`checkpoints/`) and its event log (`metrics.jsonl`), not "
+                          "its results.\n\n"
                           f"Resume it with:\n\n    {resume_hint(shown / self.checkpoint_dir.name)}\n")
         _fsync_dir(self.staging)
         self.kept_beside = dest != self.real

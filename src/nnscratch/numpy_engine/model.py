@@ -184,8 +184,13 @@ class NumpyEngine:
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         """The inverse of :meth:`state`."""
         model = {k: v for k, v in state.items() if not k.startswith(("optimizer.", "engine."))}
+        optimizer = {k[len("optimizer."):]: v for k, v in state.items() if k.startswith("optimizer.")}
+        steps = int(state.get("engine.steps", 0))
+        opt = self.optimizer
+        if steps and not optimizer and not self.fused and (opt._state_keys() or opt._has_step_state):
+            raise ValueError(f"the state is at step {steps} but holds no {type(opt).__name__} state")
         self.model.load_state_dict(model)
-        self.optimizer.load_state({k[len("optimizer."):]: v for k, v in state.items() if k.startswith("optimizer.")})
-        self.steps = int(state.get("engine.steps", 0))
+        self.optimizer.load_state(optimizer)
+        self.steps = steps
         if self.optimizer.steps:  # the optimizer has stepped once per engine step (SGD's state has no count)
             self.optimizer.steps = self.steps

@@ -138,12 +138,19 @@ def train_engines(cfg: RunConfig, plan: RunPlan, engines: dict, arrays: SplitArr
     (and to a progress bar and ``on_epoch``). With ``checkpoints`` (a folder) each trainer writes
     its checkpoints there (``checkpoints/<engine>/`` in a comparison), ``meta`` being the run's
     metadata strings; ``resume`` maps engines to the :class:`~nnscratch.files.checkpoint.Checkpoint`
-    each continues from. Ctrl-C/SIGTERM raise :class:`~nnscratch.training.trainer.RunInterrupted`
-    after the step in flight and its checkpoint.
+    each continues from. Ctrl-C/SIGTERM raise :class:`~nnscratch.errors.RunInterrupted` after the
+    step in flight and its checkpoint (or, asked between two engines, before the next one starts).
     """
+    from nnscratch.training.interrupts import StopRequest, stop_on_signals
+
+    with stop_on_signals(stop := StopRequest()):
+        return _train_each(cfg, plan, engines, arrays, progress, on_epoch, sinks, checkpoints, meta, resume, stop)
+
+
+def _train_each(cfg, plan, engines, arrays, progress, on_epoch, sinks, checkpoints, meta, resume, stop):
+    """:func:`train_engines`' loop, under its signal handling (``stop``)."""
     from nnscratch.files.checkpoint import CheckpointWriter, checkpoint_folder
     from nnscratch.training.early_stopping import EarlyStopping
-    from nnscratch.training.interrupts import stop_on_signals
     from nnscratch.training.sinks import EpochLines, ProgressBar
     from nnscratch.training.trainer import Trainer
 
@@ -172,10 +179,14 @@ def train_engines(cfg: RunConfig, plan: RunPlan, engines: dict, arrays: SplitArr
                 trainer.load_state(checkpoint.tensors, checkpoint.trainer)
             except (ValueError, KeyError, TypeError) as exc:
                 raise DataError(f"{checkpoint.path}: cannot resume from it ({exc})") from None
-        with stop_on_signals(trainer):
-            history = trainer.run()
+        if stop.signum is not None:  # asked before this engine started: it starts on resume
+            raise RunInterrupted(stop.signum, name)
+        stop.trainer = trainer
+        history = trainer.run()
         engine.eval()
         results[name] = EngineResult(history, engine.predict_logits(arrays.x_test), engine.state_dict())
+        if stop.signum is not None:  # asked once the run's last step was done: honoured all the same
+            raise RunInterrupted(stop.signum, name, trainer.last_checkpoint)
     return results
 
 
@@ -323,7 +334,7 @@ def open_run_folder(cfg: RunConfig, out: str | os.PathLike | RunFolder | None, o
 
 
 def write_run_folder(folder: RunFolder, cfg: RunConfig, plan: RunPlan, metrics: dict, data: Dataset,
-                     arrays: Arrays, results: dict[str, EngineResult]) -> Path:
+                     arrays: SplitArrays, results: dict[str, EngineResult]) -> Path:
     """:func:`write_outputs` into ``folder``'s staging folder, then put it in place whole
     (:meth:`RunFolder.commit`). A write the disk refuses is an :class:`~nnscratch.errors.OutputError`
     naming the file; the run folder is then left as it was."""
@@ -411,7 +422,7 @@ def run_experiment(cfg: RunConfig, out_dir: str | os.PathLike | RunFolder | None
     Returns the ``metrics.json`` dict and each engine's :class:`EngineResult`.
     """
     from nnscratch.files.checkpoint import CheckpointWriteError, run_meta
-    from nnscratch.run.resume import check_fits, resume_command
+    from nnscratch.run.resume import carry_over, check_fits, resume_command
     from nnscratch.training.sinks import JsonlWriter
 
     folder = open_run_folder(cfg, out_dir, overwrite)
@@ -426,6 +437,8 @@ def run_experiment(cfg: RunConfig, out_dir: str | os.PathLike | RunFolder | None
                 if checkpoint is not None:
                     check_fits(checkpoint, plan.spec, facts)
             engines = build_engines(cfg, plan)
+            if resume and folder is not None:  # the run so far comes along into the new folder
+                carry_over(resume, folder.checkpoint_dir, folder.staging, cfg.engines)
             sinks = [JsonlWriter(folder.staging / "metrics.jsonl")] if folder is not None else []
             meta = run_meta(plan.spec, cfg.to_dict(), {**facts, "data_options": cfg.data_options()})
             try:
@@ -442,8 +455,9 @@ def run_experiment(cfg: RunConfig, out_dir: str | os.PathLike | RunFolder | None
             if folder is not None:
                 staging = folder.staging
                 kept = folder.interrupt(lambda ck: resume_command(cfg.engines, ck))
-                if isinstance(stop, RunInterrupted) and stop.checkpoint and kept is not None:
-                    stop.checkpoint = str(kept / Path(stop.checkpoint).relative_to(staging))
+                if isinstance(stop, RunInterrupted) and kept is not None:
+                    if stop.checkpoint:
+                        stop.checkpoint = str(kept / Path(stop.checkpoint).relative_to(staging))
                     stop.command = resume_command(cfg.engines, kept / "checkpoints")
             raise
         except BaseException:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from nnscratch.errors import DataError, UsageError
 from nnscratch.files.checkpoint import Checkpoint, find_checkpoint, read_checkpoint
-from nnscratch.run.config import CONFIG_KEYS, RESUMABLE_KEYS, RunConfig, check_value
+from nnscratch.files.model_files import check_finite
+from nnscratch.run.config import CONFIG_KEYS, RESUMABLE_KEYS, RunConfig, check_value, flag
 
 #: Schedules whose length is the run's (unless their own length is set): extending a run stretches them.
 _RUN_LENGTH_SCHEDULES = {"cosine": "t_max", "onecycle": "total_steps", "cyclic": None}
@@ -22,12 +23,11 @@ _RUN_LENGTH_SCHEDULES = {"cosine": "t_max", "onecycle": "total_steps", "cyclic":
 
 def resume_command(engines: tuple[str, ...], checkpoints: Path) -> str:
     """The command that resumes a run whose checkpoints are in ``checkpoints`` (``OUT/checkpoints``),
-    into the same folder."""
-    out = checkpoints.parent
-    if len(engines) > 1:
-        return f"nnscratch compare --resume {shlex.quote(str(out))} --out {shlex.quote(str(out))}"
-    return (f"nnscratch train --engine {engines[0]} --resume {shlex.quote(str(checkpoints / 'last.safetensors'))} "
-            f"--out {shlex.quote(str(out))}")
+    into the same folder (the folder form: :func:`~nnscratch.files.checkpoint.find_checkpoint`
+    takes ``last.safetensors``, or the newest numbered one if a second Ctrl-C cut the last short)."""
+    out = shlex.quote(str(checkpoints.parent))
+    verb = "compare" if len(engines) > 1 else f"train --engine {engines[0]}"
+    return f"nnscratch {verb} --resume {out} --out {out}"
 
 
 def load_checkpoints(path: str | Path, engines: tuple[str, ...]) -> dict[str, Checkpoint | None]:
@@ -38,9 +38,14 @@ def load_checkpoints(path: str | Path, engines: tuple[str, ...]) -> dict[str, Ch
                          "(or its folder)")
     checkpoints = {engine: read_checkpoint(p) if p else None for engine, p in found.items()}
     for engine, ck in checkpoints.items():
+        if ck is None:
+            continue
+        check_finite(ck.path, ck.model_state())  # a diverged run is not worth resuming
+        if not isinstance(ck.config.get("engines"), list) or not all(isinstance(e, str) for e in ck.config["engines"]):
+            raise DataError(f"{ck.path}: its checkpoint metadata is damaged (engines {ck.config.get('engines')!r})")
         if ck is not None and ck.engine != engine:
             raise UsageError(f"resume: {ck.path} is a checkpoint of the {ck.engine} engine, not of {engine}; "
-                             f"resume it with train --engine {ck.engine}")
+                             f"resume it with the command that started its run ({' and '.join(ck.config['engines'])})")
         if ck is not None and tuple(ck.config.get("engines", ())) != engines:
             was = " and ".join(ck.config.get("engines", ()))
             raise UsageError(f"resume: {ck.path} comes from a run of {was}, this one trains {' and '.join(engines)}; "
@@ -64,15 +69,16 @@ def resumed_config(checkpoints: dict[str, Checkpoint | None], given: dict, engin
     except TypeError as exc:
         raise DataError(f"{first.path}: its settings are not this nnscratch's ({exc})") from None
     s, w = saved.to_dict(), wanted.to_dict()
-    clashes = [f"{k} {w[k]!r} (the checkpoint has {s[k]!r})" for k in given
+    clashes = [f"{flag(k)} {w[k]!r} (the checkpoint has {s[k]!r})" for k in given
                if k in s and w[k] != s[k] and k not in RESUMABLE_KEYS]
     if clashes:
         raise UsageError(f"resume: {'; '.join(clashes)} contradicts the checkpoint; on resume only "
-                         f"{', '.join(RESUMABLE_KEYS)} may change")
-    done = max(len(ck.trainer["history"]["epochs"]) for ck in checkpoints.values() if ck is not None)
-    if wanted.epochs < done:
-        raise UsageError(f"resume: the checkpoint has trained {done} epochs; epochs must be at least {done}, "
-                         f"got {wanted.epochs}")
+                         f"{', '.join(flag(k) for k in RESUMABLE_KEYS)} (and --out) may change")
+    started = max(ck.trainer["epoch"] + (ck.trainer["step_in_epoch"] > 0) for ck in checkpoints.values()
+                  if ck is not None)  # an epoch in flight counts: its steps are in the weights
+    if wanted.epochs < started:
+        raise UsageError(f"resume: the checkpoint has trained (into) {started} epochs; --epochs must be at least "
+                         f"{started}, got {wanted.epochs}")
     return wanted
 
 
@@ -99,3 +105,48 @@ def check_fits(checkpoint: Checkpoint, spec, data_facts: dict) -> None:
               if checkpoint.data.get(k) != v]
     if differ:
         raise DataError(f"{checkpoint.path}: it was trained on other data: {'; '.join(differ)}")
+
+
+def carry_over(checkpoints: dict[str, Checkpoint | None], checkpoint_dir: Path, staging: Path,
+               engines: tuple[str, ...]) -> None:
+    """Bring the resumed run's history into the new run folder, so that resuming into the same
+    ``--out`` loses nothing: the checkpoint resumed from (as ``last.safetensors``), the numbered and
+    best checkpoints of the run up to that point, and its ``metrics.jsonl`` (when resuming from its
+    ``last``: the log then ends where the new events begin)."""
+    import shutil
+
+    from nnscratch.files.atomic import atomic_path
+    from nnscratch.files.checkpoint import checkpoint_folder, read_header
+
+    from_last = all(ck is None or ck.path.name == "last.safetensors" for ck in checkpoints.values())
+    for engine, ck in checkpoints.items():
+        if ck is None:
+            continue
+        dst = checkpoint_folder(checkpoint_dir, engine, engines)
+        dst.mkdir(parents=True, exist_ok=True)
+        for src in sorted(ck.path.parent.glob("*.safetensors")):
+            if src.name == "last.safetensors" or src == ck.path or not _not_after(src, ck.trainer["step"], read_header):
+                continue
+            with atomic_path(dst / src.name) as tmp:
+                shutil.copyfile(src, tmp)
+        with atomic_path(dst / "last.safetensors") as tmp:
+            shutil.copyfile(ck.path, tmp)
+    run_dir = next(ck for ck in checkpoints.values() if ck is not None).path.parent
+    run_dir = run_dir.parent.parent if len(engines) > 1 else run_dir.parent
+    log = run_dir / "metrics.jsonl"
+    if from_last and log.is_file():
+        with atomic_path(staging / "metrics.jsonl") as tmp:
+            shutil.copyfile(log, tmp)
+
+
+def _not_after(path: Path, step: int, read_header) -> bool:
+    """Whether the checkpoint ``path`` was written at or before global step ``step`` (unreadable: no)."""
+    import json
+
+    from nnscratch.errors import DataError
+
+    try:
+        trainer = json.loads(read_header(path, "checkpoint").metadata.get("trainer", "{}"))
+        return isinstance(trainer, dict) and isinstance(trainer.get("step"), int) and trainer["step"] <= step
+    except (DataError, ValueError):
+        return False

@@ -178,6 +178,10 @@ class TorchEngine:
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.load_state_dict({k: v for k, v in state.items() if not k.startswith(("optimizer.", "engine."))})
         params = dict(self.model.named_parameters())
+        steps = int(state.get("engine.steps", 0))
+        stateless = isinstance(self.optimizer, torch.optim.SGD) and not self.optimizer.defaults.get("momentum")
+        if steps and not stateless and not any(k.startswith("optimizer.") for k in state):
+            raise ValueError(f"the state is at step {steps} but holds no {type(self.optimizer).__name__} state")
         self.optimizer.state.clear()  # what is not in ``state`` must not survive from before
         for key, value in state.items():
             if key.startswith("optimizer."):

@@ -19,6 +19,21 @@ from nnscratch.errors import Terminated
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+class StopRequest:
+    """Remembers a Ctrl-C/SIGTERM for a whole run, across the trainers it runs one after the other
+    (a comparison trains the NumPy engine, then the twin): the one training now hears it at once,
+    and a request that came between two (while an engine was measured) is still there after."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.trainer = None
+
+    def request_stop(self, signum: int) -> None:
+        self.signum = signum
+        if self.trainer is not None:
+            self.trainer.request_stop(signum)
+
+
 @contextlib.contextmanager
 def stop_on_signals(trainer):
     if threading.current_thread() is not threading.main_thread():

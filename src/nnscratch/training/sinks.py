@@ -4,8 +4,8 @@
   to a log file gets no carriage-return residue);
 * :class:`EpochLines`: calls a function with each epoch's record (the command line prints them);
 * :class:`JsonlWriter`: ``metrics.jsonl``, one JSON object per event (step losses batched per
-  line), flushed at least every second, so that another process can follow a run;
-  :func:`read_jsonl` reads such a file, a half-written last line included.
+  line), flushed within a second, so that another process can follow a run;
+  :func:`follow_jsonl` reads what was added since the last call, leaving out a half-written line.
 
 The :class:`~nnscratch.training.loop.History` is a sink too, and so is early stopping's
 :class:`~nnscratch.training.trainer.RestoreBest`.
@@ -71,7 +71,8 @@ class EpochLines:
 
 
 class JsonlWriter:
-    """Appends the events to ``path`` as JSON lines, flushed at least every ``flush_s`` seconds.
+    """Appends the events to ``path`` as JSON lines, each written within ``flush_s`` seconds of the
+    next event (so within a second and a block of steps of happening), every non-step event at once.
 
     ``StepEnd`` events are gathered and written as one line per block:
     ``{"kind": "steps", "engine": ..., "first_step": k, "epoch": [...], "loss": [...], "lr": [...]}``;
@@ -127,15 +128,24 @@ class JsonlWriter:
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict]:
-    """The events of a ``metrics.jsonl`` that may still be growing: each complete line as a dict.
+    """Every complete event of a ``metrics.jsonl`` that may still be growing, from the start.
 
     A last line without its newline (the writer is mid-line) is left out; so is a line that is not
-    a JSON object (a file cut by a crash). Reading again later yields it once it is complete.
+    a JSON object (a file cut by a crash). To follow a run, use :func:`follow_jsonl`.
     """
+    yield from follow_jsonl(path)[0]
+
+
+def follow_jsonl(path: str | Path, offset: int = 0) -> tuple[list[dict], int]:
+    """``(events, next_offset)``: the complete events written after byte ``offset``, and where the
+    next call should start (just after the last complete line). Call it again with ``next_offset``
+    to get only what was written since; a line still being written is read once it is whole."""
     with open(path, "rb") as f:
+        f.seek(offset)
         data = f.read()
-    lines = data.split(b"\n")
-    for line in lines[:-1]:  # what follows the last newline is unfinished
+    end = data.rfind(b"\n") + 1  # what follows the last newline is unfinished
+    events = []
+    for line in data[:end].split(b"\n"):
         if not line.strip():
             continue
         try:
@@ -143,4 +153,5 @@ def read_jsonl(path: str | Path) -> Iterator[dict]:
         except (json.JSONDecodeError, UnicodeDecodeError):
             continue
         if isinstance(obj, dict):
-            yield obj
+            events.append(obj)
+    return events, offset + end

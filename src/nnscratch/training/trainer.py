@@ -72,8 +72,9 @@ class Trainer:
     dropout : ``(layer index, width, p)`` of the model's dropout layers (masks drawn per step)
     orders : where epoch orders come from (default: :class:`~nnscratch.training.streams.EpochOrders`
         of ``seed``); anything with ``.order(epoch) -> permutation``
-    checkpoints : a :class:`~nnscratch.files.checkpoint.CheckpointWriter` (or None): it is asked
-        after every step and every epoch whether to write, and handed :meth:`state`
+    checkpoints : a :class:`~nnscratch.files.checkpoint.CheckpointWriter` (or None): the trainer
+        writes through it every ``checkpoints.every_steps`` steps and after every epoch (the names
+        it gives), and on an interruption
     loss_block : how many steps' losses are drained at once (one host sync per block on torch)
     """
 
@@ -106,6 +107,8 @@ class Trainer:
         self._pending: list[tuple[int, int, float, int]] = []  # (step, epoch, lr, batch size) not drained yet
         self._stop_signal: int | None = None
         self._checkpointed: tuple | None = None  # (step, finished) of the last checkpoint written
+        self._run_start: float | None = None  # while run() goes: when it started
+        self.last_checkpoint: str | None = None  # the path of the newest checkpoint written
 
     # -- the run ---------------------------------------------------------------------------------
 
@@ -123,7 +126,7 @@ class Trainer:
         (:meth:`request_stop`) arrives: then raise :class:`RunInterrupted` after checkpointing."""
         self._emit(RunStart(self.engine.name, self.config, self.epochs, self.steps_per_epoch, self.batch_size,
                             self.n_train, self.epoch, self.step))
-        start = time.perf_counter()
+        start = self._run_start = time.perf_counter()
         self.engine.train()
         try:
             while self.finished is None and self.epoch < self.epochs:
@@ -131,8 +134,9 @@ class Trainer:
                     raise _Stop(self._stop_signal)
                 self._run_epoch()
         except _Stop as stop:
-            self.history.wall_time_s += time.perf_counter() - start
             path = self._write_checkpoint(("last",)) if self.checkpoints is not None else None
+            self.history.wall_time_s += time.perf_counter() - start
+            self._run_start = None
             self._emit(RunEnd(self.engine.name, "interrupted", len(self.history.epochs), self.step,
                               {"checkpoint": path}))
             raise RunInterrupted(stop.signum, self.engine.name, path) from None
@@ -140,9 +144,10 @@ class Trainer:
             self._emit_quietly(RunEnd(self.engine.name, "error", len(self.history.epochs), self.step))
             raise
         self.finished = self.finished or "finished"
-        self.history.wall_time_s += time.perf_counter() - start
         if self.checkpoints is not None and self._checkpointed != (self.step, self.finished):
             self._write_checkpoint(("last",))  # unless the last epoch's checkpoint says all of it
+        self.history.wall_time_s += time.perf_counter() - start
+        self._run_start = None
         detail = {"early_stopping": self._early_stopping_outcome()} if self.early_stopping is not None else {}
         self._emit(RunEnd(self.engine.name, self.finished, len(self.history.epochs), self.step, detail))
         return self.history
@@ -238,6 +243,7 @@ class Trainer:
         tensors, meta = self.state()
         self._checkpointed = (self.step, self.finished)
         path = self.checkpoints.write(self.engine.name, tensors, meta, names, step=self.step, epoch=self.epoch)
+        self.last_checkpoint = str(path)
         self._emit(CheckpointWritten(self.engine.name, str(path), tuple(names), self.step, self.epoch))
         return str(path)
 
@@ -264,8 +270,12 @@ class Trainer:
                    "train_size": self.n_train, "epoch_correct": self._epoch_correct,
                    "epoch_time_s": self._epoch_time, "finished": self.finished,
                    "history": {"epochs": self.history.records(), "train_time_s": self.history.train_time_s,
-                               "wall_time_s": self.history.wall_time_s}}
+                               "wall_time_s": self.history.wall_time_s + self._running_s()}}
         return tensors, trainer
+
+    def _running_s(self) -> float:
+        """Wall time of the run in flight so far (0 between runs: then it is in the history)."""
+        return time.perf_counter() - self._run_start if self._run_start is not None else 0.0
 
     def load_state(self, tensors: dict[str, np.ndarray], trainer: dict) -> None:
         """Continue from :meth:`state`: the engine's state, the position, the history so far."""
