@@ -119,7 +119,7 @@ def architecture_problem(source: ModelSpec, spec: ModelSpec) -> str | None:
             continue
         if a != b:
             show = lambda layer, n_in, n_out: f"{layer.kind} {LAYER_KINDS[layer.kind].signature(layer.args, n_in, n_out)}"
-            return f"layer {i} is {show(a, d_in, d_out)} there, {show(b, e_in, e_out)} here"
+            return f"layer {i} is ({show(a, d_in, d_out)}) there, ({show(b, e_in, e_out)}) here"
     if len(source.layers) != len(spec.layers):
         return f"it has {len(source.layers)} layers, this run's network {len(spec.layers)}"
     return None
