@@ -26,10 +26,11 @@ _FOLDER_FLAGS = {"out": "--out", "overwrite": "--overwrite"}
 _PARAMETER_FLAGS = {"finetune_from": "--from", "reset_head": "--reset-head", "freeze": "--freeze"}
 
 
-def _add_run_flags(p: argparse.ArgumentParser, default_out: str) -> None:
-    """The flags of compare/train. Each is also a key of a --config file (``--batch-norm`` <->
+def _add_run_flags(p: argparse.ArgumentParser, default_out: str, finetune: bool = False) -> None:
+    """The flags of compare/train/finetune. Each is also a key of a --config file (``--batch-norm`` <->
     ``batch_norm``); flags default to None here so that a given flag can override the file, and
-    the real defaults (the reference project's) live in :class:`nnscratch.run.config.RunConfig`."""
+    the real defaults (the reference project's) live in :class:`nnscratch.run.config.RunConfig`.
+    ``finetune``: ``--from`` is required (the finetune verb)."""
     from nnscratch.run.config import RunConfig
     from nnscratch.model.registry import ACTIVATIONS, INITIALIZERS
 
@@ -57,6 +58,15 @@ def _add_run_flags(p: argparse.ArgumentParser, default_out: str) -> None:
     m.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
                    help="batch normalisation after each hidden dense layer (default: off)")
     m.add_argument("--init", choices=list(INITIALIZERS), help=f"weight initialiser (default: {d.init})")
+    f = p.add_argument_group("fine-tuning (see docs/transfer.md)")
+    f.add_argument("--from", "--finetune-from", dest="finetune_from", required=finetune, metavar="PATH",
+                   help="start from this model (a *_model.safetensors file or a checkpoint, of either engine): its "
+                        "tensors where names and shapes fit; the network settings default to its own")
+    f.add_argument("--freeze", type=int, metavar="N",
+                   help="hold the first N dense layers (and their batch norm, in evaluation mode) fixed (default: 0)")
+    f.add_argument("--reset-head", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --from: a fresh output layer drawn from --seed (needed when the class count differs; "
+                        "default: off)")
     _add_optimizer_flags(p)
     _add_data_flags(p)
     r = p.add_argument_group("run")
@@ -215,15 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "layers held fixed with --freeze N; then train as train does and write the "
                                      "same outputs. The network settings default to the source's. See "
                                      "docs/transfer.md.")
-    p.add_argument("--from", "--finetune-from", dest="finetune_from", required=True, metavar="PATH",
-                   help="the model to start from: a *_model.safetensors file or a checkpoint, of either engine")
-    p.add_argument("--freeze", type=int, metavar="N",
-                   help="hold the first N dense layers (and their batch norm, in evaluation mode) fixed (default: 0)")
-    p.add_argument("--reset-head", action=argparse.BooleanOptionalAction, default=None,
-                   help="a fresh output layer drawn from --seed (needed when the class count differs; default: off)")
     p.add_argument("--engine", choices=["numpy", "torch", "both"], default="numpy",
                    help="engine, or both twins as compare trains them (default: numpy)")
-    _add_run_flags(p, "runs/<timestamp>-finetune-<engine>/")
+    _add_run_flags(p, "runs/<timestamp>-finetune-<engine>/", finetune=True)
 
     p = verbs.add_parser("evaluate", help="evaluate a saved model on the test set",
                          description="Load a .safetensors model written by train/compare and report its "
