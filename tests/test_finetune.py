@@ -267,3 +267,11 @@ def test_bad_finetune_inputs_are_one_line(args, message, source_model, tmp_path,
     assert proc.returncode == 2
     assert message in assert_one_line_error(proc.stderr, proc.stdout)
     assert not (tmp_path / "x").exists()
+
+
+def test_predict_names_the_classes_a_model_was_trained_on():
+    """A model trained on --classes 5-9 of MNIST names its 5 outputs 5..9 even without its run folder."""
+    from nnscratch.cli.predict import class_names
+
+    assert class_names("/nowhere/model.safetensors", "mnist", 5, "5-9") == ["5", "6", "7", "8", "9"]
+    assert class_names("/nowhere/model.safetensors", "mnist", 10, None) == [str(k) for k in range(10)]
