@@ -42,7 +42,7 @@ def test_every_config_key_is_a_flag():
     from nnscratch.cli.main import build_parser
 
     parser = build_parser()
-    for verb in ("compare", "train"):
+    for verb in ("compare", "train", "finetune"):
         sub = parser._subparsers._group_actions[0].choices[verb]
         flags = {opt for action in sub._actions for opt in action.option_strings}
         for key in CONFIG_KEYS:

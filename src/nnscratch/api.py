@@ -298,7 +298,12 @@ def _run(cfg: ConfigLike, engines: tuple[str, ...], out, overwrite: bool, progre
         checkpoints = resume if isinstance(resume, dict) else load_checkpoints(resume, engines)
         cfg = resumed_config(checkpoints, _checked(settings), engines)
     else:
-        cfg = dataclasses.replace(_base(cfg), **_checked(settings), engines=engines)
+        given = _checked(settings)
+        if cfg is None:  # fine-tuning: the network settings not given are the source model's
+            from nnscratch.run.finetune import with_source_network
+
+            given = with_source_network(given)
+        cfg = dataclasses.replace(_base(cfg), **given, engines=engines)
     folder = _run_folder(cfg, out, overwrite)  # checked before any work, like everything below
     check_engines(cfg)  # before the data: a missing GPU or numba fails at once
     set_threads(cfg.threads)

@@ -1,6 +1,7 @@
 """The ``nnscratch`` command line: parses, validates, calls. No math lives here.
 
-Verbs: ``compare`` (both engines), ``train`` (one engine), ``evaluate`` (a saved model on the
+Verbs: ``compare`` (both engines), ``train`` (one engine), ``finetune`` (train one engine or both,
+starting from a trained model), ``evaluate`` (a saved model on the
 test set), ``predict`` (a saved model on your own images), ``bench`` (speed of every engine against
 this machine's BLAS limit), ``export`` (a saved model as an ONNX graph), ``gradcheck`` (every
 hand-written gradient against finite differences), ``step`` (one training step, number by number).
@@ -22,12 +23,15 @@ from nnscratch.errors import STOPPED, NNScratchError, RunInterrupted, Terminated
 
 #: How this command line names the settings of a run folder (the library says ``out``, ``overwrite=True``).
 _FOLDER_FLAGS = {"out": "--out", "overwrite": "--overwrite"}
+#: How this command line names the fine-tuning parameters of the library (run/finetune.py, model/registry.py).
+_PARAMETER_FLAGS = {"finetune_from": "--from", "reset_head": "--reset-head", "freeze": "--freeze"}
 
 
-def _add_run_flags(p: argparse.ArgumentParser, default_out: str) -> None:
-    """The flags of compare/train. Each is also a key of a --config file (``--batch-norm`` <->
+def _add_run_flags(p: argparse.ArgumentParser, default_out: str, finetune: bool = False) -> None:
+    """The flags of compare/train/finetune. Each is also a key of a --config file (``--batch-norm`` <->
     ``batch_norm``); flags default to None here so that a given flag can override the file, and
-    the real defaults (the reference project's) live in :class:`nnscratch.run.config.RunConfig`."""
+    the real defaults (the reference project's) live in :class:`nnscratch.run.config.RunConfig`.
+    ``finetune``: ``--from`` is required (the finetune verb)."""
     from nnscratch.run.config import RunConfig
     from nnscratch.model.registry import ACTIVATIONS, INITIALIZERS
 
@@ -55,6 +59,15 @@ def _add_run_flags(p: argparse.ArgumentParser, default_out: str) -> None:
     m.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
                    help="batch normalisation after each hidden dense layer (default: off)")
     m.add_argument("--init", choices=list(INITIALIZERS), help=f"weight initialiser (default: {d.init})")
+    f = p.add_argument_group("fine-tuning (see docs/transfer.md)")
+    f.add_argument("--from", "--finetune-from", dest="finetune_from", required=finetune, metavar="PATH",
+                   help="start from this model (a *_model.safetensors file or a checkpoint, of either engine): its "
+                        "tensors where names and shapes fit; the network settings default to its own")
+    f.add_argument("--freeze", type=int, metavar="N",
+                   help="hold the first N dense layers (and their batch norm, in evaluation mode) fixed (default: 0)")
+    f.add_argument("--reset-head", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --from: a fresh output layer drawn from --seed (needed when the class count differs; "
+                        "default: off)")
     _add_optimizer_flags(p)
     _add_data_flags(p)
     r = p.add_argument_group("run")
@@ -176,6 +189,9 @@ def _add_data_flags(p: argparse.ArgumentParser, evaluate: bool = False) -> None:
                    help="folder: an unreadable image is an error (default: skipped with a warning)")
     g.add_argument("--label-column", metavar="NAME_OR_INDEX", help="csv: the label column (default: the first)")
     g.add_argument("--image-shape", metavar="HxW[xC]", help="csv: the images' shape when not square greyscale")
+    g.add_argument("--classes", metavar="LIST",
+                   help="keep only these classes, e.g. 0-4 or 0,2,5-9, relabelled 0..k-1 in order (any dataset; "
+                        "saved models remember it)")
 
 
 class _OneLineErrors(argparse.ArgumentParser):
@@ -203,6 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
                          "outputs as compare for that engine.")
     p.add_argument("--engine", choices=["numpy", "torch"], default="numpy", help="engine (default: numpy)")
     _add_run_flags(p, "runs/<timestamp>-train-<engine>/")
+
+    p = verbs.add_parser("finetune", help="train starting from a trained model (transfer learning)",
+                         description="Start from a trained model or checkpoint (--from): its tensors where names "
+                                     "and shapes fit, a fresh output layer with --reset-head, the first N dense "
+                                     "layers held fixed with --freeze N; then train as train does and write the "
+                                     "same outputs. The network settings default to the source's. See "
+                                     "docs/transfer.md.")
+    p.add_argument("--engine", choices=["numpy", "torch", "both"], default="numpy",
+                   help="engine, or both twins as compare trains them (default: numpy)")
+    _add_run_flags(p, "runs/<timestamp>-finetune-<engine>/", finetune=True)
 
     p = verbs.add_parser("evaluate", help="evaluate a saved model on the test set",
                          description="Load a .safetensors model written by train/compare and report its "
@@ -424,6 +450,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_flags(exc: NNScratchError) -> str:
+    """The error's line, naming the flag where a library parameter is named (``finetune_from`` -> ``--from``)."""
+    from nnscratch.errors import ParameterError
+
+    if isinstance(exc, ParameterError) and exc.parameter in _PARAMETER_FLAGS:
+        return f"{_PARAMETER_FLAGS[exc.parameter]} {exc.problem}"
+    return str(exc)
+
+
 def _on_sigterm(signum, frame):
     """SIGTERM, turned into an exception so that every write in flight cleans up (see :class:`Terminated`)."""
     raise Terminated()
@@ -438,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         return _dispatch(args, parser)
     except NNScratchError as exc:
-        print(f"nnscratch: error: {exc}", file=sys.stderr)
+        print(f"nnscratch: error: {_with_flags(exc)}", file=sys.stderr)
         return exc.exit_code
     except (KeyboardInterrupt, Terminated) as exc:
         word, code = STOPPED[KeyboardInterrupt if isinstance(exc, KeyboardInterrupt) else Terminated]
@@ -457,6 +492,9 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return _run(args, ("numpy", "torch"), "compare")
     if args.verb == "train":
         return _run(args, (args.engine,), f"train-{args.engine}")
+    if args.verb == "finetune":
+        engines = ("numpy", "torch") if args.engine == "both" else (args.engine,)
+        return _run(args, engines, f"finetune-{args.engine}")
     if args.verb == "evaluate":
         return _evaluate(args)
     if args.verb == "predict":

@@ -43,7 +43,7 @@ def run_predict(args: argparse.Namespace) -> int:
     state, spec, info = load_model_or_checkpoint(args.model)
     dataset = info.get("dataset")
     shape = input_shape(spec.input_dim, dataset, info.get("data_options"), info.get("standardization"))
-    names = class_names(args.model, dataset, spec.num_classes)
+    names = class_names(args.model, dataset, spec.num_classes, (info.get("data_options") or {}).get("classes"))
     prepared = [prepare_for_model(image, dataset, shape, str(path)) for path, image in zip(files, originals)]
     dtype = np.dtype(info.get("dtype", "float32"))
     x = model_inputs(np.stack(prepared), dtype.type, info.get("standardization"), str(args.model))
@@ -70,13 +70,22 @@ def top_classes(probabilities: np.ndarray, names: list[str], k: int = TOP) -> li
     return [[names[i], round(float(probabilities[i]), 6)] for i in order]
 
 
-def class_names(model: str | Path, dataset: str | None, num_classes: int) -> list[str]:
-    """The model's class names: a built-in dataset's, else those in the ``metrics.json`` of the run
-    folder the model (or its checkpoint) sits in, else the class indices ``"0"``, ``"1"``, ..."""
+def class_names(model: str | Path, dataset: str | None, num_classes: int, classes: str | None = None) -> list[str]:
+    """The model's class names: a built-in dataset's (those of its ``classes`` data option, when the
+    model was trained on some classes only), else those in the ``metrics.json`` of the run folder
+    the model (or its checkpoint) sits in, else the class indices ``"0"``, ``"1"``, ..."""
+    from nnscratch.data.common import parse_classes
     from nnscratch.data.datasets import DATASETS
 
-    if dataset in DATASETS and len(DATASETS[dataset].class_names) == num_classes:
-        return list(DATASETS[dataset].class_names)
+    if dataset in DATASETS:
+        names = list(DATASETS[dataset].class_names)
+        if classes is not None:
+            try:
+                names = [names[c] for c in parse_classes(classes)]
+            except (UsageError, IndexError):
+                names = []
+        if len(names) == num_classes:
+            return names
     for folder in list(Path(model).resolve().parents)[:3]:  # OUT/, OUT/checkpoints/, OUT/checkpoints/numpy/
         try:
             recorded = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["dataset"]

@@ -16,7 +16,8 @@ from typing import NamedTuple
 import numpy as np
 
 from nnscratch.errors import DataError, UsageError
-from nnscratch.data.limits import MAX_IMAGE_SIDE_ENV, check_classes, check_input_bytes, max_image_side
+from nnscratch.data.limits import (MAX_CLASSES_ENV, MAX_IMAGE_SIDE_ENV, check_classes, check_input_bytes, max_classes,
+                                   max_image_side)
 
 __all__ = ["FileSpec", "Parts", "cache_dir", "convert_images", "frozen", "labels_from_values", "note", "parse_size",
            "pixels_to_uint8", "shape_str", "warn", "check_image_options"]
@@ -94,6 +95,28 @@ def parse_size(text: str, flag: str, parts: tuple[int, ...] = (2,)) -> tuple[int
         forms = " or ".join({2: "HxW (e.g. 28x28)", 3: "HxWxC (e.g. 32x32x3)"}[p] for p in parts)
         raise UsageError(f"{flag} {text!r}: expected {forms}, positive whole numbers")
     return values
+
+
+def parse_classes(text: str) -> tuple[int, ...]:
+    """Parse ``"0-4"`` or ``"0,2,5-9"`` (class indices and inclusive ranges) into sorted, distinct ints.
+
+    A bad value is a :class:`UsageError` naming ``--classes``; whether the dataset has those
+    classes is checked when it is loaded.
+    """
+    values: set[int] = set()
+    for piece in str(text).replace(" ", "").split(","):
+        low, dash, high = piece.partition("-")
+        try:
+            first, last = int(low), int(high if dash else low)
+        except ValueError:
+            first, last = 0, -1
+        if not low.isdigit() or (dash and not high.isdigit()) or last < first:
+            raise UsageError(f"--classes {text!r}: expected class indices and ranges such as 0-4 or 0,2,5-9")
+        if last - first >= max_classes():
+            raise UsageError(f"--classes {text!r}: the range {piece} is longer than the limit of {max_classes():,} "
+                             f"classes; raise {MAX_CLASSES_ENV} if you mean it")
+        values.update(range(first, last + 1))
+    return tuple(sorted(values))
 
 
 def check_image_options(image_size, color) -> tuple[tuple[int, int] | None, str | None]:

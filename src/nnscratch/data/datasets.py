@@ -28,6 +28,7 @@ images are always uint8 ``(N, H, W, C)``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ import numpy as np
 
 from nnscratch.data.cifar import CIFAR10, CifarSpec
 from nnscratch.data.common import (cache_dir, check_image_options, convert_images, frozen, note,
-                                   parse_size)
+                                   parse_classes, parse_size)
 from nnscratch.data.download import DownloadError
 from nnscratch.data.idx import ChecksumError
 from nnscratch.data.idx_datasets import FASHION_MNIST, MNIST, DatasetSpec, FileSpec
@@ -58,6 +59,7 @@ __all__ = [
     "describe_datasets",
     "format_datasets_table",
     "get_spec",
+    "keep_classes",
     "load_dataset",
 ]
 
@@ -166,6 +168,7 @@ def load_dataset(
     strict: bool = False,
     label_column: str | int | None = None,
     image_shape: tuple[int, ...] | str | None = None,
+    classes: str | None = None,
 ) -> Dataset:
     """Find, read, check, convert and split a dataset.
 
@@ -199,6 +202,10 @@ def load_dataset(
         ``csv:`` only: the label column's header name or 0-based index (``--label-column``).
     image_shape
         ``csv:`` only: ``(H, W)`` or ``(H, W, C)`` of the rows' images (``--image-shape``).
+    classes
+        Keep only these classes, ``"0-4"`` or ``"0,2,5-9"`` (``--classes``; any dataset): in each of
+        the three sets, after the split (each set keeps those of its images), relabelled
+        ``0..k-1`` in increasing order of the original labels, their class names kept.
 
     Returns
     -------
@@ -215,6 +222,16 @@ def load_dataset(
         :class:`~nnscratch.data.ChecksumError`, ...).
     """
     image_size, color = check_image_options(image_size, color)
+    wanted = parse_classes(classes) if classes is not None else None
+    data = _load(name, data_dir, download=download, progress=progress, verify=verify, val_size=val_size, seed=seed,
+                 image_size=image_size, color=color, strict=strict, label_column=label_column,
+                 image_shape=image_shape)
+    return data if wanted is None else keep_classes(data, wanted, classes)
+
+
+def _load(name, data_dir, *, download, progress, verify, val_size, seed, image_size, color, strict, label_column,
+          image_shape) -> Dataset:
+    """:func:`load_dataset` but for ``classes`` (options already checked)."""
     split_rng(seed)  # validates the seed for every dataset, not only those it splits
     kind, sep, target = name.partition(":")
     if sep and kind in CUSTOM_KINDS:
@@ -241,6 +258,36 @@ def load_dataset(
     split = split_last(n, size)
     return _dataset(name, spec.display_name, parts.class_names, train_images, parts.train_labels,
                     split, test_images, parts.test_labels, str(folder), ())
+
+
+def keep_classes(data: Dataset, classes: tuple[int, ...], text: str) -> Dataset:
+    """``data`` with only ``classes`` (sorted indices) in each set, relabelled ``0..k-1`` in that
+    order, their names kept; ``text`` is how they were asked for (for messages and the title)."""
+    missing = [c for c in classes if c >= data.num_classes]
+    if missing:
+        raise UsageError(f"--classes {text}: {data.title} has classes 0-{data.num_classes - 1}, "
+                         f"not {', '.join(map(str, missing))}")
+    if len(classes) < 2:
+        raise UsageError(f"--classes {text} keeps one class; a classifier needs at least 2")
+    relabel = np.full(data.num_classes, -1, dtype=np.int64)
+    relabel[list(classes)] = np.arange(len(classes))
+
+    def part(images, labels):
+        rows = np.flatnonzero(relabel[labels] >= 0)
+        return frozen(images[rows]), frozen(relabel[labels[rows]])
+
+    (tr_x, tr_y), (va_x, va_y), (te_x, te_y) = (part(data.train_images, data.train_labels),
+                                                part(data.val_images, data.val_labels),
+                                                part(data.test_images, data.test_labels))
+    for what, labels in (("training", tr_y), ("validation", va_y), ("test", te_y)):
+        if not len(labels):
+            raise DataError(f"--classes {text}: the {data.title} {what} set has no image of those classes")
+    kept = f"classes {text} kept, relabelled 0-{len(classes) - 1}"
+    return dataclasses.replace(
+        data, class_names=tuple(data.class_names[c] for c in classes), train_images=tr_x, train_labels=tr_y,
+        val_images=va_x, val_labels=va_y, test_images=te_x, test_labels=te_y, title=f"{data.title} classes {text}",
+        notes=(*data.notes, f"{kept}: {len(tr_y):,} train / {len(va_y):,} validation / {len(te_y):,} test images"),
+        split_rule=f"{data.split_rule}; then {kept}")
 
 
 def _name_known_file(exc: ChecksumError, wanted: BuiltinSpec) -> ChecksumError:

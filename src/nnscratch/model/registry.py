@@ -264,6 +264,39 @@ def dropout_layers(spec) -> list[tuple[int, int, float]]:
     return [(i, d_in, layer.args["p"]) for i, layer, d_in, _ in spec.walk() if layer.kind == "dropout"]
 
 
+def dense_layers(spec) -> list[int]:
+    """Indices of the dense layers, first to last (the last one gives the logits)."""
+    return [i for i, layer, _, _ in spec.walk() if layer.kind == "dense"]
+
+
+def frozen_layers(spec, freeze: int) -> tuple[int, ...]:
+    """Indices of the layers that ``freeze=N`` holds fixed: the first ``N`` dense layers and the
+    batch-norm layer that follows each (the one that normalises its output).
+
+    Frozen layers form a prefix of the network, so nothing below the first trainable dense layer
+    needs a gradient. The output layer always trains: ``N`` is at most the number of hidden dense
+    layers. Frozen layers run in evaluation mode: batch norm normalises with its running statistics
+    and does not update them (its running statistics are parameters of the frozen function as much
+    as ``gamma`` and ``beta`` are); activations and dropout in the prefix are left as they are.
+    """
+    dense = dense_layers(spec)
+    if isinstance(freeze, bool) or not isinstance(freeze, (int, np.integer)) or freeze < 0:
+        raise ParameterError("freeze", f"must be a whole number of at least 0, got {freeze!r}")
+    if freeze >= len(dense):
+        raise ParameterError("freeze", f"{freeze} leaves nothing to train: the network has {len(dense)} dense "
+                                       f"layers and the output layer always trains; freeze at most {len(dense) - 1}")
+    if freeze == 0:
+        return ()
+    first_trainable = dense[freeze]
+    return tuple(i for i, layer, _, _ in spec.walk()
+                 if i < first_trainable and layer.kind in ("dense", "batch_norm"))
+
+
+def first_trainable_layer(spec, freeze: int) -> int:
+    """The index of the first layer that ``freeze=N`` leaves trainable (0 without freezing)."""
+    return dense_layers(spec)[freeze] if freeze else 0
+
+
 # ----------------------------------------------------------------------------- initialisation
 
 def _gain_squared(spec, index: int) -> float:

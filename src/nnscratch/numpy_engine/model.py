@@ -17,28 +17,41 @@ class Sequential:
 
     ``forward`` runs the layers first to last; ``backward`` runs their ``backward`` last to first,
     each turning ``dL/d(output)`` into ``dL/d(input)`` (the chain rule, one layer at a time).
+
+    ``freeze=N`` holds the first ``N`` dense layers and their batch norm fixed
+    (:func:`~nnscratch.model.registry.frozen_layers`): those are a prefix of the network, so
+    ``backward`` stops at the first trainable layer, which gets ``need_dx=False``: no weight
+    gradient of a frozen layer and no ``dx`` below the first trainable one is ever computed. In a
+    training forward pass the layers below the first trainable one run in evaluation mode
+    (frozen batch norm uses its running statistics and leaves them alone; nothing keeps what a
+    backward pass would need), except dropout, which applies its mask as always.
     """
 
-    def __init__(self, spec: ModelSpec, dtype=np.float32) -> None:
+    def __init__(self, spec: ModelSpec, dtype=np.float32, freeze: int = 0) -> None:
         # imported here: the registry holds this package's layer classes, so it imports them first
-        from nnscratch.model.registry import LAYER_KINDS
+        from nnscratch.model.registry import LAYER_KINDS, first_trainable_layer, frozen_layers
 
         self.spec = spec
         self.dtype = np.dtype(dtype)
         self.layers = [LAYER_KINDS[layer.kind].numpy_class(d_in, dtype=self.dtype, **layer.args)
                        for _, layer, d_in, _ in spec.walk()]
+        self.frozen = frozenset(frozen_layers(spec, freeze))
+        self.first_trainable = first_trainable_layer(spec, freeze)
+        # whether each layer runs in training mode during a training forward pass (all of them without freezing)
+        self._trains = [i >= self.first_trainable or isinstance(layer, layer_classes.Dropout)
+                        for i, layer in enumerate(self.layers)]
 
     def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
         """Logits ``(N, C)`` for inputs ``x (N, D)`` (a reused buffer: valid until the next call)."""
-        for layer in self.layers:
-            x = layer.forward(x, train)
+        for layer, trains in zip(self.layers, self._trains):
+            x = layer.forward(x, train and trains)
         return x
 
     def backward(self, dlogits: np.ndarray) -> None:
-        """Hand every parameter's gradient to its layer's sink (by default: the layer's ``grads``)."""
-        dout = dlogits
-        for i in range(len(self.layers) - 1, -1, -1):
-            dout = self.layers[i].backward(dout, need_dx=i > 0)
+        """Hand every trainable parameter's gradient to its layer's sink (by default: the layer's ``grads``)."""
+        dout, stop = dlogits, self.first_trainable
+        for i in range(len(self.layers) - 1, stop - 1, -1):
+            dout = self.layers[i].backward(dout, need_dx=i > stop)
 
     def named_params(self) -> dict[str, np.ndarray]:
         """The live parameter arrays, ``{"0.weight": ..., "0.bias": ..., "2.weight": ...}``."""
@@ -47,6 +60,16 @@ class Sequential:
     def named_grads(self) -> dict[str, np.ndarray]:
         """The gradient arrays that the default sinks fill, named as the parameters."""
         return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.grads.items()}
+
+    def trainable_params(self) -> dict[str, np.ndarray]:
+        """:meth:`named_params` less those of the frozen layers (what the optimizer updates)."""
+        return {f"{i}.{k}": v for i, layer in enumerate(self.layers) if i not in self.frozen
+                for k, v in layer.params.items()}
+
+    def trainable_grads(self) -> dict[str, np.ndarray]:
+        """:meth:`named_grads` less those of the frozen layers (never filled)."""
+        return {f"{i}.{k}": v for i, layer in enumerate(self.layers) if i not in self.frozen
+                for k, v in layer.grads.items()}
 
     def named_buffers(self) -> dict[str, np.ndarray]:
         """The live buffers (batch norm's running statistics), ``{"1.running_mean": ...}``."""
@@ -79,6 +102,10 @@ class NumpyEngine:
     plain SGD (``optimizer.fused``) the update happens *inside* the backward pass instead: every
     layer's :class:`~nnscratch.numpy_engine.layers.GradientSink` points at its parameters with
     ``alpha = -lr, beta = 1`` (same math, one pass over the weights fewer; ``fuse=False`` turns it off).
+
+    ``freeze=N`` holds the first ``N`` dense layers (and their batch norm) fixed (see
+    :class:`Sequential`): the optimizer, the L1/L2 penalty, clipping and the fused path see only
+    the trainable parameters.
     """
 
     name = "numpy"
@@ -86,8 +113,9 @@ class NumpyEngine:
     def __init__(self, spec: ModelSpec, initial: dict[str, np.ndarray], dtype=np.float32, *,
                  optimizer: str = "sgd", optimizer_options: dict | None = None,
                  label_smoothing: float = 0.0, l1: float = 0.0, l2: float = 0.0,
-                 clip_grad_norm: float | None = None, fuse: bool = True, jit: bool = False) -> None:
-        self.model = Sequential(spec, dtype)
+                 clip_grad_norm: float | None = None, fuse: bool = True, jit: bool = False,
+                 freeze: int = 0) -> None:
+        self.model = Sequential(spec, dtype, freeze)
         self.model.load_state_dict(initial)
         self.loss = SoftmaxCrossEntropy(dtype, label_smoothing)
         if jit:  # the Numba experiment (see numpy_engine/jit.py): same math, compiled element-wise loops
@@ -100,18 +128,20 @@ class NumpyEngine:
         build = make_optimizer
         if jit:  # the optimizers' Numba twins (same numbers, one pass over memory)
             from nnscratch.numpy_engine.jit import make_jit_optimizer as build
-        self.optimizer = build(optimizer, self.model.named_params(), **(optimizer_options or {}))
+        self.optimizer = build(optimizer, self.model.trainable_params(), **(optimizer_options or {}))
         self.l1, self.l2, self.clip_grad_norm = l1, l2, clip_grad_norm
         # the fused path is plain SGD on the loss's own gradient: a penalty or clipping needs the gradient first
         self.fused = fuse and self.optimizer.fused and not (l1 or l2 or clip_grad_norm)
         self._sinks: list[GradientSink] = []   # the fused path's sinks, whose alpha is -lr
         self._sink_lr: float | None = None
         if self.fused:
-            for layer in self.model.layers:
+            for i, layer in enumerate(self.model.layers):
+                if i in self.model.frozen:
+                    continue
                 layer.sink = GradientSink(layer.params, alpha=0.0, beta=1.0)
                 if layer.params:
                     self._sinks.append(layer.sink)
-        self._grads = self.model.named_grads()
+        self._grads = self.model.trainable_grads()
         self._dropout = {i: layer for i, layer in enumerate(self.model.layers)
                          if isinstance(layer, layer_classes.Dropout)}
         self.training = True

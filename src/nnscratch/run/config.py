@@ -65,7 +65,7 @@ _SCHEDULE_FLAGS = {"name": "lr_schedule", "base_lr": "lr"} | {
     parameter: key for key, parameters in SCHEDULE_PARAMETERS.items() for parameter in parameters}
 #: Settings left out of the echoed command line while they have their default value.
 _QUIET_DEFAULTS = ("jit", "val_size", "standardize", "verify", "image_size", "color", "strict", "label_column",
-                   "image_shape", "momentum", "dampening", "nesterov", "betas", "eps", "alpha", "centered",
+                   "image_shape", "classes", "freeze", "reset_head", "momentum", "dampening", "nesterov", "betas", "eps", "alpha", "centered",
                    "amsgrad", "weight_decay", "lr_schedule_unit", "warmup_steps", "warmup_start_factor",
                    "lr_step_size", "lr_gamma", "lr_milestones", "t_max", "min_lr", "max_lr", "step_size_up",
                    "step_size_down", "cyclic_mode", "total_steps", "pct_start", "anneal_strategy", "div_factor",
@@ -91,6 +91,7 @@ class RunConfig:
     strict: bool = False              # folder: an unreadable image is an error, not skipped
     label_column: str | None = None   # csv: the label column's name or 0-based index
     image_shape: str | None = None    # csv: "HxW" or "HxWxC"
+    classes: str | None = None        # "0-4" or "0,2,5-9": keep those classes only, relabelled 0..k-1
     epochs: int = 20
     batch_size: int = 64
     lr: float = 0.01
@@ -151,6 +152,10 @@ class RunConfig:
     threads: int | None = None
     data_dir: str | None = None
     jit: bool = False  # NumPy engine only: Numba element-wise kernels
+    # fine-tuning (run/finetune.py): start from a trained model's weights instead of a fresh initialisation
+    finetune_from: str | None = None   # a model file or checkpoint
+    freeze: int = 0                    # hold the first N dense layers (and their batch norm) fixed
+    reset_head: bool = False           # a fresh output layer (seeded), also when the class counts agree
     # checkpoints (OUT/checkpoints/): last.safetensors after every epoch, best.safetensors with early stopping
     checkpoints: bool = True
     checkpoint_every: int | None = None        # also epoch-K.safetensors every K epochs
@@ -175,6 +180,13 @@ class RunConfig:
         with _naming_flags(_OPTIMIZER_FLAGS):
             make_optimizer(self.optimizer, {}, **self.optimizer_options())
         self.make_schedule(steps_per_epoch=None)  # the schedule's own checks; the run's length comes later
+        if self.freeze > len(self.hidden):
+            raise UsageError(f"--freeze {self.freeze} is more than the network's {len(self.hidden)} hidden dense "
+                             f"layer(s) (--hidden {' '.join(map(str, self.hidden))}); the output layer always "
+                             f"trains: freeze at most {len(self.hidden)}")
+        if self.reset_head and not self.finetune_from:
+            raise UsageError("--reset-head replaces the output layer of the model a run starts from: "
+                             "it needs --from PATH (nnscratch finetune)")
         if self.batch_norm and self.batch_size < 2:
             raise UsageError("--batch-norm needs batches of at least 2 samples (batch statistics); "
                              f"got --batch-size {self.batch_size}")
@@ -240,7 +252,7 @@ class RunConfig:
         """The keyword arguments of :func:`nnscratch.data.load_dataset` these settings give."""
         return {"verify": self.verify, "val_size": self.val_size, "seed": self.seed, "image_size": self.image_size,
                 "color": self.color, "strict": self.strict, "label_column": self.label_column,
-                "image_shape": self.image_shape}
+                "image_shape": self.image_shape, "classes": self.classes}
 
     def model_spec(self, input_dim: int, num_classes: int):
         """The network these settings describe, for ``input_dim`` features and ``num_classes``."""
@@ -345,6 +357,18 @@ def check_value(key: str, value: Any) -> str | None:
         shown = list(value) if isinstance(value, tuple) else value
         return f"takes {wanted}, got {shown!r}"
 
+    def classes():
+        from nnscratch.data.common import parse_classes
+
+        try:
+            if isinstance(value, str):
+                parse_classes(value)
+                return None
+        except UsageError as exc:
+            if "limit" in str(exc):
+                return str(exc).partition(": ")[2]
+        return f"takes class indices and ranges such as 0-4 or 0,2,5-9, got {value!r}"
+
     def choice(options):
         return None if value in options else f"must be one of {', '.join(options)}, got {value!r}"
 
@@ -359,6 +383,7 @@ def check_value(key: str, value: Any) -> str | None:
         "label_column": lambda: None if value is None or isinstance(value, str) else
         f"must be a column name or index, got {value!r}",
         "image_shape": lambda: size((2, 3)),
+        "classes": lambda: None if value is None else classes(),
         "epochs": lambda: integer(1),
         "batch_size": lambda: integer(1),
         "lr": lambda: number(0.0, low_open=True),
@@ -418,6 +443,10 @@ def check_value(key: str, value: Any) -> str | None:
         "threads": lambda: integer(1, optional=True),
         "data_dir": lambda: None if value is None or isinstance(value, str) else f"must be a folder, got {value!r}",
         "jit": lambda: boolean(),
+        "finetune_from": lambda: None if value is None or (isinstance(value, str) and value) else
+        f"must be the path of a model file or checkpoint, got {value!r}",
+        "freeze": lambda: integer(0),
+        "reset_head": lambda: boolean(),
         "checkpoints": lambda: boolean(),
         "checkpoint_every": lambda: integer(1, optional=True),
         "checkpoint_every_steps": lambda: integer(1, optional=True),
@@ -480,7 +509,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def resolve_config(file: str | Path | None, flags: dict[str, Any], engines: tuple[str, ...]) -> RunConfig:
-    """Defaults, then the file's values, then the flags that were given (``None`` = not given)."""
+    """Defaults, then the file's values, then the flags that were given (``None`` = not given);
+    with ``finetune_from``, the network settings not given are the source model's."""
+    from nnscratch.run.finetune import with_source_network
+
     values = read_config_file(file) if file else {}
     values.update({k: v for k, v in flags.items() if v is not None})
-    return RunConfig(**values, engines=engines)
+    return RunConfig(**with_source_network(values), engines=engines)

@@ -29,6 +29,7 @@ import numpy as np
 
 from nnscratch.run.config import RunConfig
 from nnscratch.data import Dataset, load_dataset
+from nnscratch.data.common import note
 from nnscratch.data.preprocess import ChannelStats, channel_stats, standardize, to_features
 from nnscratch.engines import make_engine
 from nnscratch.errors import DataError, OutputError, RunInterrupted, Terminated, UsageError
@@ -39,6 +40,7 @@ from nnscratch.files.model_files import save_model
 from nnscratch.model.registry import dropout_layers, initial_state
 from nnscratch.model.spec import ModelSpec
 from nnscratch.training.loop import EpochRecord, History, ScheduleCursor
+from nnscratch.run.finetune import Transfer, start_from
 from nnscratch.training.streams import init_rng
 
 
@@ -68,10 +70,12 @@ class SplitArrays:
 @dataclass
 class RunPlan:
     """What both engines share: the network and its initial state. (The batch orders and dropout
-    masks are keyed by ``cfg.seed``: :mod:`nnscratch.training.streams`.)"""
+    masks are keyed by ``cfg.seed``: :mod:`nnscratch.training.streams`.) ``transfer`` says what a
+    fine-tuning run took from its source model (None otherwise)."""
 
     spec: ModelSpec
     initial: dict[str, np.ndarray]
+    transfer: Transfer | None = None
 
 
 @dataclass
@@ -100,12 +104,16 @@ def prepare_arrays(data: Dataset, cfg: RunConfig) -> SplitArrays:
 
 
 def plan_run(cfg: RunConfig, n_train: int, input_dim: int, num_classes: int) -> RunPlan:
-    """The spec and initial state (drawn from ``cfg.seed``'s init stream)."""
+    """The spec and initial state (drawn from ``cfg.seed``'s init stream; with ``cfg.finetune_from``,
+    the source model's tensors put over it: :func:`nnscratch.run.finetune.start_from`)."""
     spec = cfg.model_spec(input_dim, num_classes)
     if cfg.batch_norm and n_train % cfg.batch_size == 1:
         raise UsageError(f"--batch-norm needs at least 2 samples per batch, but {n_train:,} training images in "
                          f"batches of {cfg.batch_size} leave a last batch of 1: change --batch-size or --train-subset")
-    return RunPlan(spec, initial_state(spec, init_rng(cfg.seed), cfg.init))
+    initial = initial_state(spec, init_rng(cfg.seed), cfg.init)
+    if not cfg.finetune_from:
+        return RunPlan(spec, initial)
+    return RunPlan(spec, *start_from(cfg.finetune_from, spec, initial, cfg.reset_head))
 
 
 def build_engines(cfg: RunConfig, plan: RunPlan) -> dict:
@@ -119,7 +127,7 @@ def build_engines(cfg: RunConfig, plan: RunPlan) -> dict:
     for name in cfg.engines:
         options: dict = {"label_smoothing": cfg.label_smoothing, "optimizer": cfg.optimizer,
                          "optimizer_options": cfg.optimizer_options(), "l1": cfg.l1, "l2": cfg.l2,
-                         "clip_grad_norm": cfg.clip_grad_norm}
+                         "clip_grad_norm": cfg.clip_grad_norm, "freeze": cfg.freeze}
         if name == "numpy" and cfg.jit:
             options["jit"] = True
         if name == "torch":
@@ -246,6 +254,8 @@ def assemble_metrics(cfg: RunConfig, plan: RunPlan, data: Dataset, arrays: Split
         "machine": machine_info(),
         "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
+    if plan.transfer is not None:
+        metrics["finetune"] = plan.transfer.to_dict()
     if "numpy" in results and "torch" in results:
         metrics["twin"] = twin_agreement(results)
     return metrics
@@ -432,6 +442,8 @@ def run_experiment(cfg: RunConfig, out_dir: str | os.PathLike | RunFolder | None
             data = data or load_dataset(cfg.dataset, cfg.data_dir, progress=progress, **cfg.data_options())
             arrays = prepare_arrays(data, cfg)
             plan = plan_run(cfg, len(arrays.y_train), arrays.x_train.shape[1], len(data.class_names))
+            if plan.transfer is not None:
+                note(plan.transfer.line())
             facts = data_facts(data, arrays)
             for checkpoint in (resume or {}).values():
                 if checkpoint is not None:

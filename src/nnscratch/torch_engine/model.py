@@ -73,6 +73,12 @@ class TorchEngine:
     Given its best shot on the CPU: losses and correct counts are accumulated on the device and
     read once per epoch (no per-step ``.item()``), evaluation runs under ``torch.inference_mode``,
     SGD uses torch's ``foreach`` implementation.
+
+    ``freeze=N``: the twin of the NumPy engine's freezing, in torch's usual way. The frozen
+    layers' parameters get ``requires_grad_(False)`` (autograd then computes no gradient for them,
+    nor anything below the first trainable layer), the optimizer, the L1/L2 penalty and clipping
+    get the trainable parameters only, and the frozen modules stay in evaluation mode whatever
+    :meth:`train` is asked (frozen batch norm uses its running statistics and leaves them alone).
     """
 
     name = "torch"
@@ -81,11 +87,18 @@ class TorchEngine:
                  device: str = "cpu", compile: bool = False, optimizer: str = "sgd",
                  optimizer_options: dict | None = None, label_smoothing: float = 0.0,
                  l1: float = 0.0, l2: float = 0.0, clip_grad_norm: float | None = None,
-                 shared_masks: bool = True) -> None:
+                 shared_masks: bool = True, freeze: int = 0) -> None:
+        from nnscratch.model.registry import frozen_layers
+
         self.device = resolve_device(device)
         self.dtype = _TORCH_DTYPES[np.dtype(dtype)]
         self.model = build_twin(spec, shared_masks).to(device=self.device, dtype=self.dtype)
         self.load_state_dict(initial)
+        self._frozen = [self.model[i] for i in frozen_layers(spec, freeze)]
+        for module in self._frozen:
+            module.requires_grad_(False)
+            module.eval()
+        self._trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         if optimizer not in OPTIMIZERS:
             raise UsageError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
@@ -94,7 +107,7 @@ class TorchEngine:
             options.setdefault("foreach", True)  # torch's fastest SGD on the CPU
         # the twin of our class of that name (SGD, Adam, AdamW, RMSprop): the list of optimizers is ours
         torch_class = getattr(torch.optim, OPTIMIZERS[optimizer].torch_class)
-        self.optimizer = torch_class(self.model.parameters(), lr=0.0, **options)
+        self.optimizer = torch_class(self._trainable, lr=0.0, **options)
         self.l1, self.l2, self.clip_grad_norm = l1, l2, clip_grad_norm
         self._forward = torch.compile(self.model) if compile else self.model
         self._shared = {i: m for i, m in enumerate(self.model) if isinstance(m, SharedMaskDropout)}
@@ -108,6 +121,8 @@ class TorchEngine:
 
     def train(self, mode: bool = True) -> "TorchEngine":
         self.model.train(mode)
+        for module in self._frozen:
+            module.eval()
         return self
 
     def eval(self) -> "TorchEngine":
@@ -127,15 +142,15 @@ class TorchEngine:
         self.optimizer.zero_grad(set_to_none=True)
         logits = self._forward(xb)
         loss = self.loss_fn(logits, yb)
-        if self.l1 or self.l2:  # the same penalty as the NumPy engine's, over every parameter
-            params = list(self.model.parameters())
+        if self.l1 or self.l2:  # the same penalty as the NumPy engine's, over every trainable parameter
+            params = self._trainable
             if self.l1:
                 loss = loss + self.l1 * sum(p.abs().sum() for p in params)
             if self.l2:
                 loss = loss + self.l2 * sum(p.pow(2).sum() for p in params)
         loss.backward()
         if self.clip_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
+            torch.nn.utils.clip_grad_norm_(self._trainable, self.clip_grad_norm)
         self.optimizer.step()
         self.steps += 1
         with torch.no_grad():
@@ -155,7 +170,7 @@ class TorchEngine:
         mode = self.model.training
         self.model.eval()
         chunks = [self.model(self._tensor(x[s:s + batch_size])).cpu() for s in range(0, len(x), batch_size)]
-        self.model.train(mode)
+        self.train(mode)
         return torch.cat(chunks).numpy()
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
