@@ -4,7 +4,8 @@ Verbs: ``compare`` (both engines), ``train`` (one engine), ``finetune`` (train o
 starting from a trained model), ``evaluate`` (a saved model on the
 test set), ``predict`` (a saved model on your own images), ``bench`` (speed of every engine against
 this machine's BLAS limit), ``export`` (a saved model as an ONNX graph), ``gradcheck`` (every
-hand-written gradient against finite differences), ``step`` (one training step, number by number).
+hand-written gradient against finite differences), ``step`` (one training step, number by number),
+``lr-find`` (the learning-rate range test: a suggested ``--lr``).
 Errors are one line on stderr: exit 2 for bad usage or input, 1 for other failures.
 """
 
@@ -288,6 +289,17 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(beside torch autograd's), the update and the new weights, each with its "
                                      "formula (docs/gradcheck.md).")
     add_step_arguments(p)
+
+    from nnscratch.cli.lr_find import add_lr_find_arguments
+
+    p = verbs.add_parser("lr-find", help="the learning-rate range test: a suggested --lr for these settings",
+                         description="Train a throwaway copy of the fresh model for a few hundred steps while the "
+                                     "learning rate grows exponentially, stop when the loss diverges, and suggest "
+                                     "a --lr (steepest descent of the smoothed loss, and its minimum / 10); write "
+                                     "lr_find.png and lr_find.json into --out (docs/lr-find.md).")
+    p.add_argument("--engine", choices=["numpy", "torch"], default="numpy", help="engine (default: numpy)")
+    _add_run_flags(p, "runs/<timestamp>-lr-find/")
+    add_lr_find_arguments(p)
     return parser
 
 
@@ -522,6 +534,10 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from nnscratch.cli.step import run_step
 
         return run_step(args)
+    if args.verb == "lr-find":
+        from nnscratch.cli.lr_find import run_lr_find
+
+        return run_lr_find(args, _config_from(args, (args.engine,)), _FOLDER_FLAGS)
     parser.error(f"unknown verb {args.verb}")
     return 2
 
