@@ -27,6 +27,9 @@ CASES = [
     ("a layer to check in a file that does not exist", "gradcheck --layer DIR/missing.py:Swish"),
     ("a layer to check that is not a Layer", "gradcheck --layer DIR/not_a_layer.py:Plain"),
     ("a step too big to print", "step --inputs 1000 --hidden 1000"),
+    # issue 22: lr-find
+    ("a sweep that starts at a rate of 0", "lr-find --start-lr 0"),
+    ("a sweep that ends where it starts", "lr-find --start-lr 0.1 --end-lr 0.01"),
     ("a flag value outside its choices", "compare --activation swish"),
     ("a count below its minimum", "compare --epochs 0"),
     ("a rate that is not positive", "compare --lr -0.1"),

@@ -26,16 +26,22 @@ def test_suggest_on_a_hand_made_curve():
     lrs = [1e-4, 1e-3, 1e-2, 1e-1, 1e0]
     curve = [2.0, 1.9, 1.0, 0.5, 3.0]
     # gradients: -0.1, (1.0 - 2.0) / 2 = -0.5, (0.5 - 1.9) / 2 = -0.7, (3.0 - 1.0) / 2 = 1.0, 2.5
-    tips = suggest(lrs, curve)
+    tips = suggest(lrs, curve, skip_start=0)
     assert tips["steepest"] == pytest.approx(1e-2)
     assert tips["minimum"] == pytest.approx(1e-1)
     assert tips["min_over_10"] == pytest.approx(1e-2)
+    # the first points are skipped (fastai's 10), and the climb after the minimum is never the answer
+    lrs = np.logspace(-6, 1, 15)
+    curve = np.r_[5.0, 1.0, np.linspace(0.99, 0.9, 9), 0.6, 0.3, 0.1, -9.0 + 9.5]  # min at index 13
+    tips = suggest(lrs, curve)
+    slope = np.gradient(curve, np.log10(lrs))
+    assert tips["steepest"] == pytest.approx(lrs[10 + np.argmin(slope[10:14])]) and tips["minimum"] == lrs[13]
 
 
 def test_nan_and_inf_never_enter_the_suggestion():
     lrs = [1e-4, 1e-3, 1e-2, 1e-1, 1e0, 1e1]
     # a NaN where a naive argmin/gradient would be poisoned, an inf at the end
-    tips = suggest(lrs, [2.0, 1.9, 1.0, float("nan"), 0.5, float("inf")])
+    tips = suggest(lrs, [2.0, 1.9, 1.0, float("nan"), 0.5, float("inf")], skip_start=0)
     assert all(math.isfinite(v) for v in tips.values())
     assert tips["minimum"] == pytest.approx(1e0)
     assert suggest([1e-3, 1e-2], [float("nan"), float("nan")]) == {"steepest": None, "min_over_10": None,

@@ -13,8 +13,8 @@ average with bias correction (``beta`` = 0.98, fastai's)::
 The sweep stops early when the loss diverges: a NaN or infinite loss (not recorded: it never
 enters a suggestion) or a smoothed loss above ``diverge_factor`` (4) times the best so far
 (recorded, then the sweep stops). :func:`suggest` reads two rates off the smoothed curve: the
-steepest descent (the most negative ``d smoothed / d log10(lr)``, central differences) and the
-rate of the minimum divided by 10.
+steepest descent (the most negative ``d smoothed / d log10(lr)``, central differences, from the
+11th point to the minimum) and the rate of the minimum divided by 10.
 
 The engine is trained in place: pass one built for the sweep from a copy of the run's initial
 state (as ``nnscratch lr-find`` does), never the engine a run goes on to train.
@@ -32,6 +32,8 @@ from nnscratch.errors import ParameterError
 #: fastai's smoothing of the loss and its divergence rule (smoothed loss > 4x the best).
 BETA = 0.98
 DIVERGE_FACTOR = 4.0
+#: fastai's ``skip_start``: the steepest descent is not looked for among the first 10 points.
+SKIP_START = 10
 
 
 def check_sweep(start_lr: float, end_lr: float, steps: int) -> None:
@@ -58,13 +60,16 @@ def smooth(losses: Iterable[float], beta: float = BETA) -> np.ndarray:
     return np.asarray(out, dtype=np.float64)
 
 
-def suggest(lrs, smoothed) -> dict:
+def suggest(lrs, smoothed, skip_start: int = SKIP_START) -> dict:
     """The suggested rates of a smoothed curve: ``steepest`` (the most negative gradient of the
     smoothed loss against ``log10(lr)``, central differences as :func:`numpy.gradient` takes
     them) and ``min_over_10`` (the rate of the lowest smoothed loss, divided by 10).
 
-    Points where the rate or the loss is NaN or infinite are dropped first; with fewer than two
-    points left both suggestions are None (``minimum`` too, the rate of the lowest loss).
+    Points where the rate or the loss is NaN or infinite are dropped first. The steepest descent
+    is looked for from the ``skip_start``-th point (fastai's 10: the first smoothed values rest on
+    a handful of losses) up to the minimum (past it the curve climbs); with too few points for
+    the skip, from the first. With fewer than two points left every suggestion is None
+    (``minimum`` too, the rate of the lowest loss).
     """
     lrs, smoothed = np.asarray(lrs, dtype=np.float64), np.asarray(smoothed, dtype=np.float64)
     keep = np.isfinite(lrs) & np.isfinite(smoothed) & (lrs > 0)
@@ -73,8 +78,9 @@ def suggest(lrs, smoothed) -> dict:
         return {"steepest": None, "min_over_10": None, "minimum": None}
     slope = np.gradient(smoothed, np.log10(lrs))
     best = int(np.argmin(smoothed))
-    return {"steepest": float(lrs[int(np.argmin(slope))]), "min_over_10": float(lrs[best] / 10),
-            "minimum": float(lrs[best])}
+    first = skip_start if best >= skip_start + 1 else 0
+    steepest = first + int(np.argmin(slope[first:best + 1]))
+    return {"steepest": float(lrs[steepest]), "min_over_10": float(lrs[best] / 10), "minimum": float(lrs[best])}
 
 
 def lr_sweep(engine, batches: Iterable[tuple], start_lr: float, end_lr: float, steps: int, *,
