@@ -231,3 +231,19 @@ def test_every_steps_rate_equals_torchs_scheduler_stepped_per_epoch(cfg):
     expected = _torch_rates(cfg, steps_per_epoch, [r.val_loss for r in history.epochs])
     assert history.step_lr == pytest.approx(expected, rel=1e-15, abs=0)
     assert len(set(history.step_lr)) > 1  # the schedule did change the rate
+
+
+@pytest.mark.parametrize("at_step, position", [(7, (1, 0)), (3, (0, 3))])
+def test_a_stop_at_any_step_leaves_a_checkpoint_that_reads_back(tmp_path, at_step, position):
+    """Asked at the epoch's last step, the stop waits for the epoch's end (the position is then
+    the next epoch's start); asked inside it, it comes after the step. Either checkpoint is whole."""
+    from nnscratch.errors import RunInterrupted
+    from nnscratch.files.checkpoint import CheckpointWriter, read_checkpoint, run_meta
+
+    writer = CheckpointWriter(tmp_path, run_meta(SPEC, {"engines": ["numpy"]}, {}))
+    trainer = _trainer(_engine(), epochs=3, loss_block=1, checkpoints=writer)
+    trainer.sinks.append(lambda e: e.kind == "step_end" and e.step == at_step and trainer.request_stop(2))
+    with pytest.raises(RunInterrupted) as stop:
+        trainer.run()
+    ck = read_checkpoint(stop.value.checkpoint)
+    assert (ck.trainer["epoch"], ck.trainer["step_in_epoch"]) == position

@@ -166,7 +166,8 @@ class Trainer:
             self._pending.append((engine.steps, e + 1, lr, len(yb)))
             if len(self._pending) >= self.loss_block:
                 self._drain()
-            if self._stop_signal is not None or (every and engine.steps % every == 0 and s + 1 < self.steps_per_epoch):
+            # inside the epoch only: a stop asked at its last step is honoured once the epoch is done
+            if s + 1 < self.steps_per_epoch and (self._stop_signal is not None or (every and engine.steps % every == 0)):
                 self._epoch_time += time.perf_counter() - t0
                 self._drain()
                 if self._stop_signal is not None:
