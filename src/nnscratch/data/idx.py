@@ -38,7 +38,6 @@ import hashlib
 import math
 import os
 import zlib
-from pathlib import Path
 
 import numpy as np
 
@@ -208,11 +207,6 @@ class ContentStream:
         while data := self._chunk(_CHUNK):
             total += len(data)
         return total
-
-
-def is_gzip(data: bytes) -> bool:
-    """Return True when ``data`` starts with the gzip magic bytes ``1f 8b``."""
-    return data[:2] == _GZIP_MAGIC
 
 
 def decompress_if_gzip(data: bytes, source: str) -> bytes:

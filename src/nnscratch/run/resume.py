@@ -116,7 +116,7 @@ def carry_over(checkpoints: dict[str, Checkpoint | None], checkpoint_dir: Path, 
     import shutil
 
     from nnscratch.files.atomic import atomic_path
-    from nnscratch.files.checkpoint import checkpoint_folder, read_header
+    from nnscratch.files.checkpoint import checkpoint_folder
 
     from_last = all(ck is None or ck.path.name == "last.safetensors" for ck in checkpoints.values())
     for engine, ck in checkpoints.items():
@@ -125,7 +125,7 @@ def carry_over(checkpoints: dict[str, Checkpoint | None], checkpoint_dir: Path, 
         dst = checkpoint_folder(checkpoint_dir, engine, engines)
         dst.mkdir(parents=True, exist_ok=True)
         for src in sorted(ck.path.parent.glob("*.safetensors")):
-            if src.name == "last.safetensors" or src == ck.path or not _not_after(src, ck.trainer["step"], read_header):
+            if src.name == "last.safetensors" or src == ck.path or not _not_after(src, ck.trainer["step"]):
                 continue
             with atomic_path(dst / src.name) as tmp:
                 shutil.copyfile(src, tmp)
@@ -139,11 +139,11 @@ def carry_over(checkpoints: dict[str, Checkpoint | None], checkpoint_dir: Path, 
             shutil.copyfile(log, tmp)
 
 
-def _not_after(path: Path, step: int, read_header) -> bool:
+def _not_after(path: Path, step: int) -> bool:
     """Whether the checkpoint ``path`` was written at or before global step ``step`` (unreadable: no)."""
     import json
 
-    from nnscratch.errors import DataError
+    from nnscratch.files.checkpoint import read_header
 
     try:
         trainer = json.loads(read_header(path, "checkpoint").metadata.get("trainer", "{}"))
