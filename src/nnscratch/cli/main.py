@@ -5,7 +5,8 @@ starting from a trained model), ``evaluate`` (a saved model on the
 test set), ``predict`` (a saved model on your own images), ``bench`` (speed of every engine against
 this machine's BLAS limit), ``export`` (a saved model as an ONNX graph), ``gradcheck`` (every
 hand-written gradient against finite differences), ``step`` (one training step, number by number),
-``lr-find`` (the learning-rate range test: a suggested ``--lr``).
+``lr-find`` (the learning-rate range test: a suggested ``--lr``), ``inspect`` (what a trained model
+learned: weight images, per-class units, activations, saliency maps, top losses).
 Errors are one line on stderr: exit 2 for bad usage or input, 1 for other failures.
 """
 
@@ -300,6 +301,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=["numpy", "torch"], default="numpy", help="engine (default: numpy)")
     _add_run_flags(p, "runs/<timestamp>-lr-find/")
     add_lr_find_arguments(p)
+
+    from nnscratch.cli.inspect import add_inspect_arguments
+
+    p = verbs.add_parser("inspect", help="what a trained model learned: weight images, top units, activations, "
+                                         "saliency, top losses",
+                         description="Draw a trained model's first-layer weights as images, each class's most "
+                                     "responsive hidden units, the activations of every layer and the saliency "
+                                     "maps (plain gradient and SmoothGrad, by our own backward pass) of chosen "
+                                     "test images, and the test images of highest loss, into --out with an "
+                                     "inspect.md index (docs/inspect.md).")
+    add_inspect_arguments(p)
+    _add_data_flags(p, evaluate=True)
     return parser
 
 
@@ -418,15 +431,11 @@ def _kept(folder) -> str:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from nnscratch.data import load_dataset
     from nnscratch.engines import make_engine
     from nnscratch.files.atomic import write_json, write_target
-    from nnscratch.data.preprocess import model_inputs
     from nnscratch.run.experiment import check_out_dir
+    from nnscratch.run.saved_model import load_model_and_test_set
     from nnscratch.training.metrics import classification_report
-    from nnscratch.files.checkpoint import load_model_or_checkpoint
     from nnscratch.threads import set_threads
 
     if args.json:  # checked before any work, like --out; a link is followed, /dev/stdout written into
@@ -436,22 +445,12 @@ def _evaluate(args: argparse.Namespace) -> int:
                              f"{Path(args.json) / 'metrics.json'}")
         if not in_place:
             check_out_dir(json_path.parent, flag="--json")
-    state, spec, info = load_model_or_checkpoint(args.model)
-    dtype = np.dtype(args.dtype or info.get("dtype", "float32"))
     # the model's data options (split seed and size, resizing, colour, CSV layout) apply to whatever
     # --dataset is evaluated: the images are converted to what the model was trained on
-    options = dict(info.get("data_options") or {})
-    if args.verify is not None:
-        options["verify"] = args.verify
-    data = load_dataset(args.dataset or info.get("dataset", "mnist"), args.data_dir, **options)
-    x = model_inputs(data.test_images, dtype.type, info.get("standardization"), str(args.model))
-    if x.shape[1] != spec.input_dim:
-        raise UsageError(f"{args.model} expects {spec.input_dim} inputs, the {data.title} images have {x.shape[1]}; "
-                         "pass the --dataset it was trained on")
-    if spec.num_classes != data.num_classes:
-        raise UsageError(f"{args.model} predicts {spec.num_classes} classes, {data.title} has {data.num_classes}")
+    loaded = load_model_and_test_set(args.model, args.dataset, args.data_dir, verify=args.verify, dtype=args.dtype)
+    spec, data, x = loaded.spec, loaded.data, loaded.x
     set_threads(None)
-    engine = make_engine(args.engine, spec, state, dtype=dtype, device="auto")
+    engine = make_engine(args.engine, spec, loaded.state, dtype=loaded.dtype, device="auto")
     pred = engine.eval().predict_logits(x).argmax(axis=1)
     report = classification_report(data.test_labels, pred, data.class_names)
     print(f"{args.model}: {spec.describe()}, {data.title} test set ({len(pred):,} images), engine {args.engine}")
@@ -538,6 +537,10 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from nnscratch.cli.lr_find import run_lr_find
 
         return run_lr_find(args, _config_from(args, (args.engine,)), _FOLDER_FLAGS)
+    if args.verb == "inspect":
+        from nnscratch.cli.inspect import run_inspect
+
+        return run_inspect(args, _FOLDER_FLAGS)
     parser.error(f"unknown verb {args.verb}")
     return 2
 

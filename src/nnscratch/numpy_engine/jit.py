@@ -77,10 +77,10 @@ def _flat(a: np.ndarray) -> np.ndarray:
 class JitReLU(ReLU):
     """:class:`ReLU` with its two element-wise passes compiled by Numba."""
 
-    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
+    def forward(self, x: np.ndarray, train: bool = True, keep: bool | None = None) -> np.ndarray:
         mask = self._scratch.get("mask", x.shape, dtype=bool)
         _relu_forward(_flat(x), _flat(mask))
-        self._mask = mask if train else None
+        self._mask = mask if (train if keep is None else keep) else None
         return x
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray:

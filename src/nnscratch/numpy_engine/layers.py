@@ -7,7 +7,8 @@ Conventions (as in cs231n and PyTorch):
   ``Layer(in_features, dtype=..., **args)`` from its registry entry (:mod:`nnscratch.model.registry`),
   and has ``params``, ``grads`` and ``buffers`` dicts named as torch names them (``weight`` of shape
   ``(D_out, D_in)``, ``bias``, ``running_mean``...), so weights move between the twins as they are.
-* ``forward(x, train)`` keeps what ``backward`` needs (only when ``train``);
+* ``forward(x, train)`` keeps what ``backward`` needs (only when ``train``, or when asked with
+  ``keep=True``: an evaluation-mode pass that a backward pass follows, as a saliency map needs);
   ``backward(dout, need_dx)`` returns ``dx = dL/dx`` and hands each parameter's gradient to the
   layer's :class:`GradientSink`. A layer never sees a learning rate.
 * Element-wise layers work in place on the array they are given and return it; the layer before
@@ -85,13 +86,16 @@ class Layer(ABC):
 
     Methods
     -------
-    forward(x, train) -> y
-        ``x (N, D_in)`` -> ``y (N, D_out)``. ``train=True``: keep what :meth:`backward` needs
-        (training mode); ``False``: evaluation (running statistics, no dropout). It may overwrite
+    forward(x, train, keep=None) -> y
+        ``x (N, D_in)`` -> ``y (N, D_out)``. ``train=True``: training mode; ``False``: evaluation
+        (running statistics, no dropout). ``keep`` (default: ``train``): keep what :meth:`backward`
+        needs. ``train=False, keep=True`` is an evaluation pass that a backward pass follows (the
+        gradient of the evaluation-mode function, as ``nnscratch inspect``'s saliency maps need it);
+        a layer of your own may leave ``keep`` out, and then only lacks that. It may overwrite
         ``x`` (the layer before never needs its output again) and may return a reused scratch
         array, valid until the next ``forward``.
     backward(dout, need_dx) -> dx
-        ``dout = dL/dy (N, D_out)`` of the last training ``forward`` -> ``dx = dL/dx (N, D_in)``; with
+        ``dout = dL/dy (N, D_out)`` of the last ``forward`` that kept -> ``dx = dL/dx (N, D_in)``; with
         ``need_dx=False`` (the first layer) it may skip ``dx`` and return None. Hands ``dL/dparam`` of every parameter to
         :attr:`sink`. It may overwrite ``dout``.
     """
@@ -106,7 +110,7 @@ class Layer(ABC):
         self._scratch = Buffers(dtype)  # reused work arrays (see buffers.py); not state, never saved
 
     @abstractmethod
-    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
+    def forward(self, x: np.ndarray, train: bool = True, keep: bool | None = None) -> np.ndarray:
         """``x (N, D_in)`` -> ``y (N, D_out)``; see the class docstring."""
 
     @abstractmethod
@@ -143,7 +147,7 @@ class Dense(Layer):
         self.grads.update({name: np.zeros_like(p) for name, p in self.params.items()})
         self._x: np.ndarray | None = None
 
-    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
+    def forward(self, x: np.ndarray, train: bool = True, keep: bool | None = None) -> np.ndarray:
         W, b = self.params["weight"], self.params.get("bias")
         y = self._scratch.get("y", (x.shape[0], self.out_features))
         if b is None:
@@ -151,7 +155,7 @@ class Dense(Layer):
         else:
             y[...] = b                       # every row starts as the bias ...
             gemm(x, W.T, out=y, beta=1.0)    # ... and BLAS adds x @ W.T to it (torch's addmm does the same)
-        self._x = x if train else None
+        self._x = x if (train if keep is None else keep) else None
         return y
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
@@ -187,13 +191,13 @@ class ReLU(Layer):
         super().__init__(in_features, dtype)
         self._mask: np.ndarray | None = None
 
-    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
+    def forward(self, x: np.ndarray, train: bool = True, keep: bool | None = None) -> np.ndarray:
         positive = self._scratch.get("positive", x.shape, dtype=bool)
         mask = self._scratch.get("mask", x.shape)
         np.greater(x, 0, out=positive)
         np.copyto(mask, positive)        # True/False -> 1.0/0.0
         np.multiply(x, mask, out=x)
-        self._mask = mask if train else None
+        self._mask = mask if (train if keep is None else keep) else None
         return x
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray:
@@ -209,8 +213,8 @@ class _Elementwise(Layer):
         super().__init__(in_features, dtype)
         self._slope: np.ndarray | None = None
 
-    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
-        slope = self._scratch.get("slope", x.shape) if train else None
+    def forward(self, x: np.ndarray, train: bool = True, keep: bool | None = None) -> np.ndarray:
+        slope = self._scratch.get("slope", x.shape) if (train if keep is None else keep) else None
         self._apply(x, slope)
         self._slope = slope
         return x
@@ -371,8 +375,8 @@ class Dropout(Layer):
     the expected output equals the input and evaluation needs no rescaling::
 
         m  = keep / (1 - p)          keep (N, D): True where the unit survives this step
-        y  = x * m                   (training);   y = x   (evaluation)
-        dx = dout * m
+        y  = x * m                   (training);   y = x      (evaluation)
+        dx = dout * m                (training);   dx = dout  (evaluation, ``keep=True``)
 
     ``keep`` is not drawn here: the training loop owns every random stream and hands this layer
     its mask for the step through :meth:`set_keep` (the same mask the torch twin gets).
@@ -382,6 +386,7 @@ class Dropout(Layer):
         super().__init__(in_features, dtype)
         self.p = p
         self._mask: np.ndarray | None = None
+        self._masked = False  # whether the last forward applied the mask (so backward applies it too)
 
     def set_keep(self, keep: np.ndarray) -> None:
         """Use ``keep`` (bool ``(N, D)``) for the next training forward pass."""
@@ -389,8 +394,9 @@ class Dropout(Layer):
         np.divide(keep, self.dtype.type(1.0 - self.p), out=mask, dtype=self.dtype)
         self._mask = mask
 
-    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
-        if not train or self.p == 0.0:
+    def forward(self, x: np.ndarray, train: bool = True, keep: bool | None = None) -> np.ndarray:
+        self._masked = train and self.p != 0.0
+        if not self._masked:
             return x
         if self._mask is None or self._mask.shape != x.shape:
             raise ValueError("Dropout needs this step's mask: call set_keep(keep) with a "
@@ -399,7 +405,7 @@ class Dropout(Layer):
         return x
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray:
-        if self.p != 0.0:
+        if self._masked:
             np.multiply(dout, self._mask, out=dout)
         return dout
 
@@ -426,6 +432,11 @@ class BatchNorm1d(Layer):
         dx     = (N * g - g.sum(0) - xhat * (g * xhat).sum(0)) / (N * sqrt(var + eps))
 
     (``mu`` and ``var`` depend on every row, hence the two sums; derived in Ioffe & Szegedy §3.)
+
+    Backward in evaluation (after ``forward(x, train=False, keep=True)``): the running statistics
+    are constants, so the layer is the per-feature affine map it looks like::
+
+        dx = dout * gamma / sqrt(running_var + eps)         (dgamma, dbeta as in training)
     """
 
     def __init__(self, in_features: int, dtype=np.float32, *, eps: float = 1e-5, momentum: float = 0.1) -> None:
@@ -437,9 +448,11 @@ class BatchNorm1d(Layer):
         self.buffers.update(running_mean=np.zeros(d, dtype=dtype), running_var=np.ones(d, dtype=dtype),
                             num_batches_tracked=np.zeros((), dtype=np.int64))
         self._inv_std: np.ndarray | None = None
+        self._batch_stats = True  # whether the last forward normalised with the batch's statistics
 
-    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
+    def forward(self, x: np.ndarray, train: bool = True, keep: bool | None = None) -> np.ndarray:
         n = x.shape[0]
+        self._batch_stats = train
         xhat = self._scratch.get("xhat", x.shape)
         if train:
             if n < 2:
@@ -461,6 +474,8 @@ class BatchNorm1d(Layer):
             inv_std = 1.0 / np.sqrt(self.buffers["running_var"] + self.eps)
             np.subtract(x, self.buffers["running_mean"], out=xhat)
             xhat *= inv_std
+            if keep:
+                self._inv_std = inv_std
         y = self._scratch.get("y", x.shape)
         np.multiply(xhat, self.params["weight"], out=y)
         y += self.params["bias"]
@@ -469,7 +484,10 @@ class BatchNorm1d(Layer):
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         xhat, n = self._scratch.get("xhat", dout.shape), dout.shape[0]
         dx = None
-        if need_dx:  # first, while gamma still holds the value the forward pass used
+        if need_dx and not self._batch_stats:  # evaluation: the affine map's own slope
+            dx = self._scratch.get("dx", dout.shape)
+            np.multiply(dout, self.params["weight"] * self._inv_std, out=dx)
+        elif need_dx:  # first, while gamma still holds the value the forward pass used
             g = self._scratch.get("dx", dout.shape)
             np.multiply(dout, self.params["weight"], out=g)
             sum_g, sum_gx = g.sum(axis=0), np.einsum("ij,ij->j", g, xhat)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
+
+from nnscratch.errors import UsageError
 
 from nnscratch.numpy_engine import layers as layer_classes
 from nnscratch.numpy_engine.layers import GradientSink
@@ -25,6 +29,12 @@ class Sequential:
     training forward pass the layers below the first trainable one run in evaluation mode
     (frozen batch norm uses its running statistics and leaves them alone; nothing keeps what a
     backward pass would need), except dropout, which applies its mask as always.
+
+    The gradient of the *evaluation-mode* network with respect to its input (a saliency map,
+    :mod:`nnscratch.analysis.inspect`) is ``forward(x, train=False, keep=True)`` then
+    ``backward(dlogits, need_dx=True)``: every layer keeps what its backward needs in evaluation
+    mode (batch norm with its running statistics, dropout as the identity) and the first layer's
+    ``dx``, which training never computes, is returned. Training's own path is unchanged.
     """
 
     def __init__(self, spec: ModelSpec, dtype=np.float32, freeze: int = 0) -> None:
@@ -41,17 +51,35 @@ class Sequential:
         self._trains = [i >= self.first_trainable or isinstance(layer, layer_classes.Dropout)
                         for i, layer in enumerate(self.layers)]
 
-    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
-        """Logits ``(N, C)`` for inputs ``x (N, D)`` (a reused buffer: valid until the next call)."""
-        for layer, trains in zip(self.layers, self._trains):
-            x = layer.forward(x, train and trains)
+    def forward(self, x: np.ndarray, train: bool = True, keep: bool | None = None) -> np.ndarray:
+        """Logits ``(N, C)`` for inputs ``x (N, D)`` (a reused buffer: valid until the next call).
+
+        ``keep=True`` with ``train=False``: an evaluation pass that :meth:`backward` may follow
+        (every layer's ``forward`` must take ``keep``; see the class docstring)."""
+        if keep is None:
+            for layer, trains in zip(self.layers, self._trains):
+                x = layer.forward(x, train and trains)
+            return x
+        for i, layer in enumerate(self.layers):
+            if "keep" not in inspect.signature(layer.forward).parameters:
+                raise UsageError(f"layer {i} ({self.spec.layers[i].kind}) cannot keep what its backward needs in "
+                                 "evaluation mode: its forward(x, train) takes no keep argument "
+                                 "(docs/your-own-layer.md)")
+            x = layer.forward(x, train and self._trains[i], keep=keep)
         return x
 
-    def backward(self, dlogits: np.ndarray) -> None:
-        """Hand every trainable parameter's gradient to its layer's sink (by default: the layer's ``grads``)."""
+    def backward(self, dlogits: np.ndarray, need_dx: bool = False) -> np.ndarray | None:
+        """Hand every trainable parameter's gradient to its layer's sink (by default: the layer's ``grads``).
+
+        ``need_dx=True``: also return ``dL/dx (N, D)``, the gradient of the network's input (the
+        first layer's ``dx``, which training never computes); not with frozen layers, which keep
+        nothing for a backward pass."""
         dout, stop = dlogits, self.first_trainable
+        if need_dx and stop:
+            raise ValueError("the input gradient runs through every layer: build the model without freeze")
         for i in range(len(self.layers) - 1, stop - 1, -1):
-            dout = self.layers[i].backward(dout, need_dx=i > stop)
+            dout = self.layers[i].backward(dout, need_dx=i > stop or need_dx)
+        return dout if need_dx else None
 
     def named_params(self) -> dict[str, np.ndarray]:
         """The live parameter arrays, ``{"0.weight": ..., "0.bias": ..., "2.weight": ...}``."""

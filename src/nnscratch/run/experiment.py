@@ -328,9 +328,14 @@ def protected_paths(cfg: RunConfig) -> list[Path]:
     """What the run reads and its outputs must keep away from: the folder or file of a
     ``folder:``/``csv:``/``npz:`` dataset (an output folder inside a ``folder:`` dataset would
     make the next run train on its own figures)."""
+    return dataset_paths(cfg.dataset)
+
+
+def dataset_paths(dataset: str) -> list[Path]:
+    """The folder or file a ``folder:``/``csv:``/``npz:`` dataset name reads (none for a built-in one)."""
     from nnscratch.data.datasets import CUSTOM_KINDS
 
-    kind, sep, target = cfg.dataset.partition(":")
+    kind, sep, target = dataset.partition(":")
     return [Path(target).expanduser()] if sep and kind in CUSTOM_KINDS and target else []
 
 

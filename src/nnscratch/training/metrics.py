@@ -82,10 +82,21 @@ def cross_entropy(logits: np.ndarray, y: np.ndarray, label_smoothing: float = 0.
     This is the evaluation-side loss, shared by both engines; the NumPy engine's training loss
     (with its gradient) is :class:`nnscratch.numpy_engine.losses.SoftmaxCrossEntropy`.
     """
-    z = np.asarray(logits, dtype=np.float64)
-    shifted = z - z.max(axis=1, keepdims=True)
-    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    logp = log_softmax(logits)
     picked = logp[np.arange(len(y)), np.asarray(y)]
     if label_smoothing:
         picked = (1.0 - label_smoothing) * picked + label_smoothing * logp.mean(axis=1)
     return float(-picked.mean())
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise ``log p_ij = z_ij - m_i - log sum_k exp(z_ik - m_i)`` in float64 (``m_i = max_k z_ik``)."""
+    z = np.asarray(logits, dtype=np.float64)
+    shifted = z - z.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def sample_losses(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each row's cross-entropy ``-log p_{i, y_i}`` (float64, ``(N,)``): the terms whose mean is
+    :func:`cross_entropy` without label smoothing."""
+    return -log_softmax(logits)[np.arange(len(y)), np.asarray(y)]

@@ -17,6 +17,7 @@ init        0       the initial weights, ``SeedSequence(seed, spawn_key=(0,))``
 order       1       the batch order: epoch ``e``'s permutation, a function of ``(seed, e)``
 dropout     2       step ``(e, s)``'s dropout masks, ``SeedSequence(seed, spawn_key=(2, e, s))``
 augment     3       reserved for data augmentation, keyed as dropout
+smoothgrad  4       ``nnscratch inspect``'s SmoothGrad noise for test image ``i``: ``(seed, 4, i)``
 ==========  ======  ==========================================================================
 
 ``init`` and ``order`` are the streams the seed project's runs have always used
@@ -32,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 STREAM_INIT, STREAM_ORDER, STREAM_DROPOUT, STREAM_AUGMENT = 0, 1, 2, 3
+STREAM_SMOOTHGRAD = 4  # not a training stream: the noise of analysis.inspect.smoothgrad
 
 def stream_seed(seed: int, stream: int, *key: int) -> np.random.SeedSequence:
     """The ``SeedSequence`` of one keyed draw: ``(seed, stream, *key)``."""
