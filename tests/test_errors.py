@@ -30,6 +30,17 @@ CASES = [
     # issue 22: lr-find
     ("a sweep that starts at a rate of 0", "lr-find --start-lr 0"),
     ("a sweep that ends where it starts", "lr-find --start-lr 0.1 --end-lr 0.01"),
+    # issue 22: inspect
+    ("a model to inspect that does not exist", "inspect --model DIR/missing.safetensors"),
+    ("a model to inspect for other images", "inspect --model DIR/digits8x8.safetensors"),
+    ("test images to inspect that are not numbers", "inspect --model DIR/mnist16.safetensors --images 0,seven"),
+    ("a test image beyond the test set", "inspect --model DIR/mnist16.safetensors --images 10000"),
+    ("too many test images to draw", "inspect --model DIR/mnist16.safetensors --images 0-99"),
+    ("a negative SmoothGrad sample count", "inspect --model DIR/mnist16.safetensors --smooth -1"),
+    ("SmoothGrad noise below 0", "inspect --model DIR/mnist16.safetensors --noise -0.1"),
+    ("no top losses asked for", "inspect --model DIR/mnist16.safetensors --top 0"),
+    ("an inspection that would replace the run holding its model",
+     "inspect --model DIR/inspected_run/numpy_model.safetensors --out DIR/inspected_run --overwrite"),
     ("a flag value outside its choices", "compare --activation swish"),
     ("a count below its minimum", "compare --epochs 0"),
     ("a rate that is not positive", "compare --lr -0.1"),
@@ -107,6 +118,22 @@ def _scratch_run_folders(folder: Path) -> None:
     (folder / "not_a_run").mkdir()
     (folder / "not_a_run" / "notes.txt").write_text("mine")
     (folder / "not_a_layer.py").write_text("class Plain:\n    pass\n")
+    _inspect_scratch(folder)
+
+
+def _inspect_scratch(folder: Path) -> None:
+    """The files of the inspect cases: an MNIST model, and one inside a finished run."""
+    from nnscratch.files.model_files import save_model
+    from nnscratch.model.registry import initial_state
+    from nnscratch.model.spec import mlp_spec
+
+    spec = mlp_spec(input_dim=784, hidden=(16,), num_classes=10)
+    state = initial_state(spec, np.random.default_rng(0))
+    save_model(folder / "mnist16.safetensors", state, spec, engine="numpy", dtype="float32", dataset="mnist")
+    (folder / "inspected_run").mkdir()
+    (folder / "inspected_run" / "metrics.json").write_text('{"config": {}, "engines": {}}')
+    save_model(folder / "inspected_run" / "numpy_model.safetensors", state, spec, engine="numpy", dtype="float32",
+               dataset="mnist")
 
 
 def _scratch(folder: Path) -> None:
@@ -182,7 +209,7 @@ def _run(args: str, folder: Path) -> tuple[int, str, str]:
 
     out, err = io.StringIO(), io.StringIO()
     argv = args.replace("DIR", str(folder)).split()
-    if argv[0] in ("compare", "train") and "--out" not in argv:
+    if argv[0] in ("compare", "train", "inspect") and "--out" not in argv:
         argv += ["--out", str(folder / "run")]
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
