@@ -250,10 +250,11 @@ class Inspection:
 
     ``logits (N, C)`` of the whole test set; ``weights (U, D)`` (:func:`first_layer_weights`),
     ``units`` and ``units_how`` (:func:`first_layer_units`: those drawn), ``unused (H, W)`` (pixels
-    the same in every test image, whose weights never act); ``scores (C, U)`` and ``top_units (C, k)`` of the first hidden block (None without a
-    hidden layer); ``class_means`` uint8 ``(C, H, W, C_img)``; for the chosen test ``images``:
-    ``hidden`` (each block's output), ``probs``, ``predicted``, ``confidence``, ``saliency`` and
-    ``smoothgrad`` (``(n, D)``, the predicted class; None with ``smooth=0``); ``top`` (:func:`top_losses`).
+    the same in every test image, whose weights never act); ``scores (C, U)`` and
+    ``top_units (C, k)`` of the first hidden block (None without a hidden layer); ``class_means``
+    uint8 ``(C, H, W, C_img)``; for the chosen test ``images``: ``hidden`` (each block's output),
+    ``probs``, ``predicted``, ``confidence``, ``saliency`` and ``smoothgrad`` (``(n, D)``, the
+    predicted class; None with ``smooth=0``); ``top`` (:func:`top_losses`).
     Without images (:func:`is_image`) only ``logits`` and ``top`` are filled.
     """
 

@@ -48,7 +48,8 @@ def add_inspect_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--top", type=int, default=DEFAULT_TOP, metavar="N",
                    help=f"test images of highest loss in top_losses.png, at most {MAX_TOP} (default: {DEFAULT_TOP})")
     g.add_argument("--units", type=int, default=DEFAULT_UNITS, metavar="K",
-                   help=f"top hidden units per class in class_units.png, at most {MAX_UNITS} (default: {DEFAULT_UNITS})")
+                   help=f"top hidden units per class in class_units.png, at most {MAX_UNITS} "
+                        f"(default: {DEFAULT_UNITS})")
     r = p.add_argument_group("output")
     r.add_argument("--out", default=None, metavar="DIR", help="output folder (default: runs/<timestamp>-inspect/)")
     r.add_argument("--overwrite", action="store_true", help="replace a finished run at --out (default: refuse)")

@@ -110,7 +110,6 @@ def plot_first_layer(weights: np.ndarray, units: Sequence[int], image_shape: tup
     (the same in every test image: their weights never act) are grey."""
     n, (h, w, c) = len(units), image_shape
     cols = min(8, max(1, int(np.ceil(np.sqrt(n)))))
-    rows = -(-n // cols)
     gap, head = max(1, w // 10), max(3, h // 5)
     mosaic = _mosaic([signed_tile(weights[k], image_shape, unused) for k in range(n)], cols, gap, head)
     width = 1.3 * cols + 0.4
@@ -318,8 +317,9 @@ def plot_saliency(images: np.ndarray, indices: Sequence[int], labels: np.ndarray
     fig.suptitle(title, fontsize=10, y=1 - 0.08 / size[1], va="top")
     span = size[0] - left - 0.2
     if image_shape[2] == 3:
-        fig.text((left + span / 2) / size[0], 0.5 / size[1], "d score / d pixel of each channel as RGB: 0.5 + S / (2 s), "
-                 f"s = the map's {SALIENCY_PERCENTILE:g}th percentile of |S|; grey: 0", ha="center", fontsize=8)
+        fig.text((left + span / 2) / size[0], 0.5 / size[1], "d score / d pixel of each channel as RGB: "
+                 f"0.5 + S / (2 s), s = the map's {SALIENCY_PERCENTILE:g}th percentile of |S|; grey: 0",
+                 ha="center", fontsize=8)
         return save_figure(fig, path)
     bar = fig.colorbar(ScalarMappable(Normalize(-1, 1), SIGNED),
                        cax=_bar_axes(fig, size, left + 0.15 * span, 0.7 * span), orientation="horizontal")

@@ -16,8 +16,8 @@ from nnscratch.report import inspect_plots as plots
 #: What each figure shows, for inspect.md (one place: the docs say the same at more length).
 CAPTIONS = {
     "first_layer_weights.png": "The first dense layer's incoming weights, one image per hidden unit ({how}): the "
-                               "pattern each unit responds to (red: ink there raises the unit's input, blue: "
-                               "lowers it).",
+                               "pattern each unit responds to (red: a brighter pixel there raises the unit's input, "
+                               "blue: lowers it).",
     "class_units.png": "For each class, the {units} units of the first hidden layer that respond most to it: score = "
                        "mean activation on the class's test images minus the mean on all test images; each unit "
                        "drawn as its incoming weights.",

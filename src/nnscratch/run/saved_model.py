@@ -18,9 +18,10 @@ from nnscratch.errors import UsageError
 
 @dataclass(frozen=True, eq=False)
 class ModelAndTestSet:
-    """``state``, ``spec`` and ``info`` of the model file (:func:`~nnscratch.files.checkpoint.load_model_or_checkpoint`),
-    the ``dtype`` it is run in, the loaded ``data`` (a :class:`~nnscratch.data.datasets.Dataset`)
-    and ``x``, the model inputs of its test images ``(N, D)``."""
+    """``state``, ``spec`` and ``info`` of the model file
+    (:func:`~nnscratch.files.checkpoint.load_model_or_checkpoint`), the ``dtype`` it is run in,
+    the loaded ``data`` (a :class:`~nnscratch.data.datasets.Dataset`) and ``x``, the model inputs
+    of its test images ``(N, D)``."""
 
     path: Path
     state: dict
