@@ -190,8 +190,11 @@ def _grid(values: np.ndarray) -> np.ndarray:
 
 def _probability_bars(ax: plt.Axes, probs: np.ndarray, true: int, names: Sequence[str], top: int = 10) -> None:
     """Horizontal bars of the class probabilities (the ``top`` most probable when there are more
-    classes), the predicted class in green when right and red when wrong, the true class in bold."""
+    classes, the true class always among them), the predicted class in green when right and red
+    when wrong, the true class in bold."""
     order = np.argsort(-probs, kind="stable")[:top] if len(probs) > top else np.arange(len(probs))
+    if true not in order:
+        order[-1] = true
     pred = int(np.argmax(probs))
     colours = ["0.7"] * len(order)
     for j, c in enumerate(order):
@@ -235,6 +238,20 @@ def _bar_axes(fig: plt.Figure, size: tuple[float, float], x: float, width: float
     return fig.add_axes([x / W, y / H, width / W, 0.13 / H])
 
 
+def _activation_scale(values: np.ndarray) -> tuple[Normalize, str, str]:
+    """One layer's colour scale, up to the 99th percentile of ``|values|`` (a few large units must
+    not wash out the rest; the colour bar's arrows say when values lie beyond): :data:`UNSIGNED`
+    from 0 for non-negative outputs (ReLU, sigmoid), else :data:`SIGNED`, symmetric about 0 (equal
+    magnitudes, equal colours: GELU's small negative part stays pale, as small as it is)."""
+    bound = float(np.percentile(np.abs(values), 99)) or float(np.max(np.abs(values))) or 1.0
+    low, high = float(np.min(values)), float(np.max(values))
+    if low >= 0:
+        return Normalize(0, bound), UNSIGNED, "max" if high > bound else "neither"
+    extend = {(True, True): "both", (True, False): "min", (False, True): "max"}.get((low < -bound, high > bound),
+                                                                                 "neither")
+    return Normalize(-bound, bound), SIGNED, extend
+
+
 def plot_activations(images: np.ndarray, indices: Sequence[int], labels: np.ndarray, outputs: list[np.ndarray],
                      layer_names: Sequence[str], probs: np.ndarray, class_names: Sequence[str],
                      path: str | os.PathLike, *, title: str) -> Path:
@@ -245,8 +262,8 @@ def plot_activations(images: np.ndarray, indices: Sequence[int], labels: np.ndar
     names = short_labels(class_names)
     label_width = 0.25 + 0.065 * max(len(nm) for nm in names)
     widths = [1.3] + [1.5] * layers + [1.5]
-    fig, axes, size = _axes_grid(n, widths, 1.3, left=1.0, right=0.2, top=1.1, bottom=0.95,
-                                 wgap=max(0.35, label_width), hgap=0.2)
+    fig, axes, size = _axes_grid(n, widths, 1.3, left=max(1.0, 0.2 + 0.075 * (5 + max(len(nm) for nm in names))),
+                                 right=0.2, top=1.1, bottom=0.95, wgap=max(0.35, label_width), hgap=0.2)
     invert = ink_on_paper(images)
     for r, i in enumerate(indices):
         _image_axes(axes[r, 0], images[r], invert)
@@ -254,22 +271,18 @@ def plot_activations(images: np.ndarray, indices: Sequence[int], labels: np.ndar
                               va="center")
         _probability_bars(axes[r, -1], probs[r], int(labels[r]), names)
     for l, out in enumerate(outputs):
-        low, high = float(np.min(out)), float(np.max(out))
-        signed = low < -1e-6 * max(abs(high), 1e-30)
-        bound = max(abs(low), abs(high)) or 1.0
-        norm = Normalize(-bound, bound) if signed else Normalize(0, high or 1.0)
-        cmap = SIGNED if signed else UNSIGNED
+        norm, cmap, extend = _activation_scale(out)
         for r in range(n):
             axes[r, l + 1].imshow(_grid(out[r]), cmap=cmap, norm=norm, interpolation="nearest")
             _off(axes[r, l + 1])
         axes[0, l + 1].set_title(layer_names[l], fontsize=8)
-        x = 1.0 + sum(widths[:l + 1]) + (l + 1) * max(0.35, label_width)
+        x = axes[0, l + 1].get_position().x0 * size[0]
         bar = fig.colorbar(ScalarMappable(norm, cmap), cax=_bar_axes(fig, size, x + 0.1, widths[l + 1] - 0.2),
-                           orientation="horizontal")
+                           orientation="horizontal", extend=extend)
         bar.ax.tick_params(labelsize=7)
         bar.set_label("activation", fontsize=7)
     axes[0, 0].set_title("input", fontsize=8)
-    axes[0, -1].set_title("output probabilities", fontsize=8)
+    axes[0, -1].set_title("output probabilities\n(true class in bold)", fontsize=8)
     fig.suptitle(title, fontsize=10, y=1 - 0.08 / size[1], va="top")
     return save_figure(fig, path)
 

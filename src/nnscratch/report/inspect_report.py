@@ -22,8 +22,8 @@ CAPTIONS = {
                        "mean activation on the class's test images minus the mean on all test images; each unit "
                        "drawn as its incoming weights.",
     "activations.png": "Each hidden layer's output for the chosen test images (units laid out row by row in a "
-                       "near-square grid, one colour scale per layer), and the output probabilities (true class "
-                       "in bold).",
+                       "near-square grid, one colour scale per layer, up to its 99th percentile of |activation|), "
+                       "and the output probabilities (true class in bold).",
     "saliency.png": "Saliency: the gradient of the predicted class's logit with respect to each input pixel "
                     "(pixel / 255), by the engine's own backward pass in evaluation mode{smooth}.",
     "top_losses.png": "The {top} test images with the highest cross-entropy loss, highest first, with the true "
