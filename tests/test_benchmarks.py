@@ -19,6 +19,7 @@ TINY = {
     "optimizers.py": ["2", "--small"],
     "checkpoints.py": ["1", "640"],
     "transfer.py": ["--small", "--out", "."],
+    "keep_overhead.py": [str(BENCHMARKS.parent / "src" / "nnscratch" / "numpy_engine" / "layers.py"), "bn", "2", "10"],
 }
 
 
@@ -30,7 +31,7 @@ def test_every_script_has_a_tiny_run():
 def test_the_script_runs(script, tmp_path, request):
     if script in ("engines.py", "checkpoints.py", "transfer.py"):
         request.getfixturevalue("mnist")  # the real MNIST files (skip or fail as conftest says)
-    else:
+    elif script != "keep_overhead.py":
         optional_import("torch")
         optional_import("numba")
     proc = subprocess.run([sys.executable, str(BENCHMARKS / script), *TINY[script]], cwd=tmp_path, env=cli_env(),
@@ -41,6 +42,8 @@ def test_the_script_runs(script, tmp_path, request):
     elif script == "transfer.py":
         assert "MNIST 0-4 -> 5-9" in proc.stdout and (tmp_path / "transfer.png").is_file(), proc.stdout
         assert (tmp_path / "transfer.json").is_file()
+    elif script == "keep_overhead.py":
+        assert "step losses identical" in proc.stdout, proc.stdout
     elif script == "checkpoints.py":
         assert "one checkpoint write: median" in proc.stdout and "with/without:" in proc.stdout, proc.stdout
     else:

@@ -68,7 +68,7 @@ def eval_model(spec, state: dict[str, np.ndarray], dtype=np.float32) -> Sequenti
     return model
 
 
-def model_inputs(pixels: np.ndarray, standardization: dict | None, image_shape: tuple[int, ...]) -> np.ndarray:
+def pixels_to_inputs(pixels: np.ndarray, standardization: dict | None, image_shape: tuple[int, ...]) -> np.ndarray:
     """``x`` from ``p`` (a new array of ``p``'s dtype): ``p`` itself, or standardised per channel
     with the statistics a model file stores (``{"mean": [...], "std": [...]}``)."""
     from nnscratch.data.preprocess import ChannelStats, standardize
@@ -170,7 +170,7 @@ def saliency(model: Sequential, pixels: np.ndarray, classes: Sequence[int], *, s
     """``S_c(p) = dz_c / dp (N, D)``: :func:`input_gradient` at the model inputs of ``pixels``,
     times ``dx / dp`` (:func:`input_scale`; ``image_shape`` ``(H, W, C)`` is needed only with
     ``standardization``)."""
-    x = model_inputs(np.asarray(pixels, dtype=model.dtype), standardization, image_shape)
+    x = pixels_to_inputs(np.asarray(pixels, dtype=model.dtype), standardization, image_shape)
     return input_gradient(model, x, classes) * input_scale(standardization, image_shape, model.dtype)
 
 
@@ -297,7 +297,7 @@ def inspect_model(spec, state: dict[str, np.ndarray], test_images: np.ndarray, t
     image_shape = image_shape if len(image_shape) == 3 else (*image_shape, 1)
     model = eval_model(spec, state, dtype)
     pixels_all = to_features(test_images, dtype)
-    x = model_inputs(pixels_all, standardization, image_shape)
+    x = pixels_to_inputs(pixels_all, standardization, image_shape)
     z = logits(model, x)
     result = Inspection(image_shape, z, top_losses(z, test_labels, top),
                         settings={"smooth": smooth, "noise": noise, "seed": seed, "units": units, "show": show})
