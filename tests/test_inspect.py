@@ -91,6 +91,16 @@ def test_saliency_equals_torch_input_gradient_float64():
     # a class out of range, or one class too few, is refused
     with pytest.raises(UsageError, match="classes"):
         ins.input_gradient(model, x, classes[:-1])
+    # a layer of one's own whose forward takes no keep: one line naming it, not a wrong gradient
+    from nnscratch.numpy_engine.layers import Tanh
+
+    class Plain(Tanh):
+        def forward(self, x, train=True):
+            return super().forward(x, train)
+
+    model.layers[5] = Plain(8, dtype=np.float64)
+    with pytest.raises(UsageError, match=r"layer 5 \(tanh\) cannot keep .* no keep argument"):
+        ins.input_gradient(model, x, classes)
 
 
 def test_smoothgrad_is_the_mean_of_torch_gradients_at_the_same_noisy_inputs():
