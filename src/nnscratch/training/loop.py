@@ -23,7 +23,10 @@ from nnscratch.training.metrics import cross_entropy, weighted_f1
 class EpochRecord:
     """One epoch's figures. ``train_*`` are averages over the epoch's mini-batches as they were
     trained (as Keras reports them); ``val_*`` are measured after the epoch; ``time_s`` is the
-    wall time of the epoch's optimisation steps."""
+    wall time of the epoch's optimisation steps. ``gradient_flow`` is the epoch's
+    :class:`~nnscratch.training.events.GradientFlow` (``steps``, ``params``, ``layers``), or None
+    when the run does not record it (then :meth:`History.records` leaves the key out; a record
+    written before the field existed loads as None)."""
 
     epoch: int
     train_loss: float
@@ -32,6 +35,13 @@ class EpochRecord:
     val_accuracy: float
     val_f1: float
     time_s: float
+    gradient_flow: dict | None = None
+
+
+def record_dict(record: EpochRecord) -> dict:
+    """``record`` as a plain dict, without ``gradient_flow`` when it has none (the form of
+    ``metrics.json``'s history and of :class:`~nnscratch.training.events.EpochEnd`'s record)."""
+    return {k: v for k, v in asdict(record).items() if not (k == "gradient_flow" and v is None)}
 
 
 @dataclass
@@ -43,19 +53,25 @@ class History:
     train_time_s: float = 0.0   # optimisation steps only (sum of the epochs' time_s)
     wall_time_s: float = 0.0    # with per-epoch validation
     early_stopping: dict | None = None  # where and why training stopped, when early stopping was on
+    _flow: dict | None = field(default=None, repr=False)  # the epoch's GradientFlow, until its EpochEnd
 
     def records(self) -> list[dict]:
-        return [asdict(e) for e in self.epochs]
+        """The epochs' records as dicts (``gradient_flow`` only where it was recorded)."""
+        return [record_dict(e) for e in self.epochs]
 
     def __call__(self, event) -> None:
-        """As a sink of the trainer's events: every step's loss and rate, every epoch's record,
-        the early-stopping outcome at the end."""
+        """As a sink of the trainer's events: every step's loss and rate, every epoch's record
+        (with the epoch's gradient flow, which arrives just before it), the early-stopping
+        outcome at the end."""
         kind = event.kind
         if kind == "step_end":
             self.step_loss.append(event.loss)
             self.step_lr.append(event.lr)
+        elif kind == "gradient_flow":
+            self._flow = {"steps": list(event.steps), "params": event.params, "layers": event.layers}
         elif kind == "epoch_end":
-            record = EpochRecord(**event.record)
+            record = EpochRecord(**{"gradient_flow": self._flow, **event.record})
+            self._flow = None
             self.epochs.append(record)
             self.train_time_s += record.time_s
         elif kind == "run_end" and "early_stopping" in event.detail:
