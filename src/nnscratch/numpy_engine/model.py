@@ -153,6 +153,7 @@ class NumpyEngine:
         self._sinks: list[GradientSink] = []   # the fused path's sinks, whose alpha is -lr
         self._sink_grads: list[dict[str, np.ndarray]] = []  # their layers' grads (a recorded step keeps dL/dp there)
         self._sink_lr: float | None = None
+        self._recording: tuple[dict, dict] | None = None  # the buffers of recorded steps (_recording_buffers)
         if self.fused:
             for i, layer in enumerate(self.model.layers):
                 if i in self.model.frozen:
@@ -206,7 +207,9 @@ class NumpyEngine:
             logits = self.model.forward(x, train=True)
         else:
             logits = self.model.forward_recorded(x, record["layers"])
-            before = {name: p.copy() for name, p in self.optimizer.params.items()}
+            before, work = self._recording_buffers()
+            for name, p in self.optimizer.params.items():
+                np.copyto(before[name], p)
         self._correct += int(np.count_nonzero(logits.argmax(axis=1) == y))
         loss, dlogits = self.loss.forward_backward(logits, y)
         if self.fused:
@@ -218,7 +221,7 @@ class NumpyEngine:
                 self.model.backward(dlogits)
             else:
                 self._backward_keeping_gradients(dlogits)
-                record["params"] = {name: gradient_stats(g) for name, g in self._grads.items()}
+                record["params"] = {name: gradient_stats(g, work[name]) for name, g in self._grads.items()}
         else:
             self.model.backward(dlogits)
             if self.l1 or self.l2:  # loss + l1 sum|p| + l2 sum p^2, before the update
@@ -226,15 +229,24 @@ class NumpyEngine:
                 loss += penalty(params, self.l1, self.l2)
                 add_penalty_gradient(params, self._grads, self.l1, self.l2)
             if record is not None:  # the gradient of the training loss, before clipping
-                record["params"] = {name: gradient_stats(g) for name, g in self._grads.items()}
+                record["params"] = {name: gradient_stats(g, work[name]) for name, g in self._grads.items()}
             if self.clip_grad_norm is not None:
                 clip_grad_norm(self._grads, self.clip_grad_norm)
             self.optimizer.step(self._grads, lr)
         if record is not None:
             for name, p in self.optimizer.params.items():
-                record["params"][name].update(update_stats(before[name], p))
+                record["params"][name].update(update_stats(before[name], p, work[name]))
         self.steps += 1
         self._losses.append(loss)
+
+    def _recording_buffers(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Per trainable parameter: an array for its value before a recorded step and a scratch
+        array for the statistics; made at the first recorded step, then reused."""
+        if self._recording is None:
+            params = self.optimizer.params
+            self._recording = ({n: np.empty_like(p) for n, p in params.items()},
+                               {n: np.empty_like(p) for n, p in params.items()})
+        return self._recording
 
     def _backward_keeping_gradients(self, dlogits: np.ndarray) -> None:
         """The fused backward pass (the update inside the products, as always), with every

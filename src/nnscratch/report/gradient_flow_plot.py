@@ -5,13 +5,12 @@ the gradient norm of each dense layer's weight and its update-to-weight ratio (l
 vanishing and exploding gradients show as lines orders of magnitude apart or running away), the
 standard deviation of each activation's output, and the dead fraction of the ReLU-family layers
 (their output mean when the network has none). The numbers are ``metrics.json``'s
-``history[i]["gradient_flow"]`` (:mod:`nnscratch.training.gradient_flow`).
+``history[i]["gradient_flow"]`` (:mod:`nnscratch.training.gradient_flow`). The figure is drawn
+here and written by :func:`nnscratch.report.plots.plot_gradient_flow`, with the other figures.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import matplotlib
@@ -22,7 +21,6 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator, PercentFormatter  # noqa: E402
 
 from nnscratch.report.display_names import engine_label  # noqa: E402
-from nnscratch.report.plots import save_figure  # noqa: E402
 
 #: A healthy update-to-weight ratio is often said to be near this (drawn as a guide, not a rule).
 UPDATE_RATIO_GUIDE = 1e-3
@@ -49,9 +47,22 @@ def _lines(ax, epochs, history, part: str, names: list[str], labels: list[str], 
         ax.plot(epochs, _series(history, part, name, stat), marker="o", ms=3.5, lw=1.6, color=colour, label=label)
 
 
-def plot_gradient_flow(history: Sequence[Mapping[str, Any]], path: str | os.PathLike, engine: str, *,
-                       dataset: str | None = None) -> Path:
-    """Draw the gradient flow of one engine's run (its ``metrics.json`` history) into ``path``."""
+def _log_axis(ax, series: list) -> None:
+    """A log y axis spanning the positive finite values of ``series`` with a margin (set by hand:
+    matplotlib warns when all the values are one number, e.g. a one-epoch run)."""
+    values = np.concatenate([np.asarray(v, dtype=float) for v in series])
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size:  # the limits first: they turn off the autoscaling that set_yscale would run
+        lo, hi = float(values.min()), float(values.max())
+        pad = max((hi / lo) ** 0.06, 1.5)
+        ax.set_ylim(lo / pad, hi * pad)
+    ax.set_yscale("log")
+
+
+def gradient_flow_figure(history: Sequence[Mapping[str, Any]], engine: str, *,
+                         dataset: str | None = None) -> plt.Figure:
+    """The gradient-flow figure of one engine's run (its ``metrics.json`` history; the epochs
+    that recorded it)."""
     recorded = [h for h in history if h.get("gradient_flow")]
     last = recorded[-1]["gradient_flow"]
     epochs = np.array([h.get("epoch", k + 1) for k, h in enumerate(recorded)], dtype=float)
@@ -70,8 +81,8 @@ def plot_gradient_flow(history: Sequence[Mapping[str, Any]], path: str | os.Path
     _lines(ax_u, epochs, recorded, "params", weights, weight_labels, "update_ratio")
     ax_u.axhline(UPDATE_RATIO_GUIDE, color="0.5", ls=":", lw=1, label="1e-3 (a common rule of thumb)")
     ax_u.set_title("update-to-weight ratio ||ΔW|| / ||W||", fontsize=10)
-    for ax in (ax_g, ax_u):
-        ax.set_yscale("log")
+    _log_axis(ax_g, [_series(recorded, "params", p, "grad_norm") for p in weights])
+    _log_axis(ax_u, [_series(recorded, "params", p, "update_ratio") for p in weights] + [[UPDATE_RATIO_GUIDE]])
     _lines(ax_s, epochs, recorded, "layers", acts, act_labels, "std")
     ax_s.set_title("activation std (each activation's output)", fontsize=10)
     if dead:
@@ -86,6 +97,7 @@ def plot_gradient_flow(history: Sequence[Mapping[str, Any]], path: str | os.Path
         ax_d.set_title("activation mean (no ReLU-family layers: no dead units)", fontsize=10)
     for ax in axes.flat:
         ax.grid(True, which="major", alpha=0.3)
+        ax.set_xlim(epochs.min() - 0.3, epochs.max() + 0.3)  # whole epochs, also for a single one
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes[1]:
         ax.set_xlabel("epoch")
@@ -96,4 +108,4 @@ def plot_gradient_flow(history: Sequence[Mapping[str, Any]], path: str | os.Path
     fig.suptitle(f"{engine_label(engine)}{on}: gradient flow per layer (mean of {samples} sampled steps per epoch; "
                  "dark = input side)", fontsize=11)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig

@@ -265,6 +265,19 @@ def plot_loss_curve(
     return save_figure(fig, path)
 
 
+def plot_gradient_flow(
+    history: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike,
+    engine: str,
+    *,
+    dataset: str | None = None,
+) -> Path:
+    """Draw the per-layer gradient flow over the epochs (:mod:`nnscratch.report.gradient_flow_plot`)."""
+    from nnscratch.report.gradient_flow_plot import gradient_flow_figure
+
+    return save_figure(gradient_flow_figure(history, engine, dataset=dataset), path)
+
+
 def plot_metrics(
     history: Sequence[Mapping[str, Any]],
     path: str | os.PathLike,
@@ -758,8 +771,6 @@ def _engine_figures(
                               **about),
     ]
     if any(h.get("gradient_flow") for h in history):
-        from nnscratch.report.gradient_flow_plot import plot_gradient_flow  # it imports this module
-
         written.append(plot_gradient_flow(history, out / f"{engine}_gradient_flow.png", engine, **about))
     if test_images is not None and test_labels is not None and probs is not None:
         for correct, name in ((True, "correct"), (False, "incorrect")):

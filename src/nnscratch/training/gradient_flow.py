@@ -6,7 +6,8 @@ bit for bit), which also measures, in float64,
 
 for every trainable parameter ``θ`` (named as the state dict names it, ``0.weight``), with ``g``
 the gradient of the training loss (L1/L2 penalty included, before gradient clipping) and ``n``
-its number of entries::
+its number of entries (sums in the parameter's dtype, NumPy's pairwise summation: about 1e-6
+relative in float32, which is plenty for a diagnostic, and a fraction of the cost of float64)::
 
     grad_norm      = ||g||_2 = sqrt(Σ g_i²)
     grad_mean_abs  = (1/n) Σ |g_i|
@@ -18,7 +19,7 @@ its number of entries::
 and for every layer ``i`` (named ``"0"``, ``"1"``... as ``nn.Sequential`` numbers its modules),
 with ``y`` its output ``(N, D)`` on the batch and ``x`` its input::
 
-    mean           = (1/(N D)) Σ y_nj
+    mean           = (1/(N D)) Σ y_nj                    (in float64)
     std            = sqrt((1/(N D)) Σ (y_nj - mean)²)    (population std over every entry)
     dead_fraction  = (1/D) #{j : x_nj <= 0 for every n}  (ReLU-family layers only: the units
                                                           whose input is never positive in the batch)
@@ -32,9 +33,6 @@ two are compared number for number (``tests/test_gradient_flow.py``).
 from __future__ import annotations
 
 import numpy as np
-
-# the float64 sum of squares of gradient clipping: one definition of a norm in the project
-from nnscratch.training.regularization import _sum_of_squares
 
 #: The statistics of each parameter, in the order they are recorded.
 PARAMETER_STATS = ("grad_norm", "grad_mean_abs", "grad_max_abs", "weight_norm", "update_ratio")
@@ -60,18 +58,26 @@ def sampled_positions(steps_per_epoch: int, samples: int) -> frozenset[int]:
     return frozenset((2 * j + 1) * steps_per_epoch // (2 * samples) for j in range(samples))
 
 
-def gradient_stats(grad: np.ndarray) -> dict[str, float]:
-    """``grad_norm``, ``grad_mean_abs``, ``grad_max_abs`` of one parameter's gradient (float64)."""
-    g = np.abs(grad.reshape(-1))
-    return {"grad_norm": float(np.sqrt(_sum_of_squares(grad))),
-            "grad_mean_abs": float(g.mean(dtype=np.float64)), "grad_max_abs": float(g.max())}
+def gradient_stats(grad: np.ndarray, work: np.ndarray | None = None) -> dict[str, float]:
+    """``grad_norm``, ``grad_mean_abs``, ``grad_max_abs`` of one parameter's gradient.
+
+    ``work``: a scratch array of ``grad``'s shape and dtype (overwritten; default: a new one).
+    Measured on the seed network's 784x533 float32 weight: 0.3 ms (float64 sums took 0.6 ms).
+    """
+    work = np.abs(grad, out=np.empty_like(grad) if work is None else work)
+    largest, total = float(work.max()), float(work.sum())
+    np.multiply(work, work, out=work)
+    return {"grad_norm": float(np.sqrt(work.sum())), "grad_mean_abs": total / work.size, "grad_max_abs": largest}
 
 
-def update_stats(before: np.ndarray, after: np.ndarray) -> dict[str, float]:
+def update_stats(before: np.ndarray, after: np.ndarray, work: np.ndarray | None = None) -> dict[str, float]:
     """``weight_norm`` (of ``before``) and ``update_ratio`` ``||after - before|| / ||before||``
-    (0 when neither moved from 0, inf when a zero parameter moved)."""
-    weight = float(np.sqrt(_sum_of_squares(before)))
-    update = float(np.sqrt(_sum_of_squares(np.subtract(after, before, dtype=np.float64))))
+    (0 when neither moved from 0, inf when a zero parameter moved); ``work`` as in :func:`gradient_stats`."""
+    work = np.multiply(before, before, out=np.empty_like(before) if work is None else work)
+    weight = float(np.sqrt(work.sum()))
+    np.subtract(after, before, out=work)   # exact in the dtype while |after| and |before| are within 2x
+    np.multiply(work, work, out=work)
+    update = float(np.sqrt(work.sum()))
     ratio = update / weight if weight > 0 else (0.0 if update == 0 else float("inf"))
     return {"weight_norm": weight, "update_ratio": ratio}
 
