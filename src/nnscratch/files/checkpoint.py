@@ -18,7 +18,7 @@ name                       what
 Metadata (strings): ``format`` (``nnscratch-checkpoint``), ``version``, ``engine``, ``spec``
 (the model, JSON), ``config`` (the whole resolved run configuration, JSON), ``data`` (the dataset
 and the split sizes it was trained on), ``trainer`` (position: epoch, step within it; the epochs'
-records; counters) and ``payload_sha256``, the SHA-256 of the tensor bytes: a damaged file is
+records; counters; the gradient-flow samples of the epoch in flight) and ``payload_sha256``, the SHA-256 of the tensor bytes: a damaged file is
 refused before anything of it is used.
 
 In plain PyTorch::

@@ -23,9 +23,9 @@ from nnscratch.training.metrics import cross_entropy, weighted_f1
 class EpochRecord:
     """One epoch's figures. ``train_*`` are averages over the epoch's mini-batches as they were
     trained (as Keras reports them); ``val_*`` are measured after the epoch; ``time_s`` is the
-    wall time of the epoch's optimisation steps. ``gradient_flow`` is the epoch's
-    :class:`~nnscratch.training.events.GradientFlow` (``steps``, ``params``, ``layers``), or None
-    when the run does not record it (then :meth:`History.records` leaves the key out; a record
+    wall time of the epoch's optimisation steps. ``gradient_flow`` is what the epoch's
+    :class:`~nnscratch.training.events.GradientFlow` said (``steps``, ``params``, ``layers``), or
+    None when the run does not record it (then :func:`record_dict` leaves the key out; a record
     written before the field existed loads as None)."""
 
     epoch: int
@@ -53,25 +53,20 @@ class History:
     train_time_s: float = 0.0   # optimisation steps only (sum of the epochs' time_s)
     wall_time_s: float = 0.0    # with per-epoch validation
     early_stopping: dict | None = None  # where and why training stopped, when early stopping was on
-    _flow: dict | None = field(default=None, repr=False)  # the epoch's GradientFlow, until its EpochEnd
 
     def records(self) -> list[dict]:
         """The epochs' records as dicts (``gradient_flow`` only where it was recorded)."""
         return [record_dict(e) for e in self.epochs]
 
     def __call__(self, event) -> None:
-        """As a sink of the trainer's events: every step's loss and rate, every epoch's record
-        (with the epoch's gradient flow, which arrives just before it), the early-stopping
-        outcome at the end."""
+        """As a sink of the trainer's events: every step's loss and rate, every epoch's record,
+        the early-stopping outcome at the end."""
         kind = event.kind
         if kind == "step_end":
             self.step_loss.append(event.loss)
             self.step_lr.append(event.lr)
-        elif kind == "gradient_flow":
-            self._flow = {"steps": list(event.steps), "params": event.params, "layers": event.layers}
         elif kind == "epoch_end":
-            record = EpochRecord(**{"gradient_flow": self._flow, **event.record})
-            self._flow = None
+            record = EpochRecord(**event.record)
             self.epochs.append(record)
             self.train_time_s += record.time_s
         elif kind == "run_end" and "early_stopping" in event.detail:

@@ -208,8 +208,9 @@ class Trainer:
         losses = np.asarray(self.history.step_loss[len(self.history.step_loss) - self.steps_per_epoch:])
         sizes = np.full(self.steps_per_epoch, self.batch_size, dtype=np.float64)
         sizes[-1] = self.n_train - self.batch_size * (self.steps_per_epoch - 1)  # the last batch may be short
-        if self._flow:
-            self._emit(GradientFlow(self.engine.name, epoch, **mean_of_samples(self._flow)))
+        flow = mean_of_samples(self._flow) if self._flow else None
+        if flow is not None:
+            self._emit(GradientFlow(self.engine.name, epoch, **flow))
             self._flow = []
         if self.val is not None:
             stats = evaluate(self.engine, *self.val, self.num_classes, self.label_smoothing)
@@ -217,7 +218,7 @@ class Trainer:
         else:
             stats = {"loss": math.nan, "accuracy": math.nan, "f1": math.nan}
         record = EpochRecord(epoch, float(np.average(losses, weights=sizes)), self._epoch_correct / self.n_train,
-                             stats["loss"], stats["accuracy"], stats["f1"], self._epoch_time)
+                             stats["loss"], stats["accuracy"], stats["f1"], self._epoch_time, flow)
         self.cursor.end_epoch(record.val_loss)
         best, stop = None, False
         if self.early_stopping is not None:
