@@ -22,7 +22,7 @@ from nnscratch.cli.main import main
 SUBSET = 2000
 STEPS = math.ceil(SUBSET / 64)  # 32
 ENGINE_FILES = ("loss_curve.png", "metrics.png", "confusion_matrix.png", "correct_predictions.png",
-                "incorrect_predictions.png", "model.safetensors")
+                "incorrect_predictions.png", "gradient_flow.png", "model.safetensors")
 TOP_KEYS = {"config", "architecture", "dataset", "engines"}
 OPTIONAL_TOP_KEYS = {"machine", "created"}  # documented in report/markdown.py and written by experiment.py
 SMALL = ["--train-subset", str(SUBSET), "--epochs", "1", "--quiet", "--device", "cpu"]

@@ -32,6 +32,9 @@ def _batch(seed=0, n=N):
 
 
 def _close(ours: float, theirs: float, what: str, rtol=1e-10, atol=1e-13) -> None:
+    if np.isinf(theirs):  # the update ratio of a parameter that starts at 0 (a bias at step 1)
+        assert ours == theirs, f"{what}: {ours!r} vs {theirs!r}"
+        return
     assert abs(ours - theirs) <= rtol * abs(theirs) + atol, f"{what}: {ours!r} vs {theirs!r}"
 
 
@@ -143,6 +146,25 @@ def test_the_twins_statistics_agree_in_float64(spec_name, setting):
         for stat in LAYER_STATS:
             if stat in stats:
                 _close(ours["layers"][name][stat], stats[stat], f"layer {name} {stat}")
+
+
+def test_frozen_layers_have_no_gradient_flow_but_their_outputs_are_measured():
+    """``freeze=1``: the first dense layer gets no statistics of its own (no gradient, no update),
+    in both twins alike; every layer's output is measured, and the twins agree in float64."""
+    optional_import("torch")
+    spec = SPECS["relu-dropout"]
+    records = []
+    for name in ("numpy", "torch"):
+        engine = make_engine(name, spec, _initial(spec), np.float64, device="cpu", optimizer="sgd", freeze=1)
+        records.append(engine.train_step_recorded(*_batch(0), 0.05, _masks(spec, 0)))
+    ours, theirs = records
+    assert list(ours["params"]) == list(theirs["params"]) == ["3.weight", "3.bias", "6.weight", "6.bias"]
+    assert list(ours["layers"]) == [str(i) for i in range(len(spec.layers))]
+    for name, stats in theirs["params"].items():
+        for stat, value in stats.items():
+            _close(ours["params"][name][stat], value, f"{name} {stat}")
+    assert ours["params"]["3.bias"]["update_ratio"] == np.inf  # a bias that starts at 0 moved
+    assert ours["layers"]["1"]["dead_fraction"] == theirs["layers"]["1"]["dead_fraction"] == 3 / 16
 
 
 def _oracle_model(torch, spec, state):
