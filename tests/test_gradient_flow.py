@@ -217,7 +217,8 @@ def _oracle_step(torch, model, opt, spec, x, y, masks, l2=0.0, clip=None, record
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     opt.step()
     for n, p in model.named_parameters():
-        params[n].update(weight_norm=norm(before[n]).item(), update_ratio=(norm(p.detach() - before[n]) / norm(before[n])).item())
+        update = norm(p.detach() - before[n]) / norm(before[n])
+        params[n].update(weight_norm=norm(before[n]).item(), update_ratio=update.item())
     return {"params": params, "layers": layers} if record else None
 
 
@@ -378,7 +379,8 @@ def test_the_figure_of_a_net_without_relu_and_an_epoch_without_samples(tmp_path)
                            for i in range(5)}}
 
     history = [{"epoch": 1, "gradient_flow": flow(1.0)}, {"epoch": 2}, {"epoch": 3, "gradient_flow": flow(2.0)}]
-    one = [{"epoch": 1, "gradient_flow": {**flow(1.0), "params": {"0.weight": {"grad_norm": 1.0, "update_ratio": 1e-3}}}}]
+    single = {"0.weight": {"grad_norm": 1.0, "update_ratio": 1e-3}}  # every figure one number
+    one = [{"epoch": 1, "gradient_flow": {**flow(1.0), "params": single}}]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for k, h in enumerate((history, one)):

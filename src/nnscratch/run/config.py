@@ -455,7 +455,8 @@ def check_value(key: str, value: Any) -> str | None:
         "checkpoint_every_steps": lambda: integer(1, optional=True),
         "keep_checkpoints": lambda: integer(1, optional=True),
         "gradient_flow": lambda: boolean(),
-        "gradient_flow_samples": lambda: integer(1) and f"{integer(1)} (to record none: --no-gradient-flow)",
+        "gradient_flow_samples": lambda: None if integer(1) is None else
+        f"{integer(1)} (to record none: --no-gradient-flow)",
         "engines": lambda: sequence(lambda e: isinstance(e, str), "engine names"),
     }
     return checks[key]()

@@ -83,8 +83,9 @@ class GradientFlow:
 @dataclass(frozen=True)
 class EpochEnd:
     """Epoch ``record["epoch"]`` is done; ``record`` is its :class:`~nnscratch.training.loop.EpochRecord`
-    as a dict (with the epoch's ``gradient_flow`` when it was recorded). ``best``: early stopping counts it as the best epoch so far (None without early stopping);
-    ``stop``: early stopping ends the run after it."""
+    as a dict (with the epoch's ``gradient_flow`` when it was recorded). ``best``: early stopping
+    counts it as the best epoch so far (None without early stopping); ``stop``: early stopping ends
+    the run after it."""
 
     engine: str
     record: dict
