@@ -77,7 +77,7 @@ def test_run_holds_plain_python(run):
         assert all(type(v) is float for v in h["step_loss"] + h["step_lr"])
         assert [e["epoch"] for e in h["epochs"]] == [1] and h["early_stopping"] is None
         assert set(h["epochs"][0]) == {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
-                                       "val_f1", "time_s"}
+                                       "val_f1", "time_s", "gradient_flow"}
         assert run.models[name]["0.weight"].shape == (533, 784)
         assert run.models[name]["0.weight"].dtype == np.float64
     assert "784-533-10" in repr(run) and "numpy" in repr(run)

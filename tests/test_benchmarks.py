@@ -20,6 +20,7 @@ TINY = {
     "checkpoints.py": ["1", "640"],
     "transfer.py": ["--small", "--out", "."],
     "keep_overhead.py": [str(BENCHMARKS.parent / "src" / "nnscratch" / "numpy_engine" / "layers.py"), "bn", "2", "10"],
+    "gradient_flow.py": ["20", "1", "640"],
 }
 
 
@@ -29,7 +30,7 @@ def test_every_script_has_a_tiny_run():
 
 @pytest.mark.parametrize("script", sorted(TINY))
 def test_the_script_runs(script, tmp_path, request):
-    if script in ("engines.py", "checkpoints.py", "transfer.py"):
+    if script in ("engines.py", "checkpoints.py", "transfer.py", "gradient_flow.py"):
         request.getfixturevalue("mnist")  # the real MNIST files (skip or fail as conftest says)
     elif script != "keep_overhead.py":
         optional_import("torch")
@@ -44,6 +45,8 @@ def test_the_script_runs(script, tmp_path, request):
         assert (tmp_path / "transfer.json").is_file()
     elif script == "keep_overhead.py":
         assert "step losses identical" in proc.stdout, proc.stdout
+    elif script == "gradient_flow.py":
+        assert "extra per recorded step" in proc.stdout and "epochs on/off" in proc.stdout, proc.stdout
     elif script == "checkpoints.py":
         assert "one checkpoint write: median" in proc.stdout and "with/without:" in proc.stdout, proc.stdout
     else:

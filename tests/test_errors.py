@@ -105,6 +105,8 @@ CASES = [
     ("an image to predict that does not exist", "predict DIR/missing.png --model DIR/digits8x8.safetensors"),
     ("a folder to predict with no images", "predict DIR/empty --model DIR/digits8x8.safetensors"),
     ("a model to predict with that is not a model", "predict DIR/one_class/cat/a.png --model DIR/not_a_model.safetensors"),
+    # issue 22: gradient flow
+    ("a gradient flow measured on no steps", "compare --gradient-flow-samples 0"),
 ]
 
 

@@ -39,6 +39,7 @@ from nnscratch.errors import UsageError
 from nnscratch.files.run_folder import RunFolder
 from nnscratch.run.experiment import (EngineResult, check_engines, open_run_folder, plan_run, prepare_arrays,
                                       run_experiment, write_run_folder)
+from nnscratch.training.loop import record_dict
 from nnscratch.training.metrics import softmax
 from nnscratch.threads import set_threads
 
@@ -62,7 +63,8 @@ class Run:
         The ``metrics.json`` dict: config, architecture, dataset, engines, twin, machine.
     history : dict[str, dict]
         Per engine: ``epochs`` (one dict per epoch: ``epoch, train_loss, train_accuracy,
-        val_loss, val_accuracy, val_f1, time_s``), ``step_loss`` and ``step_lr`` (one float per
+        val_loss, val_accuracy, val_f1, time_s`` and, unless ``gradient_flow=False``,
+        ``gradient_flow``: docs/gradient-flow.md), ``step_loss`` and ``step_lr`` (one float per
         optimisation step, length ``n_steps``), ``train_time_s``, ``wall_time_s`` and
         ``early_stopping`` (None unless it was on).
     test : dict[str, dict]
@@ -310,7 +312,7 @@ def _run(cfg: ConfigLike, engines: tuple[str, ...], out, overwrite: bool, progre
     with contextlib.nullcontext() if folder is None or folder.locked else folder:  # the lock, from here on
         if data is None:  # loaded here, not in run_experiment, so that the Run can write its report later
             data = load_dataset(cfg.dataset, cfg.data_dir, progress=progress, **cfg.data_options())
-        hook = (lambda name, record: on_epoch(name, dataclasses.asdict(record))) if on_epoch else None
+        hook = (lambda name, record: on_epoch(name, record_dict(record))) if on_epoch else None
         metrics, results = run_experiment(cfg, folder, progress=progress, on_epoch=hook, data=data,
                                           resume=checkpoints)
     out = folder.out if folder is not None else None

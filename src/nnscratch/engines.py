@@ -30,6 +30,10 @@ class Engine(Protocol):
     * ``state_dict()``: parameters and buffers (what a model file holds).
     * ``state()`` / ``load_state(state)``: everything needed to resume exactly: parameters,
       buffers, ``optimizer.<param>.<torch state name>`` and ``engine.steps``.
+
+    Optional: ``train_step_recorded(x, y, lr, masks) -> dict``, the same step (bit for bit the same
+    weights after it) that also returns its gradient-flow statistics
+    (:mod:`nnscratch.training.gradient_flow`); the trainer records none for an engine without it.
     """
 
     name: str

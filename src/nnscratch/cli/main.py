@@ -85,6 +85,11 @@ def _add_run_flags(p: argparse.ArgumentParser, default_out: str, finetune: bool 
     r.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
                    help="NumPy engine: Numba-compiled element-wise kernels (needs numba; see docs/performance.md)")
     r.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    r.add_argument("--gradient-flow", action=argparse.BooleanOptionalAction, default=None,
+                   help="per-layer gradient, update and activation statistics every epoch, in metrics.json and "
+                        "{engine}_gradient_flow.png (default: on; see docs/gradient-flow.md)")
+    r.add_argument("--gradient-flow-samples", type=int, metavar="K",
+                   help="steps per epoch the gradient flow is measured on (default: 4)")
     c = p.add_argument_group("checkpoints (OUT/checkpoints/, see docs/trainer.md)")
     c.add_argument("--resume", default=None, metavar="PATH",
                    help="continue a run from its checkpoint (OUT/checkpoints/last.safetensors, or the run's folder); "

@@ -18,8 +18,8 @@ name                       what
 Metadata (strings): ``format`` (``nnscratch-checkpoint``), ``version``, ``engine``, ``spec``
 (the model, JSON), ``config`` (the whole resolved run configuration, JSON), ``data`` (the dataset
 and the split sizes it was trained on), ``trainer`` (position: epoch, step within it; the epochs'
-records; counters) and ``payload_sha256``, the SHA-256 of the tensor bytes: a damaged file is
-refused before anything of it is used.
+records; counters; the gradient-flow samples of the epoch in flight) and ``payload_sha256``, the
+SHA-256 of the tensor bytes: a damaged file is refused before anything of it is used.
 
 In plain PyTorch::
 
@@ -193,8 +193,9 @@ def metadata_sha256(metadata: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-#: The record of one epoch in a checkpoint's history (an EpochRecord).
+#: The record of one epoch in a checkpoint's history (an EpochRecord), and what it may hold besides.
 _RECORD_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1", "time_s"}
+_OPTIONAL_RECORD_KEYS = {"gradient_flow"}
 _FINISHED = (None, "finished", "early_stop")
 
 
@@ -222,8 +223,12 @@ def position_problem(trainer: dict, entries: dict) -> str | None:
     if not isinstance(history, dict) or not isinstance(history.get("epochs"), list):
         return "trainer history must hold a list of epochs"
     records = history["epochs"]
-    if len(records) != e or not all(isinstance(r, dict) and set(r) == _RECORD_KEYS for r in records):
+    allowed = _RECORD_KEYS | _OPTIONAL_RECORD_KEYS
+    if len(records) != e or not all(isinstance(r, dict) and _RECORD_KEYS <= set(r) <= allowed for r in records):
         return f"trainer history must hold {e} epoch records with {sorted(_RECORD_KEYS)}"
+    flow = trainer.get("gradient_flow", [])
+    if not isinstance(flow, list) or not all(isinstance(f, dict) for f in flow):
+        return "trainer gradient_flow must be a list of the epoch's sampled steps"
     for key in ("trainer.step_loss", "trainer.step_lr", "engine.steps"):
         if key not in entries:
             return f"tensor {key} is missing"

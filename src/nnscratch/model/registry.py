@@ -6,7 +6,8 @@ One :class:`LayerKind` per ``kind`` of :class:`~nnscratch.model.spec.LayerSpec` 
 * the NumPy class that computes it by hand (a :class:`~nnscratch.numpy_engine.layers.Layer`);
 * the torch module its twin uses (built lazily: this module never imports torch);
 * its parameters' and buffers' names and shapes, named as torch's ``state_dict()`` names them
-  (``weight (out, in)``, ``running_mean``...), and how they are initialised.
+  (``weight (out, in)``, ``running_mean``...), and how they are initialised;
+* whether its units can die (the ReLU family: the gradient-flow statistics count its dead units).
 
 The registry is open: :func:`register_layer` adds a kind of your own (docs/your-own-layer.md)
 without editing this file; the spec, both engines, the settings and the model files then accept
@@ -57,6 +58,9 @@ class LayerKind:
     initial: Initial | None = None                     # None: no parameters or buffers
     init_gain_squared: Callable[[dict], float] | None = None  # activations only: gain**2 for He/Xavier init
     short: Callable[[dict], str] = lambda args: ""            # for ModelSpec.describe()
+    # the ReLU family (relu, leaky_relu, elu): flat or nearly so below 0, so a unit whose input is
+    # <= 0 for a whole batch passes (almost) nothing back; training/gradient_flow.py counts those
+    dead_units: bool = False
 
     def signature(self, args: dict, d_in: int, d_out: int) -> str:
         """``dense 784 -> 533``, ``dropout p=0.2``: one layer of the report's architecture table."""
@@ -119,15 +123,16 @@ LAYER_KINDS: dict[str, LayerKind] = {k.name: k for k in (
                   {"bias": (a["out_features"],)} if a["bias"] else {}),
               initial=_dense_initial),
     LayerKind("relu", layers.ReLU, lambda a, d: _nn().ReLU(), init_gain_squared=lambda a: 2.0,
-              short=lambda a: "relu"),
+              short=lambda a: "relu", dead_units=True),
     LayerKind("leaky_relu", layers.LeakyReLU, lambda a, d: _nn().LeakyReLU(a["negative_slope"]),
               defaults={"negative_slope": 0.01},
               check=_positive_float("negative_slope", "leaky_relu negative_slope", 0.0),
               init_gain_squared=lambda a: 2.0 / (1.0 + a["negative_slope"] ** 2),
-              short=lambda a: "leaky_relu" + (f" {a['negative_slope']}" if a["negative_slope"] != 0.01 else "")),
+              short=lambda a: "leaky_relu" + (f" {a['negative_slope']}" if a["negative_slope"] != 0.01 else ""),
+              dead_units=True),
     LayerKind("elu", layers.ELU, lambda a, d: _nn().ELU(a["alpha"]), defaults={"alpha": 1.0},
               check=_positive_float("alpha", "elu alpha", 0.0), init_gain_squared=lambda a: 2.0,
-              short=lambda a: "elu"),
+              short=lambda a: "elu", dead_units=True),
     LayerKind("gelu", layers.GELU, lambda a, d: _nn().GELU(approximate=a["approximate"]),
               defaults={"approximate": "none"}, check=_gelu_check, init_gain_squared=lambda a: 2.0,
               short=lambda a: "gelu" if a["approximate"] == "none" else "gelu_tanh"),
@@ -169,7 +174,7 @@ def register_layer(kind: str, numpy_class: type, torch_module: Callable[[dict, i
                    param_shapes: Callable[[dict, int], dict[str, tuple[int, ...]]] | None = None,
                    buffer_shapes: Callable[[dict, int], dict[str, tuple[int, ...]]] | None = None,
                    initial: Initial | None = None, activation: bool = False,
-                   init_gain_squared: float | None = None) -> LayerKind:
+                   init_gain_squared: float | None = None, dead_units: bool = False) -> LayerKind:
     """Add a layer kind of your own to the registry (for this process), without editing our files.
 
     Parameters
@@ -200,6 +205,9 @@ def register_layer(kind: str, numpy_class: type, torch_module: Callable[[dict, i
         settings (:func:`nnscratch.api.compare`, :class:`~nnscratch.run.config.RunConfig`), after
         each hidden dense layer. ``init_gain_squared`` is then the gain**2 the He and Xavier
         initialisers use for the dense layer before it (default 2.0, ReLU's, as GELU and ELU take).
+    dead_units : bool
+        A ReLU-like activation: the gradient-flow statistics count its units whose input is
+        ``<= 0`` for a whole batch (``dead_fraction``).
 
     Returns
     -------
@@ -223,7 +231,7 @@ def register_layer(kind: str, numpy_class: type, torch_module: Callable[[dict, i
                       param_shapes=param_shapes or (lambda args, d: {}),
                       buffer_shapes=buffer_shapes or (lambda args, d: {}), initial=initial,
                       init_gain_squared=None if gain is None else (lambda args: gain),
-                      short=lambda args: kind)
+                      short=lambda args: kind, dead_units=bool(dead_units))
     LAYER_KINDS[kind] = entry
     if activation:
         ACTIVATIONS[kind] = (kind, {})
@@ -262,6 +270,12 @@ def state_shapes(spec) -> dict[str, tuple[int, ...]]:
 def dropout_layers(spec) -> list[tuple[int, int, float]]:
     """``(index, width, p)`` of every dropout layer: where the training loop must draw masks."""
     return [(i, d_in, layer.args["p"]) for i, layer, d_in, _ in spec.walk() if layer.kind == "dropout"]
+
+
+def dead_unit_layers(spec) -> frozenset[int]:
+    """Indices of the ReLU-family layers (:attr:`LayerKind.dead_units`), whose dead units the
+    gradient-flow statistics count."""
+    return frozenset(i for i, layer, _, _ in spec.walk() if LAYER_KINDS[layer.kind].dead_units)
 
 
 def dense_layers(spec) -> list[int]:

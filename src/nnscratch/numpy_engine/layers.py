@@ -39,13 +39,21 @@ class GradientSink:
     into the gradient computation itself: plain SGD points the sink at the *parameters* with
     ``alpha = -lr, beta = 1``, so ``W <- W - lr * dW`` happens inside the BLAS product that computes
     ``dW`` (``C = alpha * A @ B + beta * C``), and ``dW`` is never stored (see ``NumpyEngine``).
+
+    ``keep``: None, or a dict like ``target`` (the layer's ``grads``) that also receives the plain
+    gradient ``dL/dparam``. The fused path sets it on the few steps that record their gradient
+    flow (:mod:`nnscratch.training.gradient_flow`): the update happens exactly as always, and the
+    gradient it never stores is kept as well.
     """
 
     def __init__(self, target: dict[str, np.ndarray], alpha: float = 1.0, beta: float = 0.0) -> None:
         self.target, self.alpha, self.beta = target, alpha, beta
+        self.keep: dict[str, np.ndarray] | None = None
 
     def put(self, name: str, grad: np.ndarray) -> None:
         """Hand over ``grad`` (a scratch array that may be overwritten) for parameter ``name``."""
+        if self.keep is not None:
+            np.copyto(self.keep[name], grad)
         out = self.target[name]
         if self.beta == 0.0:
             np.multiply(grad, self.alpha, out=out)
@@ -135,7 +143,9 @@ class Dense(Layer):
 
     ``dW`` and ``db`` are computed by BLAS straight into the sink's target with the sink's
     ``alpha``/``beta`` (``C = alpha * A @ B + beta * C``): with plain SGD's sink that *is* the
-    update ``W -= lr * dW`` (one pass over ``W`` fewer than storing ``dW`` first).
+    update ``W -= lr * dW`` (one pass over ``W`` fewer than storing ``dW`` first). When the sink
+    also keeps the plain gradient (``sink.keep``: a step that records its gradient flow), ``dW``
+    and ``db`` are computed into it as well, by the same products with ``alpha = 1, beta = 0``.
     """
 
     def __init__(self, in_features: int, dtype=np.float32, *, out_features: int, bias: bool = True) -> None:
@@ -166,6 +176,10 @@ class Dense(Layer):
             gemm(dout, W, out=dx)
         sink = self.sink
         ones = self._scratch.ones(dout.shape[0])  # ones @ dout = dout.sum(0)
+        if sink.keep is not None:  # the plain gradient too (a recorded step of the fused path)
+            gemm(dout.T, x, out=sink.keep["weight"])
+            if "bias" in self.params:
+                gemm(ones, dout, out=sink.keep["bias"][None, :])
         gemm(dout.T, x, out=sink.target["weight"], alpha=sink.alpha, beta=sink.beta)
         if "bias" in self.params:
             gemm(ones, dout, out=sink.target["bias"][None, :], alpha=sink.alpha, beta=sink.beta)

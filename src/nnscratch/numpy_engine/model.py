@@ -12,6 +12,7 @@ from nnscratch.numpy_engine import layers as layer_classes
 from nnscratch.numpy_engine.layers import GradientSink
 from nnscratch.numpy_engine.losses import SoftmaxCrossEntropy
 from nnscratch.numpy_engine.optimizers import make_optimizer
+from nnscratch.training.gradient_flow import dead_fraction, gradient_stats, layer_stats, update_stats
 from nnscratch.training.regularization import add_penalty_gradient, clip_grad_norm, penalty
 from nnscratch.model.spec import ModelSpec
 
@@ -39,7 +40,7 @@ class Sequential:
 
     def __init__(self, spec: ModelSpec, dtype=np.float32, freeze: int = 0) -> None:
         # imported here: the registry holds this package's layer classes, so it imports them first
-        from nnscratch.model.registry import LAYER_KINDS, first_trainable_layer, frozen_layers
+        from nnscratch.model.registry import LAYER_KINDS, dead_unit_layers, first_trainable_layer, frozen_layers
 
         self.spec = spec
         self.dtype = np.dtype(dtype)
@@ -50,6 +51,7 @@ class Sequential:
         # whether each layer runs in training mode during a training forward pass (all of them without freezing)
         self._trains = [i >= self.first_trainable or isinstance(layer, layer_classes.Dropout)
                         for i, layer in enumerate(self.layers)]
+        self._dead_units = dead_unit_layers(spec)  # the ReLU-family layers (gradient-flow statistics)
 
     def forward(self, x: np.ndarray, train: bool = True, keep: bool | None = None) -> np.ndarray:
         """Logits ``(N, C)`` for inputs ``x (N, D)`` (a reused buffer: valid until the next call).
@@ -66,6 +68,17 @@ class Sequential:
                                  "evaluation mode: its forward(x, train) takes no keep argument "
                                  "(docs/your-own-layer.md)")
             x = layer.forward(x, train and self._trains[i], keep=keep)
+        return x
+
+    def forward_recorded(self, x: np.ndarray, stats: dict) -> np.ndarray:
+        """:meth:`forward` in training mode, the same numbers, that also puts every layer's output
+        statistics into ``stats`` (``{"0": {"kind", "mean", "std"[, "dead_fraction"]}, ...}``, see
+        :mod:`nnscratch.training.gradient_flow`). A ReLU-family layer's dead units are counted on its
+        input before it runs (it overwrites its input in place)."""
+        for i, (layer, trains) in enumerate(zip(self.layers, self._trains)):
+            dead = dead_fraction(x) if i in self._dead_units else None
+            x = layer.forward(x, trains)
+            stats[str(i)] = layer_stats(self.spec.layers[i].kind, x, dead)
         return x
 
     def backward(self, dlogits: np.ndarray, need_dx: bool = False) -> np.ndarray | None:
@@ -134,6 +147,11 @@ class NumpyEngine:
     ``freeze=N`` holds the first ``N`` dense layers (and their batch norm) fixed (see
     :class:`Sequential`): the optimizer, the L1/L2 penalty, clipping and the fused path see only
     the trainable parameters.
+
+    :meth:`train_step_recorded` is the same step that also measures its gradient flow
+    (:mod:`nnscratch.training.gradient_flow`); on the fused path it has the layers keep the plain
+    gradient as well (``GradientSink.keep``: one more product per parameter), so its weights are
+    bit for bit those of :meth:`train_step`.
     """
 
     name = "numpy"
@@ -161,7 +179,9 @@ class NumpyEngine:
         # the fused path is plain SGD on the loss's own gradient: a penalty or clipping needs the gradient first
         self.fused = fuse and self.optimizer.fused and not (l1 or l2 or clip_grad_norm)
         self._sinks: list[GradientSink] = []   # the fused path's sinks, whose alpha is -lr
+        self._sink_grads: list[dict[str, np.ndarray]] = []  # their layers' grads (a recorded step keeps dL/dp there)
         self._sink_lr: float | None = None
+        self._recording: tuple[dict, dict] | None = None  # the buffers of recorded steps (_recording_buffers)
         if self.fused:
             for i, layer in enumerate(self.model.layers):
                 if i in self.model.frozen:
@@ -169,6 +189,7 @@ class NumpyEngine:
                 layer.sink = GradientSink(layer.params, alpha=0.0, beta=1.0)
                 if layer.params:
                     self._sinks.append(layer.sink)
+                    self._sink_grads.append(layer.grads)
         self._grads = self.model.trainable_grads()
         self._dropout = {i: layer for i, layer in enumerate(self.model.layers)
                          if isinstance(layer, layer_classes.Dropout)}
@@ -191,12 +212,32 @@ class NumpyEngine:
 
         ``masks`` maps each dropout layer's index to its ``keep`` array ``(N, D)`` for this step.
         """
+        self._step(x, y, lr, masks, None)
+
+    def train_step_recorded(self, x: np.ndarray, y: np.ndarray, lr: float,
+                            masks: dict[int, np.ndarray] | None = None) -> dict:
+        """:meth:`train_step`, the same numbers, measuring its gradient flow as it goes:
+        ``{"params": {"0.weight": {grad_norm, grad_mean_abs, grad_max_abs, weight_norm,
+        update_ratio}, ...}, "layers": {"0": {kind, mean, std[, dead_fraction]}, ...}}`` (the
+        trainable parameters only; see :mod:`nnscratch.training.gradient_flow`)."""
+        record: dict = {"params": {}, "layers": {}}
+        self._step(x, y, lr, masks, record)
+        return record
+
+    def _step(self, x: np.ndarray, y: np.ndarray, lr: float, masks, record: dict | None) -> None:
+        """The step of :meth:`train_step`; with ``record`` (a dict) also :meth:`train_step_recorded`'s figures."""
         if not self.training:
             raise RuntimeError("train_step needs training mode: call engine.train() first")
         if self._dropout:
             for i, layer in self._dropout.items():
                 layer.set_keep(masks[i])
-        logits = self.model.forward(x, train=True)
+        if record is None:
+            logits = self.model.forward(x, train=True)
+        else:
+            logits = self.model.forward_recorded(x, record["layers"])
+            before, work = self._recording_buffers()
+            for name, p in self.optimizer.params.items():
+                np.copyto(before[name], p)
         self._correct += int(np.count_nonzero(logits.argmax(axis=1) == y))
         loss, dlogits = self.loss.forward_backward(logits, y)
         if self.fused:
@@ -204,18 +245,47 @@ class NumpyEngine:
                 for sink in self._sinks:
                     sink.alpha = -lr
                 self._sink_lr = lr
-            self.model.backward(dlogits)
+            if record is None:
+                self.model.backward(dlogits)
+            else:
+                self._backward_keeping_gradients(dlogits)
+                record["params"] = {name: gradient_stats(g, work[name]) for name, g in self._grads.items()}
         else:
             self.model.backward(dlogits)
             if self.l1 or self.l2:  # loss + l1 sum|p| + l2 sum p^2, before the update
                 params = self.optimizer.params
                 loss += penalty(params, self.l1, self.l2)
                 add_penalty_gradient(params, self._grads, self.l1, self.l2)
+            if record is not None:  # the gradient of the training loss, before clipping
+                record["params"] = {name: gradient_stats(g, work[name]) for name, g in self._grads.items()}
             if self.clip_grad_norm is not None:
                 clip_grad_norm(self._grads, self.clip_grad_norm)
             self.optimizer.step(self._grads, lr)
+        if record is not None:
+            for name, p in self.optimizer.params.items():
+                record["params"][name].update(update_stats(before[name], p, work[name]))
         self.steps += 1
         self._losses.append(loss)
+
+    def _recording_buffers(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Per trainable parameter: an array for its value before a recorded step and a scratch
+        array for the statistics; made at the first recorded step, then reused."""
+        if self._recording is None:
+            params = self.optimizer.params
+            self._recording = ({n: np.empty_like(p) for n, p in params.items()},
+                               {n: np.empty_like(p) for n, p in params.items()})
+        return self._recording
+
+    def _backward_keeping_gradients(self, dlogits: np.ndarray) -> None:
+        """The fused backward pass (the update inside the products, as always), with every
+        trainable layer's plain gradient kept in its ``grads`` too (``GradientSink.keep``)."""
+        for sink, grads in zip(self._sinks, self._sink_grads):
+            sink.keep = grads
+        try:
+            self.model.backward(dlogits)
+        finally:
+            for sink in self._sinks:
+                sink.keep = None
 
     def take_epoch_stats(self) -> tuple[np.ndarray, int]:
         """``(losses of the steps since the last call, correct training predictions among them)``."""

@@ -29,6 +29,7 @@ _FIGURE_CAPTIONS = {
     "confusion_matrix": "confusion matrix (test set)",
     "correct_predictions": "correct test predictions",
     "incorrect_predictions": "most confident mistakes",
+    "gradient_flow": "gradient flow per layer (gradient norms, update ratios, activations, dead units)",
 }
 _LR_FIGURE = "lr_schedule"
 

@@ -265,6 +265,19 @@ def plot_loss_curve(
     return save_figure(fig, path)
 
 
+def plot_gradient_flow(
+    history: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike,
+    engine: str,
+    *,
+    dataset: str | None = None,
+) -> Path:
+    """Draw the per-layer gradient flow over the epochs (:mod:`nnscratch.report.gradient_flow_plot`)."""
+    from nnscratch.report.gradient_flow_plot import gradient_flow_figure
+
+    return save_figure(gradient_flow_figure(history, engine, dataset=dataset), path)
+
+
 def plot_metrics(
     history: Sequence[Mapping[str, Any]],
     path: str | os.PathLike,
@@ -689,7 +702,8 @@ def write_figures(
     :func:`nnscratch.report.display_names.dataset_slug`, e.g. ``mnist``, ``cifar10``), ``lr_schedule.png``
     (when some engine's ``step_lr`` is not constant), then for each engine in
     ``metrics["engines"]``: ``{engine}_loss_curve.png``, ``{engine}_metrics.png``,
-    ``{engine}_confusion_matrix.png`` and, when its test probabilities are given,
+    ``{engine}_confusion_matrix.png``, ``{engine}_gradient_flow.png`` (when its history has the
+    gradient flow) and, when its test probabilities are given,
     ``{engine}_correct_predictions.png`` and ``{engine}_incorrect_predictions.png``; finally
     ``twin_divergence.png`` when both ``numpy`` and ``torch`` ran.
 
@@ -743,7 +757,8 @@ def _engine_figures(
     test_labels: np.ndarray | None,
     probs: np.ndarray | None,
 ) -> list[Path]:
-    """The five figures of one engine (the two prediction grids only when data is given)."""
+    """The figures of one engine (the two prediction grids only when data is given, the gradient
+    flow only when the run recorded it)."""
     history = result.get("history") or []
     names, about = view.class_names, {"dataset": view.title}
     written = [
@@ -755,6 +770,8 @@ def _engine_figures(
                               out / f"{engine}_confusion_matrix.png", engine, noun=view.noun,
                               **about),
     ]
+    if any(h.get("gradient_flow") for h in history):
+        written.append(plot_gradient_flow(history, out / f"{engine}_gradient_flow.png", engine, **about))
     if test_images is not None and test_labels is not None and probs is not None:
         for correct, name in ((True, "correct"), (False, "incorrect")):
             written.append(plot_predictions(

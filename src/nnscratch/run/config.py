@@ -72,7 +72,7 @@ _QUIET_DEFAULTS = ("jit", "val_size", "standardize", "verify", "image_size", "co
                    "final_div_factor", "three_phase", "plateau_factor", "plateau_patience", "plateau_threshold",
                    "plateau_threshold_mode", "plateau_cooldown", "plateau_eps", "l1", "l2", "clip_grad_norm",
                    "early_stopping", "early_stopping_min_delta", "checkpoints", "checkpoint_every",
-                   "checkpoint_every_steps", "keep_checkpoints")
+                   "checkpoint_every_steps", "keep_checkpoints", "gradient_flow", "gradient_flow_samples")
 #: What may differ between a checkpoint's settings and the run that resumes it (the rest must match).
 RESUMABLE_KEYS = ("epochs", "threads", "data_dir", "device", "checkpoints", "checkpoint_every",
                   "checkpoint_every_steps", "keep_checkpoints", "verify")
@@ -161,6 +161,9 @@ class RunConfig:
     checkpoint_every: int | None = None        # also epoch-K.safetensors every K epochs
     checkpoint_every_steps: int | None = None  # also step-N.safetensors every N steps, inside epochs too
     keep_checkpoints: int | None = None        # keep the newest K epoch-/step- files (None: all)
+    # per-layer gradient statistics every epoch (training/gradient_flow.py), measured on a few sampled steps
+    gradient_flow: bool = True
+    gradient_flow_samples: int = 4             # steps sampled per epoch (all of them in a shorter epoch)
     engines: tuple[str, ...] = field(default=("numpy", "torch"))
 
     def __post_init__(self) -> None:
@@ -451,6 +454,9 @@ def check_value(key: str, value: Any) -> str | None:
         "checkpoint_every": lambda: integer(1, optional=True),
         "checkpoint_every_steps": lambda: integer(1, optional=True),
         "keep_checkpoints": lambda: integer(1, optional=True),
+        "gradient_flow": lambda: boolean(),
+        "gradient_flow_samples": lambda: None if integer(1) is None else
+        f"{integer(1)} (to record none: --no-gradient-flow)",
         "engines": lambda: sequence(lambda e: isinstance(e, str), "engine names"),
     }
     return checks[key]()

@@ -180,7 +180,7 @@ def _train_each(cfg, plan, engines, arrays, progress, on_epoch, sinks, checkpoin
                           if cfg.early_stopping else None,
                           dropout=dropout_layers(plan.spec), label_smoothing=cfg.label_smoothing, dtype=cfg.np_dtype,
                           transform=arrays.train_transform(), sinks=engine_sinks, checkpoints=writer,
-                          config=cfg.to_dict())
+                          config=cfg.to_dict(), gradient_flow=cfg.gradient_flow_samples if cfg.gradient_flow else 0)
         if resume and resume.get(name) is not None:
             checkpoint = resume[name]
             try:

@@ -18,8 +18,14 @@ from nnscratch.errors import UsageError
 from nnscratch.model.registry import INTEGER_BUFFERS, LAYER_KINDS
 from nnscratch.model.spec import ModelSpec
 from nnscratch.numpy_engine.optimizers import OPTIMIZERS
+from nnscratch.training.gradient_flow import dead_fraction, gradient_stats, layer_stats, update_stats
 
 _TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
+
+
+def _host(t: torch.Tensor) -> np.ndarray:
+    """A tensor's values as a NumPy array (a view of CPU memory: copy it to keep it)."""
+    return t.detach().cpu().numpy()
 
 
 class SharedMaskDropout(nn.Module):
@@ -79,6 +85,9 @@ class TorchEngine:
     nor anything below the first trainable layer), the optimizer, the L1/L2 penalty and clipping
     get the trainable parameters only, and the frozen modules stay in evaluation mode whatever
     :meth:`train` is asked (frozen batch norm uses its running statistics and leaves them alone).
+
+    :meth:`train_step_recorded` is the same step that also measures its gradient flow from
+    autograd's ``.grad`` and the modules' outputs (:mod:`nnscratch.training.gradient_flow`).
     """
 
     name = "torch"
@@ -88,7 +97,7 @@ class TorchEngine:
                  optimizer_options: dict | None = None, label_smoothing: float = 0.0,
                  l1: float = 0.0, l2: float = 0.0, clip_grad_norm: float | None = None,
                  shared_masks: bool = True, freeze: int = 0) -> None:
-        from nnscratch.model.registry import frozen_layers
+        from nnscratch.model.registry import dead_unit_layers, frozen_layers
 
         self.device = resolve_device(device)
         self.dtype = _TORCH_DTYPES[np.dtype(dtype)]
@@ -99,6 +108,9 @@ class TorchEngine:
             module.requires_grad_(False)
             module.eval()
         self._trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self._named_trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        self._kinds = [layer.kind for layer in spec.layers]
+        self._dead_units = dead_unit_layers(spec)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         if optimizer not in OPTIMIZERS:
             raise UsageError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
@@ -133,6 +145,27 @@ class TorchEngine:
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float,
                    masks: dict[int, np.ndarray] | None = None) -> None:
+        self._step(x, y, lr, masks, None)
+
+    def train_step_recorded(self, x: np.ndarray, y: np.ndarray, lr: float,
+                            masks: dict[int, np.ndarray] | None = None) -> dict:
+        """:meth:`train_step`, the same numbers, also measuring its gradient flow (the NumPy
+        engine's ``train_step_recorded``, from ``.grad`` after ``backward()`` and before
+        clipping, and from each module's output; the modules run one by one, as
+        ``nn.Sequential`` runs them, never compiled)."""
+        record: dict = {"params": {}, "layers": {}}
+        self._step(x, y, lr, masks, record)
+        return record
+
+    def _forward_recorded(self, xb: torch.Tensor, stats: dict) -> torch.Tensor:
+        h = xb
+        for i, module in enumerate(self.model):
+            dead = dead_fraction(_host(h)) if i in self._dead_units else None
+            h = module(h)
+            stats[str(i)] = layer_stats(self._kinds[i], _host(h), dead)
+        return h
+
+    def _step(self, x: np.ndarray, y: np.ndarray, lr: float, masks, record: dict | None) -> None:
         if not self.model.training:
             raise RuntimeError("train_step needs training mode: call engine.train() first")
         for i, module in self._shared.items():
@@ -140,7 +173,7 @@ class TorchEngine:
         xb, yb = self._tensor(x), self._tensor(y)
         self.optimizer.param_groups[0]["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        logits = self._forward(xb)
+        logits = self._forward(xb) if record is None else self._forward_recorded(xb, record["layers"])
         loss = self.loss_fn(logits, yb)
         if self.l1 or self.l2:  # the same penalty as the NumPy engine's, over every trainable parameter
             params = self._trainable
@@ -149,9 +182,15 @@ class TorchEngine:
             if self.l2:
                 loss = loss + self.l2 * sum(p.pow(2).sum() for p in params)
         loss.backward()
+        if record is not None:  # the gradient of the training loss, before clipping; the weights before the step
+            record["params"] = {n: gradient_stats(_host(p.grad)) for n, p in self._named_trainable}
+            before = {n: _host(p).copy() for n, p in self._named_trainable}
         if self.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self._trainable, self.clip_grad_norm)
         self.optimizer.step()
+        if record is not None:
+            for n, p in self._named_trainable:
+                record["params"][n].update(update_stats(before[n], _host(p)))
         self.steps += 1
         with torch.no_grad():
             self._losses.append(loss.detach())

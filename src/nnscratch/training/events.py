@@ -3,7 +3,7 @@
 One run of one engine emits::
 
     RunStart
-    ( StepEnd ... [CheckpointWritten]  ...  Evaluation  EpochEnd  [CheckpointWritten ...] ) per epoch
+    ( StepEnd ... [CheckpointWritten]  ...  [GradientFlow]  Evaluation  EpochEnd  [CheckpointWritten ...] ) per epoch
     RunEnd
 
 A sink is any callable taking one event (``sink(event)``). Sinks observe: they print, record,
@@ -64,10 +64,28 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
+class GradientFlow:
+    """Epoch ``epoch``'s (1-based) gradient flow, measured on its sampled global steps ``steps``
+    (:mod:`~nnscratch.training.gradient_flow`): per trainable parameter (``"0.weight"``) its
+    gradient's norm, mean and max ``|g|``, weight norm and update-to-weight ratio; per layer
+    (``"0"``, ``"1"``...) its kind, output mean and std, and the dead fraction of ReLU-family
+    layers; each the mean over the sampled steps. Emitted after the epoch's steps, before its
+    evaluation (only when gradient flow is on)."""
+
+    engine: str
+    epoch: int
+    steps: list
+    params: dict
+    layers: dict
+    kind: str = "gradient_flow"
+
+
+@dataclass(frozen=True)
 class EpochEnd:
     """Epoch ``record["epoch"]`` is done; ``record`` is its :class:`~nnscratch.training.loop.EpochRecord`
-    as a dict. ``best``: early stopping counts it as the best epoch so far (None without early stopping);
-    ``stop``: early stopping ends the run after it."""
+    as a dict (with the epoch's ``gradient_flow`` when it was recorded). ``best``: early stopping
+    counts it as the best epoch so far (None without early stopping); ``stop``: early stopping ends
+    the run after it."""
 
     engine: str
     record: dict
@@ -102,4 +120,4 @@ class RunEnd:
     kind: str = "run_end"
 
 
-EVENT_TYPES = (RunStart, StepEnd, Evaluation, EpochEnd, CheckpointWritten, RunEnd)
+EVENT_TYPES = (RunStart, StepEnd, GradientFlow, Evaluation, EpochEnd, CheckpointWritten, RunEnd)

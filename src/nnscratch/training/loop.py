@@ -23,7 +23,10 @@ from nnscratch.training.metrics import cross_entropy, weighted_f1
 class EpochRecord:
     """One epoch's figures. ``train_*`` are averages over the epoch's mini-batches as they were
     trained (as Keras reports them); ``val_*`` are measured after the epoch; ``time_s`` is the
-    wall time of the epoch's optimisation steps."""
+    wall time of the epoch's optimisation steps. ``gradient_flow`` is what the epoch's
+    :class:`~nnscratch.training.events.GradientFlow` said (``steps``, ``params``, ``layers``), or
+    None when the run does not record it (then :func:`record_dict` leaves the key out; a record
+    written before the field existed loads as None)."""
 
     epoch: int
     train_loss: float
@@ -32,6 +35,13 @@ class EpochRecord:
     val_accuracy: float
     val_f1: float
     time_s: float
+    gradient_flow: dict | None = None
+
+
+def record_dict(record: EpochRecord) -> dict:
+    """``record`` as a plain dict, without ``gradient_flow`` when it has none (the form of
+    ``metrics.json``'s history and of :class:`~nnscratch.training.events.EpochEnd`'s record)."""
+    return {k: v for k, v in asdict(record).items() if not (k == "gradient_flow" and v is None)}
 
 
 @dataclass
@@ -45,7 +55,8 @@ class History:
     early_stopping: dict | None = None  # where and why training stopped, when early stopping was on
 
     def records(self) -> list[dict]:
-        return [asdict(e) for e in self.epochs]
+        """The epochs' records as dicts (``gradient_flow`` only where it was recorded)."""
+        return [record_dict(e) for e in self.epochs]
 
     def __call__(self, event) -> None:
         """As a sink of the trainer's events: every step's loss and rate, every epoch's record,

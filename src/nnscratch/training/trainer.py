@@ -15,8 +15,10 @@ rates, same weights. One epoch, in order::
 
     for each batch s of epoch e:   rows <- gather(order(e)[s*B:(s+1)*B]); masks <- keys(e, s)
                                    lr <- cursor.at(step); engine.train_step(rows, labels, lr, masks)
+                                   (a sampled step: engine.train_step_recorded, the same step measured)
                                    every `loss_block` steps: drain the losses -> StepEnd events
                                    every `every_steps` steps: checkpoint (mid-epoch)
+    the sampled steps' mean -> GradientFlow (when on)
     evaluate on the validation set -> Evaluation;  cursor.end_epoch(val loss)
     early stopping -> EpochEnd(best, stop);  checkpoints (last, best, epoch-K)
 """
@@ -25,14 +27,15 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict
 from typing import Callable, Iterable
 
 import numpy as np
 
 from nnscratch.errors import RunInterrupted
-from nnscratch.training.events import CheckpointWritten, EpochEnd, Evaluation, RunEnd, RunStart, StepEnd
-from nnscratch.training.loop import BatchGatherer, EpochRecord, History, ScheduleCursor, evaluate
+from nnscratch.training.events import (CheckpointWritten, EpochEnd, Evaluation, GradientFlow, RunEnd, RunStart,
+                                       StepEnd)
+from nnscratch.training.gradient_flow import mean_of_samples, sampled_positions
+from nnscratch.training.loop import BatchGatherer, EpochRecord, History, ScheduleCursor, evaluate, record_dict
 from nnscratch.training.streams import EpochOrders, dropout_keeps
 
 #: Format of the trainer's part of a checkpoint (:meth:`Trainer.state`).
@@ -76,6 +79,10 @@ class Trainer:
         writes through it every ``checkpoints.every_steps`` steps and after every epoch (the names
         it gives), and on an interruption
     loss_block : how many steps' losses are drained at once (one host sync per block on torch)
+    gradient_flow : steps sampled per epoch for the gradient-flow statistics
+        (:mod:`~nnscratch.training.gradient_flow`; 0: none). A sampled step runs
+        ``engine.train_step_recorded`` (the same step, measured); an engine without that method
+        records none
     """
 
     def __init__(self, engine, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray] | None, *,
@@ -83,7 +90,7 @@ class Trainer:
                  early_stopping=None, dropout: list[tuple[int, int, float]] | None = None,
                  label_smoothing: float = 0.0, dtype=None, transform: Callable | None = None,
                  sinks: Iterable[Callable] = (), orders=None, checkpoints=None, config: dict | None = None,
-                 loss_block: int = 64) -> None:
+                 loss_block: int = 64, gradient_flow: int = 0) -> None:
         if early_stopping is not None and val is None:
             raise ValueError("early stopping needs a validation set")
         x, y = train
@@ -98,6 +105,9 @@ class Trainer:
         self.orders = orders if orders is not None else EpochOrders(self.seed, self.n_train)
         self.checkpoints, self.config, self.loss_block = checkpoints, dict(config or {}), max(1, int(loss_block))
         self.history = History(engine.name)
+        recorded = getattr(engine, "train_step_recorded", None)
+        self._sampled = sampled_positions(self.steps_per_epoch, int(gradient_flow)) if recorded else frozenset()
+        self._flow: list[dict] = []  # the sampled steps of the epoch in flight: {"step", "params", "layers"}
         self.restore_best = RestoreBest(engine) if early_stopping is not None else None
         self.sinks: list[Callable] = [self.history, *([self.restore_best] if self.restore_best else []), *sinks]
         # the position: epoch (0-based) and steps done in it; the partial epoch's figures
@@ -157,11 +167,16 @@ class Trainer:
         order = self.orders.order(e)
         step, at, gather, layers = engine.train_step, self.cursor.at, self.gather.batch, self.dropout
         every = self.checkpoints.every_steps if self.checkpoints is not None else None
+        sampled = self._sampled
         t0 = time.perf_counter()
         for s in range(self.step_in_epoch, self.steps_per_epoch):
             xb, yb = gather(order[s * B:(s + 1) * B])
             lr = at(engine.steps)
-            step(xb, yb, lr, dropout_keeps(self.seed, e, s, layers, len(yb)) if layers else None)
+            masks = dropout_keeps(self.seed, e, s, layers, len(yb)) if layers else None
+            if s in sampled:  # the same step, measured (bit for bit the same weights after it)
+                self._flow.append({"step": engine.steps + 1, **engine.train_step_recorded(xb, yb, lr, masks)})
+            else:
+                step(xb, yb, lr, masks)
             self.step_in_epoch = s + 1
             self._pending.append((engine.steps, e + 1, lr, len(yb)))
             if len(self._pending) >= self.loss_block:
@@ -193,13 +208,17 @@ class Trainer:
         losses = np.asarray(self.history.step_loss[len(self.history.step_loss) - self.steps_per_epoch:])
         sizes = np.full(self.steps_per_epoch, self.batch_size, dtype=np.float64)
         sizes[-1] = self.n_train - self.batch_size * (self.steps_per_epoch - 1)  # the last batch may be short
+        flow = mean_of_samples(self._flow) if self._flow else None
+        if flow is not None:
+            self._emit(GradientFlow(self.engine.name, epoch, **flow))
+            self._flow = []
         if self.val is not None:
             stats = evaluate(self.engine, *self.val, self.num_classes, self.label_smoothing)
             self._emit(Evaluation(self.engine.name, epoch, "val", stats["loss"], stats["accuracy"], stats["f1"]))
         else:
             stats = {"loss": math.nan, "accuracy": math.nan, "f1": math.nan}
         record = EpochRecord(epoch, float(np.average(losses, weights=sizes)), self._epoch_correct / self.n_train,
-                             stats["loss"], stats["accuracy"], stats["f1"], self._epoch_time)
+                             stats["loss"], stats["accuracy"], stats["f1"], self._epoch_time, flow)
         self.cursor.end_epoch(record.val_loss)
         best, stop = None, False
         if self.early_stopping is not None:
@@ -210,7 +229,7 @@ class Trainer:
             self.finished = "early_stop"
         elif self.epoch == self.epochs:
             self.finished = "finished"  # said in this epoch's checkpoint, which is then the run's last
-        self._emit(EpochEnd(self.engine.name, asdict(record), best, stop))
+        self._emit(EpochEnd(self.engine.name, record_dict(record), best, stop))
         if self.checkpoints is not None:
             names = self.checkpoints.names_after_epoch(epoch, self.step, best=bool(best))
             if names:
@@ -270,6 +289,7 @@ class Trainer:
                    "steps_per_epoch": self.steps_per_epoch, "batch_size": self.batch_size,
                    "train_size": self.n_train, "epoch_correct": self._epoch_correct,
                    "epoch_time_s": self._epoch_time, "finished": self.finished,
+                   "gradient_flow": self._flow,
                    "history": {"epochs": self.history.records(), "train_time_s": self.history.train_time_s,
                                "wall_time_s": self.history.wall_time_s + self._running_s()}}
         return tensors, trainer
@@ -296,6 +316,7 @@ class Trainer:
             self.restore_best.best_state = best or None
         self.epoch, self.step_in_epoch = int(trainer["epoch"]), int(trainer["step_in_epoch"])
         self._epoch_correct, self._epoch_time = int(trainer["epoch_correct"]), float(trainer["epoch_time_s"])
+        self._flow = list(trainer.get("gradient_flow") or [])  # the sampled steps of the epoch in flight
         self.finished = trainer.get("finished")
         if self.finished == "finished" and self.epoch < self.epochs:
             self.finished = None  # a finished run extended with more epochs goes on
@@ -311,12 +332,14 @@ def fit(engine, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.
         *, seed: int = 0, epochs: int = 1, batch_size: int, num_classes: int, lr: "float | ScheduleCursor",
         orders=None, early_stopping=None, dropout: list[tuple[int, int, float]] | None = None,
         label_smoothing: float = 0.0, progress: bool = False, sinks=(), dtype=None,
-        transform: Callable[[np.ndarray], object] | None = None) -> History:
+        transform: Callable[[np.ndarray], object] | None = None, gradient_flow: int = 0) -> History:
     """Train ``engine`` for ``epochs`` epochs and return its :class:`History`: a
     :class:`~nnscratch.training.trainer.Trainer` run in one call (see there for the arguments).
 
     ``orders`` may be a list of per-epoch permutations (then ``epochs`` is its length) instead of
-    the keyed orders of ``seed``; ``progress`` adds a progress bar (shown on a terminal only).
+    the keyed orders of ``seed``; ``progress`` adds a progress bar (shown on a terminal only);
+    ``gradient_flow`` samples that many steps per epoch for the gradient-flow statistics (0: off;
+    the command line and :mod:`nnscratch.api` record 4 by default).
     """
     from nnscratch.training.sinks import ProgressBar
 
@@ -325,7 +348,7 @@ def fit(engine, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.
     sinks = [*sinks, *([ProgressBar()] if progress else [])]
     trainer = Trainer(engine, train, val, seed=seed, epochs=epochs, batch_size=batch_size, num_classes=num_classes,
                       schedule=lr, early_stopping=early_stopping, dropout=dropout, label_smoothing=label_smoothing,
-                      dtype=dtype, transform=transform, sinks=sinks, orders=orders)
+                      dtype=dtype, transform=transform, sinks=sinks, orders=orders, gradient_flow=gradient_flow)
     return trainer.run()
 
 
