@@ -376,11 +376,16 @@ class Dropout(Layer):
 
     ``keep`` is not drawn here: the training loop owns every random stream and hands this layer
     its mask for the step through :meth:`set_keep` (the same mask the torch twin gets).
+
+    ``in_place``: ``y`` overwrites ``x`` (the default, as every element-wise layer does); the
+    network sets it to ``False`` for a dropout layer on its input (``input_dropout``), whose ``x``
+    is the caller's batch: ``y`` then goes into the layer's own buffer (the same one pass).
     """
 
     def __init__(self, in_features: int = 0, dtype=np.float32, *, p: float = 0.5) -> None:
         super().__init__(in_features, dtype)
         self.p = p
+        self.in_place = True
         self._mask: np.ndarray | None = None
 
     def set_keep(self, keep: np.ndarray) -> None:
@@ -395,8 +400,9 @@ class Dropout(Layer):
         if self._mask is None or self._mask.shape != x.shape:
             raise ValueError("Dropout needs this step's mask: call set_keep(keep) with a "
                              f"{x.shape} boolean array before a training forward pass")
-        np.multiply(x, self._mask, out=x)
-        return x
+        y = x if self.in_place else self._scratch.get("y", x.shape)
+        np.multiply(x, self._mask, out=y)
+        return y
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray:
         if self.p != 0.0:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnscratch.errors import UsageError
+from nnscratch.errors import ParameterError, UsageError
 from nnscratch.model.registry import INTEGER_BUFFERS, LAYER_KINDS
 from nnscratch.model.spec import ModelSpec
 from nnscratch.numpy_engine.optimizers import OPTIMIZERS
@@ -79,6 +79,11 @@ class TorchEngine:
     nor anything below the first trainable layer), the optimizer, the L1/L2 penalty and clipping
     get the trainable parameters only, and the frozen modules stay in evaluation mode whatever
     :meth:`train` is asked (frozen batch norm uses its running statistics and leaves them alone).
+
+    ``max_norm=C``: after every ``optimizer.step()`` each trainable ``nn.Linear``'s weight goes
+    through torch's own ``weight.renorm_(p=2, dim=0, maxnorm=C)`` (rows, i.e. each unit's incoming
+    weights, with norm over ``C`` scaled to ``C / (norm + 1e-7)`` times themselves), the twin of
+    :class:`nnscratch.training.regularization.MaxNorm`.
     """
 
     name = "torch"
@@ -87,8 +92,8 @@ class TorchEngine:
                  device: str = "cpu", compile: bool = False, optimizer: str = "sgd",
                  optimizer_options: dict | None = None, label_smoothing: float = 0.0,
                  l1: float = 0.0, l2: float = 0.0, clip_grad_norm: float | None = None,
-                 shared_masks: bool = True, freeze: int = 0) -> None:
-        from nnscratch.model.registry import frozen_layers
+                 shared_masks: bool = True, freeze: int = 0, max_norm: float | None = None) -> None:
+        from nnscratch.model.registry import dense_layers, frozen_layers
 
         self.device = resolve_device(device)
         self.dtype = _TORCH_DTYPES[np.dtype(dtype)]
@@ -109,6 +114,11 @@ class TorchEngine:
         torch_class = getattr(torch.optim, OPTIMIZERS[optimizer].torch_class)
         self.optimizer = torch_class(self._trainable, lr=0.0, **options)
         self.l1, self.l2, self.clip_grad_norm = l1, l2, clip_grad_norm
+        if max_norm is not None and not 0.0 < max_norm < float("inf"):
+            raise ParameterError("max_norm", f"must be a finite number > 0, got {max_norm}")
+        self.max_norm = max_norm
+        frozen = set(frozen_layers(spec, freeze))
+        self._max_norm_weights = [self.model[i].weight for i in dense_layers(spec) if i not in frozen]
         self._forward = torch.compile(self.model) if compile else self.model
         self._shared = {i: m for i, m in enumerate(self.model) if isinstance(m, SharedMaskDropout)}
         self.steps = 0
@@ -152,6 +162,10 @@ class TorchEngine:
         if self.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self._trainable, self.clip_grad_norm)
         self.optimizer.step()
+        if self.max_norm is not None:
+            with torch.no_grad():
+                for weight in self._max_norm_weights:
+                    weight.renorm_(2, 0, self.max_norm)
         self.steps += 1
         with torch.no_grad():
             self._losses.append(loss.detach())

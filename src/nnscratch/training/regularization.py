@@ -98,3 +98,55 @@ def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
         for g in grads.values():
             g *= clip_coef
     return total_norm
+
+
+#: torch.renorm's epsilon: a row over the limit ends at norm ``C n / (n + 1e-7)``, just under ``C``.
+MAX_NORM_EPS = 1e-7
+
+
+class MaxNorm:
+    r"""The max-norm constraint (Srivastava et al. 2014, sec. 5.1; Keras's ``MaxNorm``), applied after
+    every optimizer update: every unit's incoming weight vector is projected back into the ball of
+    radius ``C``.
+
+    A dense weight is ``W (D_out, D_in)`` (torch's layout), so unit ``j``'s incoming weights are the
+    row ``w_j = W[j, :]``::
+
+        n_j  = ||w_j||_2 = sqrt(Σ_i W[j, i]²)
+        w_j <- w_j * C / (n_j + 1e-7)      if n_j > C
+        w_j <- w_j                          otherwise (untouched, bit for bit)
+
+    This is ``torch.renorm(W, p=2, dim=0, maxnorm=C)`` exactly (its CPU and CUDA kernels:
+    ``factor = norm > maxnorm ? maxnorm / (norm + 1e-7) : 1``, then ``W * factor``), which is what
+    the torch twin runs. Keras's ``MaxNorm`` computes ``w * clip(n, 0, C) / (1e-7 + n)`` instead,
+    which also shrinks every row *under* the limit by ``n / (n + 1e-7)`` at every step; torch's
+    rule leaves them alone. Everything is computed in the weights' dtype, as torch does.
+
+    Cost: one pass over ``W`` for the norms (``einsum`` into a preallocated ``(D_out,)`` buffer),
+    and a second, in-place, only at steps where some row is over the limit; nothing is allocated.
+    """
+
+    def __init__(self, weights: Iterable[np.ndarray], max_norm: float) -> None:
+        if not 0.0 < max_norm < math.inf:
+            raise ParameterError("max_norm", f"must be a finite number > 0, got {max_norm}")
+        self.weights = list(weights)
+        if any(w.ndim != 2 for w in self.weights):
+            raise ValueError("max-norm constrains 2-D weights (D_out, D_in) only")
+        self.max_norm = float(max_norm)
+        self._norms = [np.empty(w.shape[0], dtype=w.dtype) for w in self.weights]
+        self._over = [np.empty(w.shape[0], dtype=bool) for w in self.weights]
+
+    def apply(self) -> None:
+        """Project every weight in place (see the class docstring)."""
+        for w, n, over in zip(self.weights, self._norms, self._over):
+            c = w.dtype.type(self.max_norm)
+            np.einsum("ij,ij->i", w, w, out=n)      # n_j <- Σ_i W[j, i]²
+            np.sqrt(n, out=n)
+            np.greater(n, c, out=over)
+            if not over.any():
+                continue
+            n += w.dtype.type(MAX_NORM_EPS)           # factor_j <- C / (n_j + eps) where n_j > C, else 1
+            np.divide(c, n, out=n)
+            np.logical_not(over, out=over)
+            np.copyto(n, 1, where=over)
+            w *= n[:, None]
