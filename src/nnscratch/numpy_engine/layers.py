@@ -379,7 +379,9 @@ class Dropout(Layer):
 
     ``in_place``: ``y`` overwrites ``x`` (the default, as every element-wise layer does); the
     network sets it to ``False`` for a dropout layer on its input (``input_dropout``), whose ``x``
-    is the caller's batch: ``y`` then goes into the layer's own buffer (the same one pass).
+    is the caller's batch: ``y`` then goes into the layer's own buffer (the same one pass). That
+    batch is gathered row by row (C order), as the ``keep`` masks are drawn, so the mask and ``y``
+    are C-order there too: every pass runs over one memory layout.
     """
 
     def __init__(self, in_features: int = 0, dtype=np.float32, *, p: float = 0.5) -> None:
@@ -390,7 +392,7 @@ class Dropout(Layer):
 
     def set_keep(self, keep: np.ndarray) -> None:
         """Use ``keep`` (bool ``(N, D)``) for the next training forward pass."""
-        mask = self._scratch.get("mask", keep.shape)
+        mask = self._scratch.get("mask", keep.shape, order=None if self.in_place else "C")
         np.divide(keep, self.dtype.type(1.0 - self.p), out=mask, dtype=self.dtype)
         self._mask = mask
 
@@ -400,7 +402,7 @@ class Dropout(Layer):
         if self._mask is None or self._mask.shape != x.shape:
             raise ValueError("Dropout needs this step's mask: call set_keep(keep) with a "
                              f"{x.shape} boolean array before a training forward pass")
-        y = x if self.in_place else self._scratch.get("y", x.shape)
+        y = x if self.in_place else self._scratch.get("y", x.shape, order="C")
         np.multiply(x, self._mask, out=y)
         return y
 

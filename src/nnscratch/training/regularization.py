@@ -1,4 +1,4 @@
-"""Weight penalties and gradient clipping, engine-neutral NumPy.
+"""Weight penalties, gradient clipping and the max-norm constraint, engine-neutral NumPy.
 
 Penalty convention (Keras's ``l1_l2`` regulariser; no 1/2 in front of the square)::
 
@@ -9,7 +9,8 @@ The penalty is added to the data loss; its gradient to the data gradient, before
 step. Note L2 here is not the optimizers' ``weight_decay``: SGD's ``weight_decay=λ`` adds
 ``λ θ`` to the gradient, i.e. equals ``l2 = λ / 2``; AdamW's decay is not a penalty at all.
 
-Gradient clipping is ``torch.nn.utils.clip_grad_norm_`` with ``norm_type=2``.
+Gradient clipping is ``torch.nn.utils.clip_grad_norm_`` with ``norm_type=2``. Max-norm
+(:class:`MaxNorm`) is ``torch.renorm``'s rule, applied to the weights after the update.
 
 None of these functions touches BLAS (sums go through NumPy's own loops, squares through
 ``einsum``), so they never wake a second BLAS thread pool (see ``numpy_engine/blas.py``).
@@ -120,7 +121,9 @@ class MaxNorm:
     ``factor = norm > maxnorm ? maxnorm / (norm + 1e-7) : 1``, then ``W * factor``), which is what
     the torch twin runs. Keras's ``MaxNorm`` computes ``w * clip(n, 0, C) / (1e-7 + n)`` instead,
     which also shrinks every row *under* the limit by ``n / (n + 1e-7)`` at every step; torch's
-    rule leaves them alone. Everything is computed in the weights' dtype, as torch does.
+    rule leaves them alone. Everything is computed in the weights' dtype, as torch does (in float32
+    the ``1e-7`` is below the rounding of a norm of order 1, so a projected row ends at ``C`` to
+    float32 rounding, possibly a few 1e-7 over it).
 
     Cost: one pass over ``W`` for the norms (``einsum`` into a preallocated ``(D_out,)`` buffer),
     and a second, in-place, only at steps where some row is over the limit; nothing is allocated.
