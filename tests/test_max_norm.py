@@ -113,6 +113,19 @@ def test_max_norm_in_float32_allocates_nothing_the_size_of_a_weight():
     np.testing.assert_allclose(np.linalg.norm(weights[0].astype(np.float64), axis=1), 3.0 * (1 - 3e-7), rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_both_ways_of_summing_the_rows_give_the_squared_norms(dtype):
+    from nnscratch.training import regularization
+
+    w = np.random.default_rng(1).normal(size=(37, 300)).astype(dtype)
+    exact = np.array([math.fsum(float(v) ** 2 for v in row) for row in w])
+    ways = [regularization._row_squares_einsum] + ([regularization._row_squares_vecdot] if hasattr(np, "vecdot") else [])
+    for way in ways:
+        out = np.empty(37, dtype)
+        way(w, out)
+        np.testing.assert_allclose(out, exact, rtol=3e-5 if dtype == np.float32 else 1e-13, err_msg=way.__name__)
+
+
 @pytest.mark.parametrize("bad", [0.0, -1.0, math.nan, math.inf])
 def test_a_limit_that_is_not_a_positive_number_is_refused(bad):
     from nnscratch.errors import ParameterError
