@@ -46,6 +46,12 @@ CASES = [
     ("a rate that is not positive", "compare --lr -0.1"),
     ("a rate that is not a number", "compare --lr nan"),
     ("a probability out of range", "compare --dropout 1"),
+    # issue 20: max-norm and input dropout
+    ("a max-norm limit of 0", "compare --max-norm 0"),
+    ("a negative max-norm limit", "compare --max-norm -3"),
+    ("a max-norm limit that is not a number", "compare --max-norm nan"),
+    ("an input dropout that drops every pixel", "compare --input-dropout 1"),
+    ("a negative input dropout", "compare --input-dropout -0.2"),
     ("a config file that does not exist", "compare --config DIR/missing.toml"),
     ("a config file that is not TOML", "compare --config DIR/broken.toml"),
     ("a misspelt config key", "compare --config DIR/typo.toml"),

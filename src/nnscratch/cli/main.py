@@ -58,6 +58,9 @@ def _add_run_flags(p: argparse.ArgumentParser, default_out: str, finetune: bool 
     m.add_argument("--activation", choices=list(ACTIVATIONS), help=f"hidden activation (default: {d.activation})")
     m.add_argument("--dropout", type=float, metavar="P",
                    help="dropout probability after each hidden activation, in [0, 1) (default: 0, none)")
+    m.add_argument("--input-dropout", type=float, metavar="P",
+                   help="dropout probability on the input (each pixel), in [0, 1); a dropout layer 0 in front of "
+                        "the first dense layer (default: 0, none)")
     m.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
                    help="batch normalisation after each hidden dense layer (default: off)")
     m.add_argument("--init", choices=list(INITIALIZERS), help=f"weight initialiser (default: {d.init})")
@@ -160,6 +163,9 @@ def _add_optimizer_flags(p: argparse.ArgumentParser) -> None:
     r.add_argument("--l2", type=float, help="add l2 * sum w^2 over every parameter to the loss (default: 0)")
     r.add_argument("--clip-grad-norm", type=float, metavar="MAX",
                    help="scale the gradients to a global 2-norm of at most MAX (torch's clip_grad_norm_)")
+    r.add_argument("--max-norm", type=float, metavar="C",
+                   help="after every update, scale each unit's incoming weights (each dense weight row) to a "
+                        "2-norm of at most C (torch.renorm; Srivastava et al. use 3-4; default: off)")
     r.add_argument("--early-stopping", type=int, metavar="PATIENCE",
                    help="stop after PATIENCE epochs without a better validation loss; restore the best weights")
     r.add_argument("--early-stopping-min-delta", type=float, metavar="DELTA",

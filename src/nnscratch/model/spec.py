@@ -84,14 +84,18 @@ class ModelSpec:
         return [self.input_dim] + [out for _, layer, _, out in self.walk() if layer.kind == "dense"]
 
     def describe(self) -> str:
-        """Short form for titles: ``784-533-10 (relu)``; with extras ``(gelu, batch norm, dropout 0.2)``."""
+        """Short form for titles: ``784-533-10 (relu)``; with extras ``(gelu, batch norm, dropout 0.2)``,
+        ``(input dropout 0.2, relu, dropout 0.5)``."""
         from nnscratch.model.registry import LAYER_KINDS
 
         extras: list[str] = []
-        for layer in self.layers:
+        first_dense = next(i for i, layer in enumerate(self.layers) if layer.kind == "dense")
+        for i, layer in enumerate(self.layers):
             if layer.kind == "dense":
                 continue
             text = LAYER_KINDS[layer.kind].short(layer.args)
+            if i < first_dense and layer.kind == "dropout":
+                text = f"input {text}"   # the input's dropout, told apart from the hidden layers'
             if text not in extras:
                 extras.append(text)
         sizes = "-".join(str(w) for w in self.widths())
@@ -132,7 +136,8 @@ class ModelSpec:
 
 
 def mlp_spec(input_dim: int = 784, hidden: tuple[int, ...] = (533,), num_classes: int = 10,
-             activation: str = "relu", dropout: float = 0.0, batch_norm: bool = False) -> ModelSpec:
+             activation: str = "relu", dropout: float = 0.0, batch_norm: bool = False,
+             input_dropout: float = 0.0) -> ModelSpec:
     """The multilayer perceptron the flags describe (defaults: the reference project's 784-533-10 ReLU).
 
     Each hidden block is ``dense -> [batch_norm] -> activation -> [dropout]`` (batch norm before
@@ -140,6 +145,9 @@ def mlp_spec(input_dim: int = 784, hidden: tuple[int, ...] = (533,), num_classes
     dropout after the non-linearity, as Srivastava et al. do);
     the last dense layer gives the logits. ``activation`` is a name of
     :data:`nnscratch.model.registry.ACTIVATIONS` (``gelu_tanh`` is GELU with ``approximate="tanh"``).
+    ``input_dropout > 0`` puts a dropout layer on the input, in front of everything (Srivastava et
+    al.'s input dropout: they drop 20 % of the pixels): it is layer 0, so the layers after it are
+    numbered one further (``1.weight`` is the first dense layer's weight).
     """
     from nnscratch.model.registry import ACTIVATIONS
 
@@ -150,10 +158,12 @@ def mlp_spec(input_dim: int = 784, hidden: tuple[int, ...] = (533,), num_classes
         raise ParameterError("activation", f"must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
     if not (0.0 <= dropout < 1.0):
         raise ParameterError("dropout", f"must be in [0, 1), got {dropout}")
+    if not (0.0 <= input_dropout < 1.0):
+        raise ParameterError("input_dropout", f"must be in [0, 1), got {input_dropout}")
     if int(num_classes) < 2:
         raise UsageError(f"a classifier needs at least 2 classes, got {num_classes}")
     act = LayerSpec(*ACTIVATIONS[activation])
-    layers: list[LayerSpec] = []
+    layers: list[LayerSpec] = [LayerSpec("dropout", {"p": float(input_dropout)})] if input_dropout > 0 else []
     for h in hidden:
         # before batch norm a bias is redundant (the normalisation subtracts it again; its gradient is
         # zero up to rounding), so it is left out, as torch users write nn.Linear(..., bias=False)

@@ -24,13 +24,14 @@ class Buffers:
         self.dtype = np.dtype(dtype)
         self._arrays: dict[tuple, np.ndarray] = {}
 
-    def get(self, name: str, shape: tuple[int, ...], dtype=None) -> np.ndarray:
-        """An uninitialised array for ``name`` of this shape, the same one every call."""
+    def get(self, name: str, shape: tuple[int, ...], dtype=None, order: str | None = None) -> np.ndarray:
+        """An uninitialised array for ``name`` of this shape, the same one every call; ``order``
+        ``"C"`` or ``"F"`` fixes its memory order (default: chosen by the number of rows, above)."""
         dtype = self.dtype if dtype is None else np.dtype(dtype)
-        key = (name, shape, dtype)
+        key = (name, shape, dtype, order)
         arr = self._arrays.get(key)
         if arr is None:
-            order = "F" if shape[0] <= COLUMN_MAJOR_MAX_ROWS else "C"
+            order = order or ("F" if shape[0] <= COLUMN_MAJOR_MAX_ROWS else "C")
             arr = self._arrays[key] = np.empty(shape, dtype=dtype, order=order)
         return arr
 

@@ -394,17 +394,24 @@ class Dropout(Layer):
 
     ``keep`` is not drawn here: the training loop owns every random stream and hands this layer
     its mask for the step through :meth:`set_keep` (the same mask the torch twin gets).
+
+    ``in_place``: ``y`` overwrites ``x`` (the default, as every element-wise layer does); the
+    network sets it to ``False`` for a dropout layer on its input (``input_dropout``), whose ``x``
+    is the caller's batch: ``y`` then goes into the layer's own buffer (the same one pass). That
+    batch is gathered row by row (C order), as the ``keep`` masks are drawn, so the mask and ``y``
+    are C-order there too: every pass runs over one memory layout.
     """
 
     def __init__(self, in_features: int = 0, dtype=np.float32, *, p: float = 0.5) -> None:
         super().__init__(in_features, dtype)
         self.p = p
+        self.in_place = True
         self._mask: np.ndarray | None = None
         self._masked = False  # whether the last forward applied the mask (so backward applies it too)
 
     def set_keep(self, keep: np.ndarray) -> None:
         """Use ``keep`` (bool ``(N, D)``) for the next training forward pass."""
-        mask = self._scratch.get("mask", keep.shape)
+        mask = self._scratch.get("mask", keep.shape, order=None if self.in_place else "C")
         np.divide(keep, self.dtype.type(1.0 - self.p), out=mask, dtype=self.dtype)
         self._mask = mask
 
@@ -415,8 +422,9 @@ class Dropout(Layer):
         if self._mask is None or self._mask.shape != x.shape:
             raise ValueError("Dropout needs this step's mask: call set_keep(keep) with a "
                              f"{x.shape} boolean array before a training forward pass")
-        np.multiply(x, self._mask, out=x)
-        return x
+        y = x if self.in_place else self._scratch.get("y", x.shape, order="C")
+        np.multiply(x, self._mask, out=y)
+        return y
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray:
         if self._masked:

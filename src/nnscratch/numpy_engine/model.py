@@ -13,7 +13,7 @@ from nnscratch.numpy_engine.layers import GradientSink
 from nnscratch.numpy_engine.losses import SoftmaxCrossEntropy
 from nnscratch.numpy_engine.optimizers import make_optimizer
 from nnscratch.training.gradient_flow import dead_fraction, gradient_stats, layer_stats, update_stats
-from nnscratch.training.regularization import add_penalty_gradient, clip_grad_norm, penalty
+from nnscratch.training.regularization import MaxNorm, add_penalty_gradient, clip_grad_norm, penalty
 from nnscratch.model.spec import ModelSpec
 
 
@@ -36,6 +36,10 @@ class Sequential:
     ``backward(dlogits, need_dx=True)``: every layer keeps what its backward needs in evaluation
     mode (batch norm with its running statistics, dropout as the identity) and the first layer's
     ``dx``, which training never computes, is returned. Training's own path is unchanged.
+
+    The caller's input is never written: a dropout layer on the input (``input_dropout``) writes
+    into its own buffer, and ``backward`` stops at the first layer with parameters, so the layers
+    in front of it (that input dropout) get no backward pass and the first dense layer no ``dx``.
     """
 
     def __init__(self, spec: ModelSpec, dtype=np.float32, freeze: int = 0) -> None:
@@ -52,6 +56,11 @@ class Sequential:
         self._trains = [i >= self.first_trainable or isinstance(layer, layer_classes.Dropout)
                         for i, layer in enumerate(self.layers)]
         self._dead_units = dead_unit_layers(spec)  # the ReLU-family layers (gradient-flow statistics)
+        # where backward stops: the first layer at or after first_trainable that has parameters
+        self._stop = next((i for i in range(self.first_trainable, len(self.layers)) if self.layers[i].params),
+                          self.first_trainable)
+        if isinstance(self.layers[0], layer_classes.Dropout):  # the input is the caller's array
+            self.layers[0].in_place = False
 
     def forward(self, x: np.ndarray, train: bool = True, keep: bool | None = None) -> np.ndarray:
         """Logits ``(N, C)`` for inputs ``x (N, D)`` (a reused buffer: valid until the next call).
@@ -86,10 +95,10 @@ class Sequential:
 
         ``need_dx=True``: also return ``dL/dx (N, D)``, the gradient of the network's input (the
         first layer's ``dx``, which training never computes); not with frozen layers, which keep
-        nothing for a backward pass."""
-        dout, stop = dlogits, self.first_trainable
-        if need_dx and stop:
+        nothing for a backward pass. Without it, backward stops at the first layer with parameters."""
+        if need_dx and self.first_trainable:
             raise ValueError("the input gradient runs through every layer: build the model without freeze")
+        dout, stop = dlogits, 0 if need_dx else self._stop
         for i in range(len(self.layers) - 1, stop - 1, -1):
             dout = self.layers[i].backward(dout, need_dx=i > stop or need_dx)
         return dout if need_dx else None
@@ -139,14 +148,16 @@ class NumpyEngine:
 
     One training step (:meth:`train_step`) is: forward through every layer, the loss and its
     gradient, backward through every layer, the L1/L2 penalty's gradient and gradient clipping if
-    asked for, then the optimizer's update. When the optimizer is
+    asked for, then the optimizer's update, then the max-norm constraint if asked for
+    (:class:`~nnscratch.training.regularization.MaxNorm`: every trainable dense layer's rows
+    projected to norm at most ``max_norm``). When the optimizer is
     plain SGD (``optimizer.fused``) the update happens *inside* the backward pass instead: every
     layer's :class:`~nnscratch.numpy_engine.layers.GradientSink` points at its parameters with
     ``alpha = -lr, beta = 1`` (same math, one pass over the weights fewer; ``fuse=False`` turns it off).
 
     ``freeze=N`` holds the first ``N`` dense layers (and their batch norm) fixed (see
-    :class:`Sequential`): the optimizer, the L1/L2 penalty, clipping and the fused path see only
-    the trainable parameters.
+    :class:`Sequential`): the optimizer, the L1/L2 penalty, clipping, max-norm and the fused path
+    see only the trainable parameters.
 
     :meth:`train_step_recorded` is the same step that also measures its gradient flow
     (:mod:`nnscratch.training.gradient_flow`); on the fused path it has the layers keep the plain
@@ -160,7 +171,9 @@ class NumpyEngine:
                  optimizer: str = "sgd", optimizer_options: dict | None = None,
                  label_smoothing: float = 0.0, l1: float = 0.0, l2: float = 0.0,
                  clip_grad_norm: float | None = None, fuse: bool = True, jit: bool = False,
-                 freeze: int = 0) -> None:
+                 freeze: int = 0, max_norm: float | None = None) -> None:
+        from nnscratch.model.registry import dense_layers  # here: the registry imports this package's layers
+
         self.model = Sequential(spec, dtype, freeze)
         self.model.load_state_dict(initial)
         self.loss = SoftmaxCrossEntropy(dtype, label_smoothing)
@@ -191,6 +204,10 @@ class NumpyEngine:
                     self._sinks.append(layer.sink)
                     self._sink_grads.append(layer.grads)
         self._grads = self.model.trainable_grads()
+        # max-norm acts on the weights after the update, so it keeps the fused path (no gradient needed)
+        self._max_norm = None if max_norm is None else MaxNorm(
+            [self.model.layers[i].params["weight"] for i in dense_layers(spec) if i not in self.model.frozen],
+            max_norm)
         self._dropout = {i: layer for i, layer in enumerate(self.model.layers)
                          if isinstance(layer, layer_classes.Dropout)}
         self.training = True
@@ -261,6 +278,8 @@ class NumpyEngine:
             if self.clip_grad_norm is not None:
                 clip_grad_norm(self._grads, self.clip_grad_norm)
             self.optimizer.step(self._grads, lr)
+        if self._max_norm is not None:
+            self._max_norm.apply()
         if record is not None:
             for name, p in self.optimizer.params.items():
                 record["params"][name].update(update_stats(before[name], p, work[name]))

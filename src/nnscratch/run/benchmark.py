@@ -150,11 +150,11 @@ def _sklearn_runner(x, y, hidden, batch_size: int):
 
 
 def _training_options(cfg) -> dict:
-    """The engine options of a config: optimizer and its settings, penalties, clipping, smoothing."""
+    """The engine options of a config: optimizer and its settings, penalties, clipping, max-norm, smoothing."""
     if cfg is None:
         return {}
     return {"optimizer": cfg.optimizer, "optimizer_options": cfg.optimizer_options(), "l1": cfg.l1, "l2": cfg.l2,
-            "clip_grad_norm": cfg.clip_grad_norm, "label_smoothing": cfg.label_smoothing}
+            "clip_grad_norm": cfg.clip_grad_norm, "max_norm": cfg.max_norm, "label_smoothing": cfg.label_smoothing}
 
 
 def make_runner(engine: str, spec, pixels, y, batch_size: int, cfg=None):

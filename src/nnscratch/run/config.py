@@ -71,6 +71,7 @@ _QUIET_DEFAULTS = ("jit", "val_size", "standardize", "verify", "image_size", "co
                    "step_size_down", "cyclic_mode", "total_steps", "pct_start", "anneal_strategy", "div_factor",
                    "final_div_factor", "three_phase", "plateau_factor", "plateau_patience", "plateau_threshold",
                    "plateau_threshold_mode", "plateau_cooldown", "plateau_eps", "l1", "l2", "clip_grad_norm",
+                   "max_norm", "input_dropout",
                    "early_stopping", "early_stopping_min_delta", "checkpoints", "checkpoint_every",
                    "checkpoint_every_steps", "keep_checkpoints", "gradient_flow", "gradient_flow_samples")
 #: What may differ between a checkpoint's settings and the run that resumes it (the rest must match).
@@ -98,6 +99,7 @@ class RunConfig:
     hidden: tuple[int, ...] = (533,)
     activation: str = "relu"
     dropout: float = 0.0
+    input_dropout: float = 0.0        # dropout on the network's input (a dropout layer 0 in front of everything)
     batch_norm: bool = False
     init: str = "he_normal"
     label_smoothing: float = 0.0
@@ -143,6 +145,7 @@ class RunConfig:
     l1: float = 0.0
     l2: float = 0.0
     clip_grad_norm: float | None = None
+    max_norm: float | None = None         # after every update: each unit's incoming weights to 2-norm <= this
     early_stopping: int | None = None     # patience in epochs; None: train every epoch
     early_stopping_min_delta: float = 0.0
     seed: int = 0
@@ -261,7 +264,8 @@ class RunConfig:
         """The network these settings describe, for ``input_dim`` features and ``num_classes``."""
         from nnscratch.model.spec import mlp_spec
 
-        return mlp_spec(input_dim, self.hidden, num_classes, self.activation, self.dropout, self.batch_norm)
+        return mlp_spec(input_dim, self.hidden, num_classes, self.activation, self.dropout, self.batch_norm,
+                        self.input_dropout)
 
     def to_dict(self) -> dict:
         """Plain JSON-able data (tuples as lists)."""
@@ -336,6 +340,10 @@ def check_value(key: str, value: Any) -> str | None:
             return None
         return f"must be a finite number, got {value!r}"
 
+    def optional_positive(off):  # None is "off"; a bad value says so, since 0 might be taken for off
+        problem = None if value is None else number(0.0, low_open=True)
+        return problem and f"{problem} (leave it out for {off})"
+
     def optional_boolean():
         return None if value is None else boolean()
 
@@ -394,6 +402,7 @@ def check_value(key: str, value: Any) -> str | None:
         sequence(lambda h: _is_int(h) and h >= 1, "one or more positive layer sizes"),
         "activation": lambda: choice(tuple(ACTIVATIONS)),
         "dropout": lambda: number(0.0, 1.0),
+        "input_dropout": lambda: number(0.0, 1.0),
         "batch_norm": lambda: boolean(),
         "init": lambda: choice(INITIALIZERS),
         "label_smoothing": lambda: number(0.0, 1.0, high_open=False),
@@ -436,6 +445,7 @@ def check_value(key: str, value: Any) -> str | None:
         "l1": lambda: number(0.0),
         "l2": lambda: number(0.0),
         "clip_grad_norm": lambda: None if value is None else number(0.0, low_open=True),
+        "max_norm": lambda: optional_positive("no max-norm constraint"),
         "early_stopping": lambda: integer(1, optional=True),
         "early_stopping_min_delta": lambda: number(0.0),
         "seed": lambda: None if _is_int(value) and 0 <= value <= MAX_SEED else

@@ -127,7 +127,7 @@ def build_engines(cfg: RunConfig, plan: RunPlan) -> dict:
     for name in cfg.engines:
         options: dict = {"label_smoothing": cfg.label_smoothing, "optimizer": cfg.optimizer,
                          "optimizer_options": cfg.optimizer_options(), "l1": cfg.l1, "l2": cfg.l2,
-                         "clip_grad_norm": cfg.clip_grad_norm, "freeze": cfg.freeze}
+                         "clip_grad_norm": cfg.clip_grad_norm, "freeze": cfg.freeze, "max_norm": cfg.max_norm}
         if name == "numpy" and cfg.jit:
             options["jit"] = True
         if name == "torch":

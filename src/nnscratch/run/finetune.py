@@ -8,7 +8,7 @@ one a run from scratch with the same seed starts with (the whole initial state i
 usual, then the source's tensors are put over it).
 
 Apart from the head the network must be the source's: the network settings (``hidden``,
-``activation``, ``dropout``, ``batch_norm``) default to the source's (:func:`with_source_network`)
+``activation``, ``dropout``, ``batch_norm``, ``input_dropout``) default to the source's (:func:`with_source_network`)
 and any other difference is a one-line error naming the first layer that differs.
 
 What was kept, replaced and dropped is a :class:`Transfer`, printed as one line when the run
@@ -27,7 +27,7 @@ from nnscratch.errors import DataError, ParameterError, UsageError
 from nnscratch.model.spec import ModelSpec
 
 #: The settings that describe the network, filled from the source model when not given.
-NETWORK_KEYS = ("hidden", "activation", "dropout", "batch_norm")
+NETWORK_KEYS = ("hidden", "activation", "dropout", "batch_norm", "input_dropout")
 
 
 @dataclass(frozen=True)
@@ -74,12 +74,15 @@ def network_settings(spec: ModelSpec) -> dict[str, Any]:
     dense = dense_layers(spec)
     hidden = tuple(spec.layers[i].args["out_features"] for i in dense[:-1])
     kinds = {layer.kind for layer in spec.layers}
-    dropout = next((layer.args["p"] for layer in spec.layers if layer.kind == "dropout"), 0.0)
+    # input dropout is a dropout layer in front of the first dense layer; the hidden ones come after it
+    first = dense[0]
+    dropout = next((layer.args["p"] for layer in spec.layers[first:] if layer.kind == "dropout"), 0.0)
+    input_dropout = next((layer.args["p"] for layer in spec.layers[:first] if layer.kind == "dropout"), 0.0)
     for name, (kind, args) in ACTIVATIONS.items():
         if kind not in kinds:
             continue
         settings = {"hidden": hidden, "activation": name, "dropout": float(dropout),
-                    "batch_norm": "batch_norm" in kinds}
+                    "batch_norm": "batch_norm" in kinds, "input_dropout": float(input_dropout)}
         try:
             rebuilt = mlp_spec(spec.input_dim, hidden, spec.num_classes, **{k: settings[k] for k in NETWORK_KEYS[1:]})
         except UsageError:

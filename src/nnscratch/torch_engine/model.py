@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnscratch.errors import UsageError
+from nnscratch.errors import ParameterError, UsageError
 from nnscratch.model.registry import INTEGER_BUFFERS, LAYER_KINDS
 from nnscratch.model.spec import ModelSpec
 from nnscratch.numpy_engine.optimizers import OPTIMIZERS
@@ -88,6 +88,11 @@ class TorchEngine:
 
     :meth:`train_step_recorded` is the same step that also measures its gradient flow from
     autograd's ``.grad`` and the modules' outputs (:mod:`nnscratch.training.gradient_flow`).
+
+    ``max_norm=C``: after every ``optimizer.step()`` each trainable ``nn.Linear``'s weight goes
+    through torch's own ``weight.renorm_(p=2, dim=0, maxnorm=C)`` (rows, i.e. each unit's incoming
+    weights, with norm over ``C`` scaled to ``C / (norm + 1e-7)`` times themselves), the twin of
+    :class:`nnscratch.training.regularization.MaxNorm`.
     """
 
     name = "torch"
@@ -96,8 +101,8 @@ class TorchEngine:
                  device: str = "cpu", compile: bool = False, optimizer: str = "sgd",
                  optimizer_options: dict | None = None, label_smoothing: float = 0.0,
                  l1: float = 0.0, l2: float = 0.0, clip_grad_norm: float | None = None,
-                 shared_masks: bool = True, freeze: int = 0) -> None:
-        from nnscratch.model.registry import dead_unit_layers, frozen_layers
+                 shared_masks: bool = True, freeze: int = 0, max_norm: float | None = None) -> None:
+        from nnscratch.model.registry import dead_unit_layers, dense_layers, frozen_layers
 
         self.device = resolve_device(device)
         self.dtype = _TORCH_DTYPES[np.dtype(dtype)]
@@ -121,6 +126,11 @@ class TorchEngine:
         torch_class = getattr(torch.optim, OPTIMIZERS[optimizer].torch_class)
         self.optimizer = torch_class(self._trainable, lr=0.0, **options)
         self.l1, self.l2, self.clip_grad_norm = l1, l2, clip_grad_norm
+        if max_norm is not None and not 0.0 < max_norm < float("inf"):
+            raise ParameterError("max_norm", f"must be a finite number > 0, got {max_norm}")
+        self.max_norm = max_norm
+        frozen = set(frozen_layers(spec, freeze))
+        self._max_norm_weights = [self.model[i].weight for i in dense_layers(spec) if i not in frozen]
         self._forward = torch.compile(self.model) if compile else self.model
         self._shared = {i: m for i, m in enumerate(self.model) if isinstance(m, SharedMaskDropout)}
         self.steps = 0
@@ -188,6 +198,10 @@ class TorchEngine:
         if self.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self._trainable, self.clip_grad_norm)
         self.optimizer.step()
+        if self.max_norm is not None:
+            with torch.no_grad():
+                for weight in self._max_norm_weights:
+                    weight.renorm_(2, 0, self.max_norm)
         if record is not None:
             for n, p in self._named_trainable:
                 record["params"][n].update(update_stats(before[n], _host(p)))
