@@ -152,7 +152,7 @@ def _beside(record: dict, key: str, reference) -> None:
 # ----------------------------------------------------------------------------- writing it out
 
 def _numbers(a) -> str:
-    a = np.asarray(a, dtype=np.float64)
+    a = np.asarray(a, dtype=np.float64) + 0.0  # + 0.0: a ReLU's -0.0 (x * 0 for x < 0) prints as 0
     if a.ndim == 0:
         return f"{float(a):.6f}"
     return np.array2string(a, precision=6, floatmode="fixed", suppress_small=False, max_line_width=100,
