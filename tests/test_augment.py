@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from nnscratch import api
-from nnscratch.data.augment import (PRESETS, Augmentation, Draw, Warper, elastic_field, inverse_matrices,
-                                    parse_augment, smoothing_matrix)
+from nnscratch.data.augment import (PRESETS, Augmentation, Draw, Warper, elastic_field, elastic_field_reference,
+                                    field_basis, inverse_matrices, parse_augment, smoothing_matrix)
 from nnscratch.errors import ParameterError, RunInterrupted, UsageError
 from nnscratch.training.augmented import THREAD_NAME, AugmentedBatches, Prefetcher, augment_rng
 
@@ -127,38 +127,41 @@ def test_zero_strength_returns_the_input_itself():
         assert aug.apply(images, np.random.default_rng(0)) is images
 
 
-def test_the_smoothing_matrix_and_elastic_field_are_scipys_gaussian_filter():
-    from scipy.ndimage import gaussian_filter, gaussian_filter1d
+def test_the_smoothing_matrix_is_scipys_gaussian_filter_and_the_basis_its_square():
+    from scipy.ndimage import gaussian_filter1d
 
+    v = np.random.default_rng(0).random((28, 5))
+    g = smoothing_matrix(28, 4.0).astype(np.float64)
+    np.testing.assert_allclose(g @ v, gaussian_filter1d(v, 4.0, axis=0, mode="constant"), atol=1e-6)
+    # the field's covariance along one axis is (1/3) G G^T for the recipe, (1/3) P P^T drawn in the basis
+    p = field_basis(28, 4.0).astype(np.float64)
+    assert p.shape == (28, 9)
+    np.testing.assert_allclose(p @ p.T, g @ g.T, atol=2e-6 * np.max(g @ g.T))
+
+
+def test_elastic_fields_have_simards_scale_and_smoothness():
+    """Simard's field alpha G U G^T (U ~ U(-1, 1) per pixel) has the covariance
+    cov(D[i, j], D[i', j']) = alpha^2 / 3 (G G^T)[i, i'] (G G^T)[j, j']: at the centre of a 28x28
+    image a standard deviation of 1.38 pixels at alpha 34, sigma 4 (less towards the borders,
+    where the kernel is cut), and neighbours correlated 0.985 (exp(-1 / (4 sigma^2)) away from
+    the borders). The fields drawn (in the basis) and the recipe's (scipy, from pixel noise) both
+    match that theory pixel by pixel."""
+    alpha, sigma, n = 34.0, 4.0, 3000
+    gg = alpha ** 2 / 3 * (lambda g: g @ g.T)(smoothing_matrix(28, sigma).astype(np.float64))
+    var = np.outer(np.diag(gg), np.diag(gg)) / (alpha ** 2 / 3)            # theory, per pixel
+    right = np.outer(np.diag(gg), np.diag(gg, 1)) / (alpha ** 2 / 3)       # with the right neighbour
+    assert np.sqrt(var[13, 13]) == pytest.approx(1.38, abs=0.01)
+    assert right[13, 13] / var[13, 13] == pytest.approx(np.exp(-1 / (4 * sigma ** 2)), abs=2e-3)
     rng = np.random.default_rng(0)
-    v = rng.random((28, 5))
-    np.testing.assert_allclose(smoothing_matrix(28, 4.0) @ v, gaussian_filter1d(v, 4.0, axis=0, mode="constant"),
-                               atol=1e-6)
-    noise = rng.random((3, 2, 28, 20), dtype=np.float32)
-    expected = 34 * gaussian_filter(2 * noise.astype(np.float64) - 1, sigma=(0, 0, 4, 4), mode="constant")
-    np.testing.assert_allclose(elastic_field(noise.copy(), 34, 4), expected, atol=1e-4)
-
-
-def test_elastic_fields_have_the_stated_scale_and_smoothness():
-    """Delta = alpha G U G^T with U ~ U(-1, 1): away from the borders each displacement has the
-    standard deviation alpha / sqrt(3) * sum_i g_i^2 (g the 1-D kernel), and neighbours are
-    correlated as sum_i g_i g_(i+1) / sum_i g_i^2 (exp(-1 / (4 sigma^2)) = 0.985 at sigma 4)."""
-    alpha, sigma, size = 34.0, 4.0, 96
-    g = smoothing_matrix(size, sigma)[:, size // 2].astype(np.float64)      # the kernel, centred
-    std, corr = alpha / np.sqrt(3) * np.sum(g ** 2), np.sum(g[:-1] * g[1:]) / np.sum(g ** 2)
-    assert std == pytest.approx(1.38, abs=0.01) and corr == pytest.approx(np.exp(-1 / (4 * sigma ** 2)), abs=2e-3)
-    rng = np.random.default_rng(0)
-    field = elastic_field(rng.random((40, 2, size, size), dtype=np.float32), alpha, sigma).astype(np.float64)
-    inner = field[:, :, 24:-24, 24:-24]                                     # 3 sigma from every border
-    assert inner.std() == pytest.approx(std, rel=0.03)
-    assert abs(inner.mean()) < 0.12 * std  # about 1,000 independent values: 4 standard errors
-    measured = np.mean(inner[..., :-1] * inner[..., 1:]) / np.mean(inner ** 2)
-    assert measured == pytest.approx(corr, abs=0.01)
-    far = np.mean(inner[..., :-16] * inner[..., 16:]) / np.mean(inner ** 2)  # 4 sigma apart: nearly independent
-    assert abs(far) < 0.15
-    # Simard's setting on MNIST: the displacement at the image centre has that same 1.38 pixels
-    mnist = elastic_field(rng.random((2000, 2, 28, 28), dtype=np.float32), alpha, sigma)
-    assert mnist[:, :, 13:15, 13:15].std() == pytest.approx(std, rel=0.05)
+    drawn = elastic_field(rng, n, (28, 28), alpha, sigma).astype(np.float64)
+    recipe = elastic_field_reference(rng.uniform(-1, 1, (n, 2, 28, 28)), alpha, sigma)
+    for field in (drawn, recipe):
+        d = field.reshape(2 * n, 28, 28)
+        assert np.abs(d.mean(axis=0)).max() < 5 * np.sqrt(var.max() / (2 * n))
+        np.testing.assert_allclose(np.mean(d ** 2, axis=0), var, rtol=0.12)   # 6,000 samples: 2.6 % each
+        np.testing.assert_allclose(np.mean(d[:, :, :-1] * d[:, :, 1:], axis=0), right, rtol=0.12)
+        centre = d[:, 10:18, 10:18]
+        assert np.mean(centre ** 2) == pytest.approx(np.mean(var[10:18, 10:18]), rel=0.04)  # ~4 independent values per field
 
 
 # ----------------------------------------------------------------------------------- the spec
@@ -335,6 +338,9 @@ def test_both_twins_get_the_same_augmented_arrays_computed_once_and_never_on_val
         np.testing.assert_array_equal(inputs[2], to_features(mnist.test_images, np.float32))
     assert run.config["augment"] == RUN["augment"]
     assert run.metrics["config"]["augment"] == RUN["augment"]
+    from nnscratch.report import render_report
+
+    assert f"**Augmentation:** every training batch, on the fly: `{RUN['augment']}`" in render_report(run.metrics, [])
     assert run.twin["test_prediction_agreement"] > 0.99
 
 
@@ -436,3 +442,46 @@ def test_the_producer_stops_when_the_engine_raises_or_the_run_is_interrupted():
     with pytest.raises(RunInterrupted):
         t.run()
     assert t.step == 5 and not _augmenter_threads()
+
+
+# ------------------------------------------------------------------------------- preview, bench
+
+
+def test_augment_preview_writes_both_figures_with_the_spec_in_the_title(mnist, tmp_path):
+    import json
+
+    from PIL import Image
+
+    from nnscratch.cli.main import main
+
+    out = tmp_path / "preview"
+    assert main(["augment-preview", "--data-dir", str(mnist.source), "--out", str(out), "--quiet",
+                 "--per-class", "1", "--versions", "3"]) == 0
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["augment_preview"]["augment"] == PRESETS["mnist"] and record["engines"] == {}
+    for name in ("augment_preview.png", "augment_transforms.png"):
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and min(image.size) > 300
+    assert sorted(p.name for p in out.iterdir()) == ["augment_preview.png", "augment_transforms.png", "metrics.json"]
+    assert main(["augment-preview", "--data-dir", str(mnist.source), "--out", str(out), "--quiet"]) == 2  # finished
+    assert main(["augment-preview", "--data-dir", str(mnist.source), "--out", str(out), "--quiet", "--overwrite",
+                 "--augment", "shear=10", "--versions", "2"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["augment_preview"]["augment"] == "shear=10"
+
+
+def test_the_bench_row_of_the_seed_configuration_with_augmentation():
+    from nnscratch.run.benchmark import AUGMENTED, format_table, run_benchmark
+
+    rng = np.random.default_rng(0)
+    pixels, y = rng.integers(0, 256, (256, 784), dtype=np.uint8), rng.integers(0, 10, 256)
+    result = run_benchmark(pixels, y, engines=["numpy-float32"], batch_sizes=[64], deep=[], epochs=2, progress=False,
+                           settle_s=0.0, peak_size=64, augment=AUG)
+    rows = {r["engine"]: r for r in result["rows"]}
+    assert set(rows) == {"numpy-float32", AUGMENTED} and rows[AUGMENTED]["arch"] == "784-533-10"
+    overhead = result["augment_overhead"]
+    assert overhead["augment"] == AUG.spec() and len(overhead["ratios"]) == 2
+    assert overhead["ratios"] == pytest.approx([a / p for p, a in zip(rows["numpy-float32"]["epochs_s"],
+                                                                      rows[AUGMENTED]["epochs_s"])])
+    assert overhead["percent"] == pytest.approx(100 * (np.median(overhead["ratios"]) - 1))
+    assert f"{AUGMENTED}: --augment {AUG.spec()}" in format_table(result)
+    assert not _augmenter_threads()

@@ -13,12 +13,17 @@ the same way and handed that state with :meth:`Trainer.load_state` continues bit
 batches (orders are a function of ``(seed, epoch)``), same masks (``(seed, epoch, step)``), same
 rates, same weights. One epoch, in order::
 
-    for each batch s of epoch e:   rows <- gather(order(e)[s*B:(s+1)*B]); masks <- keys(e, s)
+    for each batch s of epoch e:   rows <- gather(order(e)[s*B:(s+1)*B]) (augmented, ahead: keys(e, s))
+                                   masks <- keys(e, s)
                                    lr <- cursor.at(step); engine.train_step(rows, labels, lr, masks)
                                    every `loss_block` steps: drain the losses -> StepEnd events
                                    every `every_steps` steps: checkpoint (mid-epoch)
     evaluate on the validation set -> Evaluation;  cursor.end_epoch(val loss)
     early stopping -> EpochEnd(best, stop);  checkpoints (last, best, epoch-K)
+
+:meth:`Trainer.run` is :meth:`~Trainer.start`, :meth:`~Trainer.advance` (one epoch) until none
+is left, :meth:`~Trainer.finish`; :func:`run_in_lockstep` drives several trainers epoch by epoch
+in turn with the same three (a comparison with augmentation: each epoch augmented once).
 """
 
 from __future__ import annotations
