@@ -485,3 +485,20 @@ def test_the_bench_row_of_the_seed_configuration_with_augmentation():
     assert overhead["percent"] == pytest.approx(100 * (np.median(overhead["ratios"]) - 1))
     assert f"{AUGMENTED}: --augment {AUG.spec()}" in format_table(result)
     assert not _augmenter_threads()
+
+
+def test_an_augmented_epoch_leaves_a_core_to_its_thread_and_gives_it_back(pixels):
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from nnscratch.training.augmented import epoch_threads
+    from nnscratch.threads import usable_cores
+
+    assert epoch_threads(None) == max(1, usable_cores() - 1) and epoch_threads(1) == 1
+    source = AugmentedBatches(pixels, (28, 28, 1), AUG, 0, 64, engine_threads=1)
+    order = np.arange(300)
+    with threadpool_limits(2):
+        with source.epoch(0, order) as rows:
+            rows(0)
+            inside = {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+        after = {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+    assert inside == {1} and after == {2}

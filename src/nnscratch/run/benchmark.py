@@ -176,10 +176,11 @@ def make_runner(engine: str, spec, pixels, y, batch_size: int, cfg=None, augment
     initial = initial_state(spec, np.random.default_rng(0))
     options, lr = _training_options(cfg), (cfg.lr if cfg is not None else 0.01)
     batches = None
-    if engine == AUGMENTED:  # the NumPy float32 engine on augmented batches (``augment``: (augmentation, image shape))
-        from nnscratch.training.augmented import AugmentedBatches
+    if engine == AUGMENTED:  # our float32 engine on augmented batches; ``augment``: (augmentation, image shape,
+        from nnscratch.training.augmented import AugmentedBatches  # engine threads during its epochs)
 
-        engine, batches = "numpy-float32", AugmentedBatches(pixels, augment[1], augment[0], 0, batch_size)
+        engine = "numpy-float32"
+        batches = AugmentedBatches(pixels, augment[1], augment[0], 0, batch_size, engine_threads=augment[2])
     try:
         if engine == "sklearn":  # sklearn takes the whole float32 training set, as its users give it
             if cfg is not None:
@@ -208,7 +209,8 @@ def make_runner(engine: str, spec, pixels, y, batch_size: int, cfg=None, augment
 
 def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, progress=True,
                   settle_s: float = SETTLE_S, config=None, config_name: str = "config",
-                  peak_size: int = 4096, augment=None, image_shape: tuple[int, ...] = (28, 28, 1)) -> dict:
+                  peak_size: int = 4096, augment=None, image_shape: tuple[int, ...] = (28, 28, 1),
+                  augment_threads: int | None = None) -> dict:
     """Measure everything on ``pixels`` (uint8, ``(N, D)``) and labels ``y``; return
     ``{"peak_gflops": ..., "rows": [...], ...}`` (plain data).
 
@@ -223,8 +225,10 @@ def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, p
     size and with its training options; its rows' ``arch`` names it (``config_name``). With
     ``augment`` (an :class:`~nnscratch.data.augment.Augmentation`; ``pixels`` are images of
     ``image_shape``) the seed architecture at the first batch size gets the row
-    :data:`AUGMENTED`, taking its turns with the others, and ``augment_overhead`` says how much
-    longer its epochs took than ``numpy-float32``'s (the median of the per-round ratios).
+    :data:`AUGMENTED` (its engine on ``augment_threads`` BLAS threads while it trains, as in a
+    run: :func:`~nnscratch.training.augmented.epoch_threads`), taking its turns with the others,
+    and ``augment_overhead`` says how much longer its epochs took than ``numpy-float32``'s (the
+    median of the per-round ratios).
     """
     from nnscratch.model.spec import mlp_spec
 
@@ -251,7 +255,8 @@ def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, p
         runners, notes = {}, {}
         for engine in engine_list:
             runners[engine], notes[engine] = make_runner(engine, spec, pixels, y, batch, cfg,
-                                                         (augment, image_shape) if engine == AUGMENTED else None)
+                                                         (augment, image_shape, augment_threads)
+                                                         if engine == AUGMENTED else None)
         dtypes = sorted({_dtype_of(e) for e, run in runners.items() if run is not None})
         times = {engine: [] for engine in engine_list}
         round_peaks = {dtype: [] for dtype in dtypes}
@@ -280,7 +285,8 @@ def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, p
             if eager and r.s_per_epoch:
                 r.ratio_to_torch_eager = eager / r.s_per_epoch
         if AUGMENTED in engine_list and times[AUGMENTED] and times.get("numpy-float32"):
-            overhead = augment_overhead(augment, arch, batch, times["numpy-float32"], times[AUGMENTED])
+            overhead = augment_overhead(augment, arch, batch, times["numpy-float32"], times[AUGMENTED],
+                                        augment_threads)
         rows.extend(group)
         runners.clear()
     result = {"peak_gflops": peaks, "limit_s_per_epoch": limits, "epochs_measured": epochs, "settle_s": settle_s,
@@ -290,11 +296,13 @@ def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, p
     return result
 
 
-def augment_overhead(augment, arch: str, batch: int, plain: list[float], augmented: list[float]) -> dict:
+def augment_overhead(augment, arch: str, batch: int, plain: list[float], augmented: list[float],
+                     engine_threads: int | None = None) -> dict:
     """How much longer an augmented epoch took: each round's ratio (the two epochs ran one after the
     other, so a slow spell of a shared machine hits both), and their median."""
     ratios = [a / p for p, a in zip(plain, augmented)]
     return {"augment": augment.spec(), "arch": arch, "batch_size": batch, "engine": "numpy-float32",
+            "engine_threads": engine_threads,
             "plain_s": plain, "augmented_s": augmented, "ratios": ratios,
             "median_ratio": statistics.median(ratios), "percent": 100 * (statistics.median(ratios) - 1)}
 
@@ -330,7 +338,9 @@ def format_table(result: dict) -> str:
                    f"{min(rounds):.0f} to {max(rounds):.0f} GFLOP/s in this run")
     a = result.get("augment_overhead")
     if a:
-        out.append(f"{AUGMENTED}: --augment {a['augment']} on {a['arch']}, batch {a['batch_size']}: "
+        threads = f", {a['engine_threads']} BLAS thread(s) beside the augmentation thread" \
+            if a.get("engine_threads") else ""
+        out.append(f"{AUGMENTED}: --augment {a['augment']} on {a['arch']}, batch {a['batch_size']}{threads}: "
                    f"{a['percent']:+.0f} % time per epoch against numpy-float32 (median of the {len(a['ratios'])} "
                    f"rounds' ratios, {min(a['ratios']):.2f} to {max(a['ratios']):.2f})")
     return "\n".join(out)

@@ -192,13 +192,14 @@ def augmented_batches(cfg: RunConfig, arrays: SplitArrays, share: bool = False):
     """The run's :class:`~nnscratch.training.augmented.AugmentedBatches` (None without
     augmentation); ``share``: one epoch memo for several engines."""
     from nnscratch.data.augment import parse_augment
-    from nnscratch.training.augmented import AugmentedBatches
+    from nnscratch.training.augmented import AugmentedBatches, epoch_threads
 
     augmentation = parse_augment(cfg.augment, cfg.dataset)
     if not augmentation.active:
         return None
     return AugmentedBatches(arrays.x_train, arrays.image_shape, augmentation, cfg.seed,
-                            min(cfg.batch_size, len(arrays.y_train)), share=share)
+                            min(cfg.batch_size, len(arrays.y_train)), share=share,
+                            engine_threads=epoch_threads(cfg.threads))
 
 
 def check_augment(cfg: RunConfig, image_shape: tuple[int, ...]) -> None:

@@ -35,12 +35,24 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from nnscratch.data.augment import Augmentation, Warper
+from nnscratch.threads import limited_threads
 from nnscratch.training.streams import STREAM_AUGMENT, stream_seed
 
 #: How many batches the producer thread may have ready ahead of the engine.
 PREFETCH_DEPTH = 4
 #: The name of the producer thread (what ``threading.enumerate()`` shows while it runs).
 THREAD_NAME = "nnscratch-augment"
+
+
+def epoch_threads(threads: int | None) -> int:
+    """The BLAS threads of the engines while an augmented epoch trains, for a run of ``threads``
+    (None: every usable core): one fewer, at least one, so that the thread preparing the batches
+    has a core of its own. Two BLAS threads and that thread on two cores make three runnable
+    threads, and OpenBLAS's second thread, spinning between the small products of a batch, is
+    then kept from its core for a scheduler slice at a time (docs/augmentation.md, measured)."""
+    from nnscratch.threads import thread_count
+
+    return max(1, thread_count(threads) - 1)
 
 
 def augment_rng(seed: int, epoch: int, step: int) -> np.random.Generator:
@@ -108,15 +120,18 @@ class AugmentedBatches:
 
     ``prefetch``: batches prepared ahead by a thread (0: each made when asked, in the training
     thread; the bytes are the same). ``share``: keep an epoch memo for the next engine (see the
-    module docstring)."""
+    module docstring). ``engine_threads``: the BLAS (and torch) threads of the engines while an
+    epoch's thread runs (None: as they are; see :func:`epoch_threads`)."""
 
     def __init__(self, pixels: np.ndarray, image_shape: tuple[int, ...], augmentation: Augmentation, seed: int,
-                 batch_size: int, *, share: bool = False, prefetch: int = PREFETCH_DEPTH) -> None:
+                 batch_size: int, *, share: bool = False, prefetch: int = PREFETCH_DEPTH,
+                 engine_threads: int | None = None) -> None:
         if pixels.dtype != np.uint8 or pixels.ndim != 2:
             raise ValueError(f"augmentation needs uint8 pixel rows (N, D), got {pixels.dtype} {pixels.shape}")
         augmentation.check_images(tuple(image_shape))
         self.pixels, self.image_shape, self.augmentation = pixels, tuple(image_shape), augmentation
         self.seed, self.batch_size, self.prefetch, self.share = int(seed), int(batch_size), int(prefetch), share
+        self.engine_threads = engine_threads
         self.steps_per_epoch = -(-len(pixels) // self.batch_size)
         self._memo: np.ndarray | None = None
         self._memo_epoch: int | None = None
@@ -151,10 +166,11 @@ class AugmentedBatches:
                 self._filled[s] = True
             return rows
 
-        if self.prefetch <= 0:
-            yield produce
+        if self.prefetch <= 0 or (memo is not None and self._filled[start:].all()):
+            yield produce  # made here, or all in the memo already (the twin's epoch): no thread needed
             return
-        with Prefetcher(produce, range(start, self.steps_per_epoch), self.prefetch) as prefetcher:
+        with limited_threads(self.engine_threads), \
+                Prefetcher(produce, range(start, self.steps_per_epoch), self.prefetch) as prefetcher:
             yield prefetcher.get
 
     def _memo_for(self, epoch: int, order: np.ndarray) -> np.ndarray | None:
