@@ -19,6 +19,7 @@ TINY = {
     "optimizers.py": ["2", "--small"],
     "checkpoints.py": ["1", "640"],
     "transfer.py": ["--small", "--out", "."],
+    "augment.py": ["1", "--train-subset", "512", "--repeats", "2"],
 }
 
 
@@ -28,7 +29,7 @@ def test_every_script_has_a_tiny_run():
 
 @pytest.mark.parametrize("script", sorted(TINY))
 def test_the_script_runs(script, tmp_path, request):
-    if script in ("engines.py", "checkpoints.py", "transfer.py"):
+    if script in ("engines.py", "checkpoints.py", "transfer.py", "augment.py"):
         request.getfixturevalue("mnist")  # the real MNIST files (skip or fail as conftest says)
     else:
         optional_import("torch")
@@ -43,5 +44,7 @@ def test_the_script_runs(script, tmp_path, request):
         assert (tmp_path / "transfer.json").is_file()
     elif script == "checkpoints.py":
         assert "one checkpoint write: median" in proc.stdout and "with/without:" in proc.stdout, proc.stdout
+    elif script == "augment.py":
+        assert "elastic recipe (scipy)" in proc.stdout and "augmented (default)" in proc.stdout, proc.stdout
     else:
         assert "numpy-float32" in proc.stdout, proc.stdout

@@ -53,7 +53,7 @@ import numpy as np
 
 from nnscratch.errors import ParameterError
 
-#: The transforms, in the order a spec is written and their random numbers are drawn.
+#: The transforms, in the order a spec is written (their numbers are drawn in another: :meth:`Augmentation.draw`).
 TRANSFORMS = ("rotate", "shift", "scale", "shear", "elastic", "hflip")
 #: What each transform's value means, for errors and ``--help``.
 TRANSFORM_HELP = {"rotate": "degrees, turned by up to +-rotate", "shift": "whole pixels, up to +-shift per axis",
@@ -116,8 +116,9 @@ class Augmentation:
                                             f"use at most {min(shape[:2]) - 1}")
 
     def draw(self, rng: np.random.Generator, n: int, image_shape: tuple[int, ...]) -> "Draw":
-        """The random transforms of ``n`` images (numbers drawn in the order of :data:`TRANSFORMS`'
-        documentation: angles, zooms, shears, shifts, mirrors, then the elastic noise)."""
+        """The random transforms of ``n`` images of ``image_shape``, their numbers drawn from ``rng``
+        in this order: angles, zooms, shears, shifts, mirrors, elastic noise (those of the
+        transforms that are on)."""
         H, W = image_shape[:2]
         theta = np.radians(rng.uniform(-self.rotate, self.rotate, n)) if self.rotate else np.zeros(n)
         s = rng.uniform(1.0 - self.scale, 1.0 + self.scale, n) if self.scale else np.ones(n)
