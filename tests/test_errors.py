@@ -113,6 +113,15 @@ CASES = [
     ("a model to predict with that is not a model", "predict DIR/one_class/cat/a.png --model DIR/not_a_model.safetensors"),
     # issue 22: gradient flow
     ("a gradient flow measured on no steps", "compare --gradient-flow-samples 0"),
+    # issue 20: augmentation
+    ("an unknown augmentation", "compare --augment rotat=10"),
+    ("an augmentation strength out of range", "compare --augment scale=1.5"),
+    ("an elastic distortion without its sigma", "compare --augment elastic=34"),
+    ("an augmentation preset for a dataset that has none", "compare --dataset folder:DIR/one_class --augment auto"),
+    ("an augmentation table with a value of the wrong type", "compare --config DIR/augment_table.toml"),
+    ("a shift that moves the images out of view", "compare --augment shift=28"),
+    ("a preview of no augmentation", "augment-preview --augment none"),
+    ("a benchmark augmentation that is not a number", "bench --augment rotate=x"),
 ]
 
 
@@ -126,6 +135,7 @@ def _scratch_run_folders(folder: Path) -> None:
     (folder / "not_a_run").mkdir()
     (folder / "not_a_run" / "notes.txt").write_text("mine")
     (folder / "not_a_layer.py").write_text("class Plain:\n    pass\n")
+    (folder / "augment_table.toml").write_text("[augment]\nrotate = 10\nhflip = true\n")
     _inspect_scratch(folder)
 
 

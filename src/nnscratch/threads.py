@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from typing import Iterator
 
 
 def usable_cores() -> int:
@@ -46,3 +48,25 @@ def set_threads(threads: int | None) -> int:
     except ImportError:
         pass
     return n
+
+
+@contextlib.contextmanager
+def limited_threads(n: int | None) -> Iterator[None]:
+    """Inside the block, every BLAS pool (and torch, if imported) uses at most ``n`` threads;
+    after it, what they had. ``None``: nothing changes. (An augmented epoch leaves a core to the
+    thread that prepares its batches: :mod:`nnscratch.training.augmented`.)"""
+    if n is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    with threadpool_limits(n):
+        if torch is not None:
+            torch.set_num_threads(min(n, before))
+        try:
+            yield
+        finally:
+            if torch is not None:
+                torch.set_num_threads(before)

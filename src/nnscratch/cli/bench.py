@@ -13,7 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from nnscratch.errors import UsageError
-from nnscratch.run.benchmark import ALL_ENGINES, SETTLE_S, format_table, run_benchmark
+from nnscratch.data.augment import PRESETS
+from nnscratch.run.benchmark import ALL_ENGINES, AUGMENTED, SETTLE_S, format_table, run_benchmark
+
+#: The augmentation of the row "seed configuration + augmentation": MNIST's preset.
+BENCH_AUGMENT = PRESETS["mnist"]
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,6 +36,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, metavar="FILE.toml",
                    help="also measure the network and training options of a config file (e.g. configs/best.toml) at "
                         "its batch size: its optimizer, dropout, batch norm, penalties (scikit-learn has none of them)")
+    p.add_argument("--augment", default=BENCH_AUGMENT, metavar="SPEC",
+                   help=f"also measure the seed network at the first batch size on batches augmented so "
+                        f"(row {AUGMENTED}; default: {BENCH_AUGMENT}, the MNIST preset; none: skip)")
     p.add_argument("--train-subset", type=int, default=None, metavar="N", help="use the first N training images")
     p.add_argument("--peak-size", type=int, default=4096, metavar="N",
                    help="side of the square products that measure the GEMM peak (default: 4096; smaller is quicker, "
@@ -49,6 +56,7 @@ def command_line(args: argparse.Namespace) -> str:
     parts += [f"--settle {args.settle:g}"] if args.settle != SETTLE_S else []
     parts += ["--jit"] if args.jit else []
     parts += [f"--config {args.config}"] if getattr(args, "config", None) else []
+    parts += [f"--augment {args.augment}"] if getattr(args, "augment", BENCH_AUGMENT) != BENCH_AUGMENT else []
     parts += [f"--train-subset {args.train_subset}"] if args.train_subset else []
     parts += [f"--threads {args.threads}"] if args.threads else []
     parts += [f"--peak-size {args.peak_size}"] if getattr(args, "peak_size", 4096) != 4096 else []
@@ -69,6 +77,14 @@ def run_bench(args: argparse.Namespace) -> int:
         raise UsageError(f"--peak-size must be at least 64, got {args.peak_size}")
     if any(b < 1 for b in args.batch_sizes):
         raise UsageError(f"--batch-sizes must be positive, got {args.batch_sizes}")
+    from nnscratch.data.augment import parse_augment
+    from nnscratch.errors import ParameterError
+    from nnscratch.training.augmented import epoch_threads
+
+    try:
+        augment = parse_augment(args.augment, "mnist")
+    except ParameterError as exc:
+        raise UsageError(f"--augment {exc.problem}") from None
     config = None
     if args.config:  # checked before any data is read
         from nnscratch.run.config import resolve_config
@@ -84,7 +100,8 @@ def run_bench(args: argparse.Namespace) -> int:
     result = run_benchmark(pixels, y, engines=args.engines, batch_sizes=args.batch_sizes, deep=args.deep,
                            epochs=args.epochs, jit=args.jit, settle_s=args.settle, config=config,
                            config_name=Path(args.config).name if args.config else "config",
-                           peak_size=args.peak_size)
+                           peak_size=args.peak_size, augment=augment if augment.active else None,
+                           image_shape=tuple(data.train_images.shape[1:]), augment_threads=epoch_threads(threads))
     result["threads"] = threads
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["machine"] = machine_info()

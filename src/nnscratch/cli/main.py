@@ -6,7 +6,8 @@ test set), ``predict`` (a saved model on your own images), ``bench`` (speed of e
 this machine's BLAS limit), ``export`` (a saved model as an ONNX graph), ``gradcheck`` (every
 hand-written gradient against finite differences), ``step`` (one training step, number by number),
 ``lr-find`` (the learning-rate range test: a suggested ``--lr``), ``inspect`` (what a trained model
-learned: weight images, per-class units, activations, saliency maps, top losses).
+learned: weight images, per-class units, activations, saliency maps, top losses), ``augment-preview`` (what
+``--augment`` does to the training images, as figures).
 Errors are one line on stderr: exit 2 for bad usage or input, 1 for other failures.
 """
 
@@ -205,6 +206,10 @@ def _add_data_flags(p: argparse.ArgumentParser, evaluate: bool = False) -> None:
     g.add_argument("--classes", metavar="LIST",
                    help="keep only these classes, e.g. 0-4 or 0,2,5-9, relabelled 0..k-1 in order (any dataset; "
                         "saved models remember it)")
+    g.add_argument("--augment", metavar="SPEC",
+                   help="augment the training images (never validation or test): e.g. rotate=10,shift=2,scale=0.1,"
+                        "shear=5,elastic=34:4,hflip=0.5; auto = the dataset's preset (auto,hflip=0.5 changes it); "
+                        "default: none (docs/augmentation.md)")
 
 
 class _OneLineErrors(argparse.ArgumentParser):
@@ -324,6 +329,17 @@ def build_parser() -> argparse.ArgumentParser:
                                      "inspect.md index (docs/inspect.md).")
     add_inspect_arguments(p)
     _add_data_flags(p, evaluate=True)
+
+    from nnscratch.cli.augment_preview import add_augment_preview_arguments
+
+    p = verbs.add_parser("augment-preview", help="a figure of what --augment does to the training images",
+                         description="Draw the first training images of every class, each followed by augmented "
+                                     "versions (augment_preview.png), and one image under each transform of the "
+                                     "spec alone (augment_transforms.png), into --out. Takes the train verb's "
+                                     "options (--dataset, --config, --augment, --seed, ...); without --augment, the "
+                                     "dataset's preset (docs/augmentation.md).")
+    _add_run_flags(p, "runs/<timestamp>-augment-preview/")
+    add_augment_preview_arguments(p)
     return parser
 
 
@@ -552,6 +568,11 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from nnscratch.cli.inspect import run_inspect
 
         return run_inspect(args, _FOLDER_FLAGS)
+
+    if args.verb == "augment-preview":
+        from nnscratch.cli.augment_preview import run_augment_preview
+
+        return run_augment_preview(args, _config_from(args, ("numpy",)), _FOLDER_FLAGS, args.augment is not None)
     parser.error(f"unknown verb {args.verb}")
     return 2
 

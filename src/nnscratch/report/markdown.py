@@ -128,6 +128,11 @@ def _data(metrics: Mapping[str, Any], view: DatasetView) -> list[str]:
         lines += [f"**Classes:** {listed}" + (f", … and {more} more" if more > 0 else "") + ".", ""]
     if dataset.get("split_rule"):
         lines += [f"**Split:** {dataset['split_rule']}", ""]
+    augment = metrics.get("config", {}).get("augment")
+    if augment and augment != "none":
+        lines += [f"**Augmentation:** every training batch, on the fly: `{augment}` (each image its own random "
+                  "transform, keyed by seed, epoch and step; the validation and test images as they are; "
+                  "see docs/augmentation.md).", ""]
     if dataset.get("source"):
         lines += [f"**Source:** `{dataset['source']}`", ""]
     notes = [str(note) for note in dataset.get("notes") or []]

@@ -47,6 +47,8 @@ from nnscratch.errors import UsageError
 
 SETTLE_S = 0.3  # seconds of pause before each timed run: see the module docstring
 ALL_ENGINES = ("numpy-float32", "numpy-float64", "torch-eager", "torch-compile", "sklearn")
+#: The row "seed configuration + augmentation": our float32 engine on augmented batches.
+AUGMENTED = "numpy-float32+augment"
 
 
 @dataclass
@@ -121,16 +123,18 @@ def epoch_flops(sizes: tuple[int, ...], n: int) -> float:
     return total
 
 
-def _engine_runner(engine, pixels, y, batch_size: int, dtype, lr: float = 0.01, dropout=None):
+def _engine_runner(engine, pixels, y, batch_size: int, dtype, lr: float = 0.01, dropout=None, augment=None):
     """A function that trains ``engine`` for one epoch (a fresh shuffle) and returns its seconds.
 
     It is the training loop of ``nnscratch compare`` itself: uint8 pixels, scaled per batch; with
-    ``dropout`` (the model's dropout layers) the loop draws the masks, as in a comparison."""
+    ``dropout`` (the model's dropout layers) the loop draws the masks, as in a comparison; with
+    ``augment`` (an :class:`~nnscratch.training.augmented.AugmentedBatches` of ``pixels``) each
+    batch is augmented, prepared ahead by its thread, as in a run with ``--augment``."""
     from nnscratch.training.trainer import fit
 
     rng = np.random.default_rng(0)
     return lambda: fit(engine, (pixels, y), None, orders=[rng.permutation(len(y))], batch_size=batch_size,
-                       num_classes=10, lr=lr, dropout=dropout, seed=0, dtype=dtype).epochs[0].time_s
+                       num_classes=10, lr=lr, dropout=dropout, seed=0, dtype=dtype, augment=augment).epochs[0].time_s
 
 
 def _sklearn_runner(x, y, hidden, batch_size: int):
@@ -157,7 +161,7 @@ def _training_options(cfg) -> dict:
             "clip_grad_norm": cfg.clip_grad_norm, "max_norm": cfg.max_norm, "label_smoothing": cfg.label_smoothing}
 
 
-def make_runner(engine: str, spec, pixels, y, batch_size: int, cfg=None):
+def make_runner(engine: str, spec, pixels, y, batch_size: int, cfg=None, augment=None):
     """``(one-epoch function, "")`` for ``engine``, or ``(None, reason)`` where it cannot run here.
 
     With ``cfg`` (a :class:`~nnscratch.run.config.RunConfig`) the engines train with its optimizer and
@@ -171,6 +175,12 @@ def make_runner(engine: str, spec, pixels, y, batch_size: int, cfg=None):
 
     initial = initial_state(spec, np.random.default_rng(0))
     options, lr = _training_options(cfg), (cfg.lr if cfg is not None else 0.01)
+    batches = None
+    if engine == AUGMENTED:  # our float32 engine on augmented batches; ``augment``: (augmentation, image shape,
+        from nnscratch.training.augmented import AugmentedBatches  # engine threads during its epochs)
+
+        engine = "numpy-float32"
+        batches = AugmentedBatches(pixels, augment[1], augment[0], 0, batch_size, engine_threads=augment[2])
     try:
         if engine == "sklearn":  # sklearn takes the whole float32 training set, as its users give it
             if cfg is not None:
@@ -182,7 +192,7 @@ def make_runner(engine: str, spec, pixels, y, batch_size: int, cfg=None):
             if engine == "numpy-float32-jit":
                 options = options | {"jit": True}
             e = make_engine("numpy", spec, initial, dtype, **options)
-            run = _engine_runner(e, pixels, y, batch_size, dtype, lr, dropout_layers(spec))
+            run = _engine_runner(e, pixels, y, batch_size, dtype, lr, dropout_layers(spec), batches)
         else:
             e = make_engine("torch", spec, initial, np.float32, device="cpu",
                             compile=engine == "torch-compile", shared_masks=False, **options)
@@ -199,7 +209,8 @@ def make_runner(engine: str, spec, pixels, y, batch_size: int, cfg=None):
 
 def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, progress=True,
                   settle_s: float = SETTLE_S, config=None, config_name: str = "config",
-                  peak_size: int = 4096) -> dict:
+                  peak_size: int = 4096, augment=None, image_shape: tuple[int, ...] = (28, 28, 1),
+                  augment_threads: int | None = None) -> dict:
     """Measure everything on ``pixels`` (uint8, ``(N, D)``) and labels ``y``; return
     ``{"peak_gflops": ..., "rows": [...], ...}`` (plain data).
 
@@ -211,7 +222,13 @@ def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, p
     round``) and ``pct_of_start_peak`` (``limit at the start peak / median epoch time``). Each
     timed epoch and each peak measurement starts after a pause of ``settle_s`` seconds. With
     ``config`` (a :class:`~nnscratch.run.config.RunConfig`) its network is measured too, at its batch
-    size and with its training options; its rows' ``arch`` names it (``config_name``).
+    size and with its training options; its rows' ``arch`` names it (``config_name``). With
+    ``augment`` (an :class:`~nnscratch.data.augment.Augmentation`; ``pixels`` are images of
+    ``image_shape``) the seed architecture at the first batch size gets the row
+    :data:`AUGMENTED` (its engine on ``augment_threads`` BLAS threads while it trains, as in a
+    run: :func:`~nnscratch.training.augmented.epoch_threads`), taking its turns with the others,
+    and ``augment_overhead`` says how much longer its epochs took than ``numpy-float32``'s (the
+    median of the per-round ratios).
     """
     from nnscratch.model.spec import mlp_spec
 
@@ -224,9 +241,11 @@ def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, p
         configs.append((mlp_spec(pixels.shape[1], tuple(deep), 10), batch_sizes[0], None))
     if config is not None:
         configs.append((config.model_spec(pixels.shape[1], 10), config.batch_size, config))
-    engine_list = list(engines) + (["numpy-float32-jit"] if jit else [])
-    rows, limits = [], {}
-    for spec, batch, cfg in configs:
+    rows, limits, overhead = [], {}, None
+    for number, (spec, batch, cfg) in enumerate(configs):
+        engine_list = list(engines) + (["numpy-float32-jit"] if jit else [])
+        if augment is not None and number == 0:
+            engine_list.append(AUGMENTED)
         arch = "-".join(map(str, spec.widths())) if cfg is None else f"{config_name}: {spec.describe()}"
         flops = epoch_flops(tuple(spec.widths()), len(y))
         for dtype in ("float32", "float64"):
@@ -235,7 +254,9 @@ def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, p
             print(f"  measuring {arch} batch {batch}: {', '.join(engine_list)}", file=sys.stderr, flush=True)
         runners, notes = {}, {}
         for engine in engine_list:
-            runners[engine], notes[engine] = make_runner(engine, spec, pixels, y, batch, cfg)
+            runners[engine], notes[engine] = make_runner(engine, spec, pixels, y, batch, cfg,
+                                                         (augment, image_shape, augment_threads)
+                                                         if engine == AUGMENTED else None)
         dtypes = sorted({_dtype_of(e) for e, run in runners.items() if run is not None})
         times = {engine: [] for engine in engine_list}
         round_peaks = {dtype: [] for dtype in dtypes}
@@ -263,10 +284,27 @@ def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, p
         for r in group:
             if eager and r.s_per_epoch:
                 r.ratio_to_torch_eager = eager / r.s_per_epoch
+        if AUGMENTED in engine_list and times[AUGMENTED] and times.get("numpy-float32"):
+            overhead = augment_overhead(augment, arch, batch, times["numpy-float32"], times[AUGMENTED],
+                                        augment_threads)
         rows.extend(group)
         runners.clear()
-    return {"peak_gflops": peaks, "limit_s_per_epoch": limits, "epochs_measured": epochs, "settle_s": settle_s,
-            "train_images": int(len(y)), "rows": [asdict(r) for r in rows]}
+    result = {"peak_gflops": peaks, "limit_s_per_epoch": limits, "epochs_measured": epochs, "settle_s": settle_s,
+              "train_images": int(len(y)), "rows": [asdict(r) for r in rows]}
+    if overhead is not None:
+        result["augment_overhead"] = overhead
+    return result
+
+
+def augment_overhead(augment, arch: str, batch: int, plain: list[float], augmented: list[float],
+                     engine_threads: int | None = None) -> dict:
+    """How much longer an augmented epoch took: each round's ratio (the two epochs ran one after the
+    other, so a slow spell of a shared machine hits both), and their median."""
+    ratios = [a / p for p, a in zip(plain, augmented)]
+    return {"augment": augment.spec(), "arch": arch, "batch_size": batch, "engine": "numpy-float32",
+            "engine_threads": engine_threads,
+            "plain_s": plain, "augmented_s": augmented, "ratios": ratios,
+            "median_ratio": statistics.median(ratios), "percent": 100 * (statistics.median(ratios) - 1)}
 
 
 def _dtype_of(engine: str) -> str:
@@ -298,4 +336,11 @@ def format_table(result: dict) -> str:
     if rounds:
         out.append(f"% of round peak is against the float32 peak measured again (one product) in each round: "
                    f"{min(rounds):.0f} to {max(rounds):.0f} GFLOP/s in this run")
+    a = result.get("augment_overhead")
+    if a:
+        threads = f", {a['engine_threads']} BLAS thread(s) beside the augmentation thread" \
+            if a.get("engine_threads") else ""
+        out.append(f"{AUGMENTED}: --augment {a['augment']} on {a['arch']}, batch {a['batch_size']}{threads}: "
+                   f"{a['percent']:+.0f} % time per epoch against numpy-float32 (median of the {len(a['ratios'])} "
+                   f"rounds' ratios, {min(a['ratios']):.2f} to {max(a['ratios']):.2f})")
     return "\n".join(out)

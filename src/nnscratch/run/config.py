@@ -64,7 +64,7 @@ _OPTIMIZER_FLAGS = {"name": "optimizer"}
 _SCHEDULE_FLAGS = {"name": "lr_schedule", "base_lr": "lr"} | {
     parameter: key for key, parameters in SCHEDULE_PARAMETERS.items() for parameter in parameters}
 #: Settings left out of the echoed command line while they have their default value.
-_QUIET_DEFAULTS = ("jit", "val_size", "standardize", "verify", "image_size", "color", "strict", "label_column",
+_QUIET_DEFAULTS = ("jit", "augment", "val_size", "standardize", "verify", "image_size", "color", "strict", "label_column",
                    "image_shape", "classes", "freeze", "reset_head", "momentum", "dampening", "nesterov", "betas", "eps", "alpha", "centered",
                    "amsgrad", "weight_decay", "lr_schedule_unit", "warmup_steps", "warmup_start_factor",
                    "lr_step_size", "lr_gamma", "lr_milestones", "t_max", "min_lr", "max_lr", "step_size_up",
@@ -93,6 +93,7 @@ class RunConfig:
     label_column: str | None = None   # csv: the label column's name or 0-based index
     image_shape: str | None = None    # csv: "HxW" or "HxWxC"
     classes: str | None = None        # "0-4" or "0,2,5-9": keep those classes only, relabelled 0..k-1
+    augment: str = "none"             # "rotate=10,shift=2,elastic=34:4", "auto" (the dataset's preset): data/augment.py
     epochs: int = 20
     batch_size: int = 64
     lr: float = 0.01
@@ -177,6 +178,7 @@ class RunConfig:
             problem = check_value(key, value)
             if problem:
                 raise UsageError(f"{flag(key)} {problem}")
+        self.augment = _resolved_augment(self.augment, self.dataset)
         # the optimizer's and the schedule's own checks, now rather than after loading the data
         from nnscratch.numpy_engine.optimizers import OPTIMIZERS, hyperparameters_of, make_optimizer
 
@@ -281,6 +283,15 @@ class RunConfig:
         return " ".join(p for p in parts if p)
 
 
+def _resolved_augment(value, dataset: str) -> str:
+    """``augment`` as its canonical spec, ``auto`` resolved to ``dataset``'s preset (what the run
+    records), or a one-line error naming ``--augment``."""
+    from nnscratch.data.augment import augment_spec, parse_augment
+
+    with _naming_flags({}):
+        return parse_augment(augment_spec(value), dataset).spec()
+
+
 def setting_as_flag(key: str, value: Any) -> str | None:
     """One setting as the command-line flag that sets it (None when there is nothing to write)."""
     if value is None:
@@ -383,6 +394,15 @@ def check_value(key: str, value: Any) -> str | None:
     def choice(options):
         return None if value in options else f"must be one of {', '.join(options)}, got {value!r}"
 
+    def augment():
+        from nnscratch.data.augment import augment_spec, check_spec
+
+        try:
+            check_spec(augment_spec(value))
+        except ParameterError as exc:
+            return exc.problem
+        return None
+
     checks = {
         "dataset": lambda: None if isinstance(value, str) and value else f"must be a dataset name, got {value!r}",
         "val_size": lambda: integer(1, optional=True),
@@ -395,6 +415,7 @@ def check_value(key: str, value: Any) -> str | None:
         f"must be a column name or index, got {value!r}",
         "image_shape": lambda: size((2, 3)),
         "classes": lambda: None if value is None else classes(),
+        "augment": augment,
         "epochs": lambda: integer(1),
         "batch_size": lambda: integer(1),
         "lr": lambda: number(0.0, low_open=True),
@@ -518,6 +539,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             values[key] = value = tuple(float(b) if _is_int(b) else b for b in value)
         if key == "lr_milestones" and isinstance(value, list):
             values[key] = value = tuple(value)
+        if key == "augment" and isinstance(value, dict):  # a table of transforms: the flag's string
+            from nnscratch.data.augment import augment_spec
+
+            try:
+                values[key] = value = augment_spec(value)
+            except ParameterError as exc:
+                raise UsageError(f"{path}: augment {exc.problem}") from None
         problem = check_value(key, value)
         if problem:
             raise UsageError(f"{path}: {key} {problem}")

@@ -156,46 +156,87 @@ def train_engines(cfg: RunConfig, plan: RunPlan, engines: dict, arrays: SplitArr
 
 
 def _train_each(cfg, plan, engines, arrays, progress, on_epoch, sinks, checkpoints, meta, resume, stop):
-    """:func:`train_engines`' loop, under its signal handling (``stop``)."""
-    from nnscratch.files.checkpoint import CheckpointWriter, checkpoint_folder
-    from nnscratch.training.early_stopping import EarlyStopping
-    from nnscratch.training.sinks import EpochLines, ProgressBar
-    from nnscratch.training.trainer import Trainer
+    """:func:`train_engines`' loop, under its signal handling (``stop``): each engine in turn, or,
+    augmented with several engines, epoch by epoch in lockstep (the augmented epoch computed once
+    for all of them: :func:`~nnscratch.training.trainer.run_in_lockstep`)."""
+    from nnscratch.training.trainer import run_in_lockstep
 
-    results = {}
-    steps_per_epoch = -(-len(arrays.y_train) // cfg.batch_size)
-    names = tuple(engines)
-    for name, engine in engines.items():
-        writer = None
-        if checkpoints is not None and cfg.checkpoints:
-            writer = CheckpointWriter(checkpoint_folder(checkpoints, name, names), meta or {},
-                                      every_epochs=cfg.checkpoint_every, every_steps=cfg.checkpoint_every_steps,
-                                      keep=cfg.keep_checkpoints)
-        engine_sinks = [*sinks, *([ProgressBar()] if progress else []),
-                        *([EpochLines(lambda n, r: on_epoch(n, EpochRecord(**r)))] if on_epoch else [])]
-        trainer = Trainer(engine, (arrays.x_train, arrays.y_train), (arrays.x_val, arrays.y_val), seed=cfg.seed,
-                          epochs=cfg.epochs, batch_size=cfg.batch_size, num_classes=plan.spec.num_classes,
-                          schedule=ScheduleCursor(cfg.make_schedule(steps_per_epoch), cfg.schedule_unit()),
-                          early_stopping=EarlyStopping(cfg.early_stopping, cfg.early_stopping_min_delta)
-                          if cfg.early_stopping else None,
-                          dropout=dropout_layers(plan.spec), label_smoothing=cfg.label_smoothing, dtype=cfg.np_dtype,
-                          transform=arrays.train_transform(), sinks=engine_sinks, checkpoints=writer,
-                          config=cfg.to_dict(), gradient_flow=cfg.gradient_flow_samples if cfg.gradient_flow else 0)
+    augment = augmented_batches(cfg, arrays, share=len(engines) > 1)
+    trainers = {name: _trainer(cfg, plan, name, engine, arrays, progress, on_epoch, sinks, checkpoints, meta,
+                               tuple(engines), augment) for name, engine in engines.items()}
+    for name, trainer in trainers.items():
         if resume and resume.get(name) is not None:
             checkpoint = resume[name]
             try:
                 trainer.load_state(checkpoint.tensors, checkpoint.trainer)
             except (ValueError, KeyError, TypeError) as exc:
                 raise DataError(f"{checkpoint.path}: cannot resume from it ({exc})") from None
-        if stop.signum is not None:  # asked before this engine started: it starts on resume
-            raise RunInterrupted(stop.signum, name)
-        stop.trainer = trainer
-        history = trainer.run()
+    if augment is not None and len(trainers) > 1:
+        run_in_lockstep(list(trainers.values()), stop)
+    else:
+        for name, trainer in trainers.items():
+            if stop.signum is not None:  # asked before this engine started: it starts on resume
+                raise RunInterrupted(stop.signum, name)
+            stop.trainer = trainer
+            trainer.run()
+            if stop.signum is not None:  # asked once the run's last step was done: honoured all the same
+                raise RunInterrupted(stop.signum, name, trainer.last_checkpoint)
+    results = {}
+    for name, engine in engines.items():
         engine.eval()
-        results[name] = EngineResult(history, engine.predict_logits(arrays.x_test), engine.state_dict())
-        if stop.signum is not None:  # asked once the run's last step was done: honoured all the same
-            raise RunInterrupted(stop.signum, name, trainer.last_checkpoint)
+        results[name] = EngineResult(trainers[name].history, engine.predict_logits(arrays.x_test), engine.state_dict())
     return results
+
+
+def augmented_batches(cfg: RunConfig, arrays: SplitArrays, share: bool = False):
+    """The run's :class:`~nnscratch.training.augmented.AugmentedBatches` (None without
+    augmentation); ``share``: one epoch memo for several engines."""
+    from nnscratch.data.augment import parse_augment
+    from nnscratch.training.augmented import AugmentedBatches, epoch_threads
+
+    augmentation = parse_augment(cfg.augment, cfg.dataset)
+    if not augmentation.active:
+        return None
+    return AugmentedBatches(arrays.x_train, arrays.image_shape, augmentation, cfg.seed,
+                            min(cfg.batch_size, len(arrays.y_train)), share=share,
+                            engine_threads=epoch_threads(cfg.threads))
+
+
+def check_augment(cfg: RunConfig, image_shape: tuple[int, ...]) -> None:
+    """``cfg.augment`` can work on images of ``image_shape`` (or a one-line error naming the flag)."""
+    from nnscratch.data.augment import parse_augment
+    from nnscratch.errors import ParameterError
+
+    try:
+        parse_augment(cfg.augment, cfg.dataset).check_images(tuple(image_shape))
+    except ParameterError as exc:
+        raise UsageError(f"--augment {exc.problem}") from None
+
+
+def _trainer(cfg, plan, name, engine, arrays, progress, on_epoch, sinks, checkpoints, meta, names, augment):
+    """The :class:`~nnscratch.training.trainer.Trainer` of one engine of the run."""
+    from nnscratch.files.checkpoint import CheckpointWriter, checkpoint_folder
+    from nnscratch.training.early_stopping import EarlyStopping
+    from nnscratch.training.sinks import EpochLines, ProgressBar
+    from nnscratch.training.trainer import Trainer
+
+    steps_per_epoch = -(-len(arrays.y_train) // cfg.batch_size)
+    writer = None
+    if checkpoints is not None and cfg.checkpoints:
+        writer = CheckpointWriter(checkpoint_folder(checkpoints, name, names), meta or {},
+                                  every_epochs=cfg.checkpoint_every, every_steps=cfg.checkpoint_every_steps,
+                                  keep=cfg.keep_checkpoints)
+    engine_sinks = [*sinks, *([ProgressBar()] if progress else []),
+                    *([EpochLines(lambda n, r: on_epoch(n, EpochRecord(**r)))] if on_epoch else [])]
+    return Trainer(engine, (arrays.x_train, arrays.y_train), (arrays.x_val, arrays.y_val), seed=cfg.seed,
+                   epochs=cfg.epochs, batch_size=cfg.batch_size, num_classes=plan.spec.num_classes,
+                   schedule=ScheduleCursor(cfg.make_schedule(steps_per_epoch), cfg.schedule_unit()),
+                   early_stopping=EarlyStopping(cfg.early_stopping, cfg.early_stopping_min_delta)
+                   if cfg.early_stopping else None,
+                   dropout=dropout_layers(plan.spec), label_smoothing=cfg.label_smoothing, dtype=cfg.np_dtype,
+                   transform=arrays.train_transform(), sinks=engine_sinks, checkpoints=writer,
+                   config=cfg.to_dict(), gradient_flow=cfg.gradient_flow_samples if cfg.gradient_flow else 0,
+                   augment=augment)
 
 
 def twin_agreement(results: dict[str, EngineResult]) -> dict:
@@ -446,6 +487,7 @@ def run_experiment(cfg: RunConfig, out_dir: str | os.PathLike | RunFolder | None
             check_engines(cfg)
             data = data or load_dataset(cfg.dataset, cfg.data_dir, progress=progress, **cfg.data_options())
             arrays = prepare_arrays(data, cfg)
+            check_augment(cfg, arrays.image_shape)
             plan = plan_run(cfg, len(arrays.y_train), arrays.x_train.shape[1], len(data.class_names))
             if plan.transfer is not None:
                 note(plan.transfer.line())

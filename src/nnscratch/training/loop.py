@@ -142,15 +142,22 @@ class BatchGatherer:
 
     def batch(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(x[idx], y[idx])`` as views of the reused arrays: valid until the next call."""
-        rows, labels = self._rows[:len(idx)], self._labels[:len(idx)]
         if self._pixels is None:
+            rows, labels = self._rows[:len(idx)], self._labels[:len(idx)]
             np.take(self.x, idx, axis=0, out=rows)
-        else:
-            pixels = self._pixels[:len(idx)]
-            np.take(self.x, idx, axis=0, out=pixels)
-            scale_pixels(pixels, rows)
-            if self.transform is not None:  # e.g. per-channel standardisation, in place
-                self.transform(rows)
+            np.take(self.y, idx, out=labels)
+            return rows, labels
+        pixels = self._pixels[:len(idx)]
+        np.take(self.x, idx, axis=0, out=pixels)
+        return self.prepared(pixels, idx)
+
+    def prepared(self, pixels: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(scaled pixels, y[idx])`` for pixel rows ``(b, D)`` uint8 gathered (and perhaps
+        augmented) elsewhere, as views of the reused arrays: valid until the next call."""
+        rows, labels = self._rows[:len(idx)], self._labels[:len(idx)]
+        scale_pixels(pixels, rows)
+        if self.transform is not None:  # e.g. per-channel standardisation, in place
+            self.transform(rows)
         np.take(self.y, idx, out=labels)
         return rows, labels
 

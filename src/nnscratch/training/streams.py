@@ -16,7 +16,7 @@ stream      number  what it keys
 init        0       the initial weights, ``SeedSequence(seed, spawn_key=(0,))``
 order       1       the batch order: epoch ``e``'s permutation, a function of ``(seed, e)``
 dropout     2       step ``(e, s)``'s dropout masks, ``SeedSequence(seed, spawn_key=(2, e, s))``
-augment     3       reserved for data augmentation, keyed as dropout
+augment     3       step ``(e, s)``'s augmentation, ``SeedSequence(seed, spawn_key=(3, e, s))``
 smoothgrad  4       ``nnscratch inspect``'s SmoothGrad noise for test image ``i``: ``(seed, 4, i)``
 ==========  ======  ==========================================================================
 

@@ -13,7 +13,8 @@ the same way and handed that state with :meth:`Trainer.load_state` continues bit
 batches (orders are a function of ``(seed, epoch)``), same masks (``(seed, epoch, step)``), same
 rates, same weights. One epoch, in order::
 
-    for each batch s of epoch e:   rows <- gather(order(e)[s*B:(s+1)*B]); masks <- keys(e, s)
+    for each batch s of epoch e:   rows <- gather(order(e)[s*B:(s+1)*B]) (augmented, ahead: keys(e, s))
+                                   masks <- keys(e, s)
                                    lr <- cursor.at(step); engine.train_step(rows, labels, lr, masks)
                                    (a sampled step: engine.train_step_recorded, the same step measured)
                                    every `loss_block` steps: drain the losses -> StepEnd events
@@ -21,13 +22,18 @@ rates, same weights. One epoch, in order::
     the sampled steps' mean -> GradientFlow (when on)
     evaluate on the validation set -> Evaluation;  cursor.end_epoch(val loss)
     early stopping -> EpochEnd(best, stop);  checkpoints (last, best, epoch-K)
+
+:meth:`Trainer.run` is :meth:`~Trainer.start`, :meth:`~Trainer.advance` (one epoch) until none
+is left, :meth:`~Trainer.finish`; :func:`run_in_lockstep` drives several trainers epoch by epoch
+in turn with the same three (a comparison with augmentation: each epoch augmented once).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -83,6 +89,9 @@ class Trainer:
         (:mod:`~nnscratch.training.gradient_flow`; 0: none). A sampled step runs
         ``engine.train_step_recorded`` (the same step, measured); an engine without that method
         records none
+    augment : an :class:`~nnscratch.training.augmented.AugmentedBatches` of the same ``uint8``
+        training pixels, or None: each batch is then augmented (keyed by ``(seed, epoch, step)``,
+        prepared ahead in a thread) before it is scaled
     """
 
     def __init__(self, engine, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray] | None, *,
@@ -90,7 +99,7 @@ class Trainer:
                  early_stopping=None, dropout: list[tuple[int, int, float]] | None = None,
                  label_smoothing: float = 0.0, dtype=None, transform: Callable | None = None,
                  sinks: Iterable[Callable] = (), orders=None, checkpoints=None, config: dict | None = None,
-                 loss_block: int = 64, gradient_flow: int = 0) -> None:
+                 loss_block: int = 64, gradient_flow: int = 0, augment=None) -> None:
         if early_stopping is not None and val is None:
             raise ValueError("early stopping needs a validation set")
         x, y = train
@@ -98,6 +107,9 @@ class Trainer:
         self.batch_size = max(1, min(int(batch_size), len(y)))
         self.num_classes, self.label_smoothing = num_classes, label_smoothing
         self.gather = BatchGatherer(x, y, self.batch_size, dtype, transform)
+        if augment is not None and (augment.pixels is not x or augment.batch_size != self.batch_size):
+            raise ValueError("augment must be the AugmentedBatches of these training pixels and this batch size")
+        self.augment = augment
         self.n_train = len(y)
         self.steps_per_epoch = -(-self.n_train // self.batch_size)
         self.cursor = schedule if isinstance(schedule, ScheduleCursor) else ScheduleCursor.constant(schedule)
@@ -117,7 +129,8 @@ class Trainer:
         self._pending: list[tuple[int, int, float, int]] = []  # (step, epoch, lr, batch size) not drained yet
         self._stop_signal: int | None = None
         self._checkpointed: tuple | None = None  # (step, finished) of the last checkpoint written
-        self._run_start: float | None = None  # while run() goes: when it started
+        self._run_start: float | None = None  # while the trainer trains: when this stretch started
+        self._started = False                 # RunStart emitted
         self.last_checkpoint: str | None = None  # the path of the newest checkpoint written
 
     # -- the run ---------------------------------------------------------------------------------
@@ -131,36 +144,81 @@ class Trainer:
         """Ask the run to stop after the step in flight (called from a signal handler)."""
         self._stop_signal = signum
 
+    @property
+    def done(self) -> bool:
+        """Whether the run has nothing left to train (planned epochs done, or early stopping)."""
+        return self.finished is not None or self.epoch >= self.epochs
+
     def run(self) -> History:
         """Train until the planned epochs are done, early stopping says stop, or an interruption
-        (:meth:`request_stop`) arrives: then raise :class:`RunInterrupted` after checkpointing."""
+        (:meth:`request_stop`) arrives: then raise :class:`RunInterrupted` after checkpointing.
+        The same as :meth:`start`, :meth:`advance` until it returns False, :meth:`finish`."""
+        self.start()
+        while self.advance():
+            pass
+        return self.finish()
+
+    def start(self) -> None:
+        """Announce the run (``RunStart``) and put the engine in training mode."""
         self._emit(RunStart(self.engine.name, self.config, self.epochs, self.steps_per_epoch, self.batch_size,
                             self.n_train, self.epoch, self.step))
-        start = self._run_start = time.perf_counter()
+        self._started = True
         self.engine.train()
+
+    def advance(self) -> bool:
+        """Train one epoch (the rest of the one in flight), unless there is none left; return
+        whether another one follows. A stop asked before or during it raises :class:`RunInterrupted`
+        after the checkpoint (:meth:`interrupt`); any other exception emits ``RunEnd("error")``."""
+        if self.done:
+            return False
+        self._run_start = time.perf_counter()
         try:
-            while self.finished is None and self.epoch < self.epochs:
-                if self._stop_signal is not None:
-                    raise _Stop(self._stop_signal)
-                self._run_epoch()
+            if self._stop_signal is not None:
+                raise _Stop(self._stop_signal)
+            self._run_epoch()
         except _Stop as stop:
-            path = self._write_checkpoint(("last",)) if self.checkpoints is not None else None
-            self.history.wall_time_s += time.perf_counter() - start
-            self._run_start = None
-            self._emit(RunEnd(self.engine.name, "interrupted", len(self.history.epochs), self.step,
-                              {"checkpoint": path}))
-            raise RunInterrupted(stop.signum, self.engine.name, path) from None
+            raise RunInterrupted(stop.signum, self.engine.name, self.interrupt(stop.signum)) from None
         except BaseException:
-            self._emit_quietly(RunEnd(self.engine.name, "error", len(self.history.epochs), self.step))
+            self.fail()
             raise
+        self._clock()
+        return not self.done
+
+    def finish(self) -> History:
+        """End a run that has nothing left to train: the last checkpoint (unless the last epoch's
+        says all of it), ``RunEnd``; returns the history."""
+        self._run_start = time.perf_counter()
         self.finished = self.finished or "finished"
         if self.checkpoints is not None and self._checkpointed != (self.step, self.finished):
-            self._write_checkpoint(("last",))  # unless the last epoch's checkpoint says all of it
-        self.history.wall_time_s += time.perf_counter() - start
-        self._run_start = None
+            self._write_checkpoint(("last",))
+        self._clock()
         detail = {"early_stopping": self._early_stopping_outcome()} if self.early_stopping is not None else {}
         self._emit(RunEnd(self.engine.name, self.finished, len(self.history.epochs), self.step, detail))
         return self.history
+
+    def interrupt(self, signum: int, *, rewrite: bool = True) -> str | None:
+        """End the run here (between steps) on signal ``signum``: write the ``last`` checkpoint
+        (with ``rewrite=False``, not if the newest one is of this very position), emit
+        ``RunEnd("interrupted")``; return the checkpoint's path (None: checkpoints are off)."""
+        if self._run_start is None:
+            self._run_start = time.perf_counter()
+        path = self.last_checkpoint
+        if self.checkpoints is not None and (rewrite or path is None or self._checkpointed != (self.step, self.finished)):
+            path = self._write_checkpoint(("last",))
+        self._clock()
+        self._emit(RunEnd(self.engine.name, "interrupted", len(self.history.epochs), self.step, {"checkpoint": path}))
+        return path
+
+    def fail(self) -> None:
+        """The last word after an exception: ``RunEnd("error")`` to every sink (one failing again is ignored)."""
+        self._clock()
+        self._emit_quietly(RunEnd(self.engine.name, "error", len(self.history.epochs), self.step))
+
+    def _clock(self) -> None:
+        """Add the stretch since ``_run_start`` to the wall time."""
+        if self._run_start is not None:
+            self.history.wall_time_s += time.perf_counter() - self._run_start
+            self._run_start = None
 
     def _run_epoch(self) -> None:
         e, B, engine = self.epoch, self.batch_size, self.engine
@@ -169,29 +227,42 @@ class Trainer:
         every = self.checkpoints.every_steps if self.checkpoints is not None else None
         sampled = self._sampled
         t0 = time.perf_counter()
-        for s in range(self.step_in_epoch, self.steps_per_epoch):
-            xb, yb = gather(order[s * B:(s + 1) * B])
-            lr = at(engine.steps)
-            masks = dropout_keeps(self.seed, e, s, layers, len(yb)) if layers else None
-            if s in sampled:  # the same step, measured (bit for bit the same weights after it)
-                self._flow.append({"step": engine.steps + 1, **engine.train_step_recorded(xb, yb, lr, masks)})
-            else:
-                step(xb, yb, lr, masks)
-            self.step_in_epoch = s + 1
-            self._pending.append((engine.steps, e + 1, lr, len(yb)))
-            if len(self._pending) >= self.loss_block:
-                self._drain()
-            # inside the epoch only: a stop asked at its last step is honoured once the epoch is done
-            if s + 1 < self.steps_per_epoch and (self._stop_signal is not None or (every and engine.steps % every == 0)):
-                self._epoch_time += time.perf_counter() - t0
-                self._drain()
-                if self._stop_signal is not None:
-                    raise _Stop(self._stop_signal)
-                self._write_checkpoint((f"step-{engine.steps}",))
-                t0 = time.perf_counter()
+        with self._batches(e, order) as batch:
+            for s in range(self.step_in_epoch, self.steps_per_epoch):
+                xb, yb = batch(s) if batch is not None else gather(order[s * B:(s + 1) * B])
+                lr = at(engine.steps)
+                masks = dropout_keeps(self.seed, e, s, layers, len(yb)) if layers else None
+                if s in sampled:  # the same step, measured (bit for bit the same weights after it)
+                    self._flow.append({"step": engine.steps + 1, **engine.train_step_recorded(xb, yb, lr, masks)})
+                else:
+                    step(xb, yb, lr, masks)
+                self.step_in_epoch = s + 1
+                self._pending.append((engine.steps, e + 1, lr, len(yb)))
+                if len(self._pending) >= self.loss_block:
+                    self._drain()
+                # inside the epoch only: a stop asked at its last step is honoured once the epoch is done
+                if s + 1 < self.steps_per_epoch and (self._stop_signal is not None or
+                                                     (every and engine.steps % every == 0)):
+                    self._epoch_time += time.perf_counter() - t0
+                    self._drain()
+                    if self._stop_signal is not None:
+                        raise _Stop(self._stop_signal)
+                    self._write_checkpoint((f"step-{engine.steps}",))
+                    t0 = time.perf_counter()
         self._epoch_time += time.perf_counter() - t0
         self._drain()
         self._end_epoch()
+
+    @contextlib.contextmanager
+    def _batches(self, epoch: int, order: np.ndarray):
+        """With augmentation: ``batch(s) -> (rows, labels)`` of step ``s``, augmented ahead by the
+        batch source's thread (stopped when the block ends); without: None (gathered in the loop)."""
+        if self.augment is None:
+            yield None
+            return
+        B, prepared = self.batch_size, self.gather.prepared
+        with self.augment.epoch(epoch, order, self.step_in_epoch) as pixels:
+            yield lambda s: prepared(pixels(s), order[s * B:(s + 1) * B])
 
     def _drain(self) -> None:
         """Hand the losses of the steps not drained yet to the sinks (one engine read)."""
@@ -332,7 +403,7 @@ def fit(engine, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.
         *, seed: int = 0, epochs: int = 1, batch_size: int, num_classes: int, lr: "float | ScheduleCursor",
         orders=None, early_stopping=None, dropout: list[tuple[int, int, float]] | None = None,
         label_smoothing: float = 0.0, progress: bool = False, sinks=(), dtype=None,
-        transform: Callable[[np.ndarray], object] | None = None, gradient_flow: int = 0) -> History:
+        transform: Callable[[np.ndarray], object] | None = None, gradient_flow: int = 0, augment=None) -> History:
     """Train ``engine`` for ``epochs`` epochs and return its :class:`History`: a
     :class:`~nnscratch.training.trainer.Trainer` run in one call (see there for the arguments).
 
@@ -348,8 +419,59 @@ def fit(engine, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.
     sinks = [*sinks, *([ProgressBar()] if progress else [])]
     trainer = Trainer(engine, train, val, seed=seed, epochs=epochs, batch_size=batch_size, num_classes=num_classes,
                       schedule=lr, early_stopping=early_stopping, dropout=dropout, label_smoothing=label_smoothing,
-                      dtype=dtype, transform=transform, sinks=sinks, orders=orders, gradient_flow=gradient_flow)
+                      dtype=dtype, transform=transform, sinks=sinks, orders=orders, gradient_flow=gradient_flow,
+                      augment=augment)
     return trainer.run()
+
+
+def run_in_lockstep(trainers: Sequence[Trainer], stop=None) -> list[History]:
+    """Train several trainers epoch by epoch in turn, so that they can share what an epoch needs
+    (a comparison's augmented batches, computed once: :mod:`nnscratch.training.augmented`).
+
+    Next is always the trainer furthest behind (the fewest epochs done; on a tie, the first
+    given), so a run that starts together goes ``numpy 1, torch 1, numpy 2, torch 2, ...``, and a
+    resumed one first brings the engine that is behind up to the other. Each trainer's events,
+    checkpoints and history are the ones its own :meth:`Trainer.run` would give; only their
+    order in time differs.
+
+    ``stop`` (an :class:`~nnscratch.training.interrupts.StopRequest`) is pointed at the trainer
+    training. When it is interrupted, the others that had started end too, at the epoch each had
+    finished (their ``last`` checkpoint, ``RunEnd("interrupted")``), and the
+    :class:`RunInterrupted` goes on; a stop asked while none was training interrupts the next one
+    (before its first step, if it had not started). After an exception the others hear
+    ``RunEnd("error")``.
+    """
+    trainers = list(trainers)
+    ended: set[int] = set()  # indices of the trainers that are done and finished
+    current = None
+    try:
+        while len(ended) < len(trainers):
+            k = min((i for i in range(len(trainers)) if i not in ended), key=lambda i: trainers[i].epoch)
+            current = trainers[k]
+            if stop is not None:
+                if stop.signum is not None and not current._started:
+                    raise RunInterrupted(stop.signum, current.engine.name)
+                stop.trainer = current
+                if stop.signum is not None:
+                    current.request_stop(stop.signum)
+            if not current._started:
+                current.start()
+            if not current.advance():
+                current.finish()
+                ended.add(k)
+    except RunInterrupted as exc:
+        for i, other in enumerate(trainers):
+            if other is not current and other._started and i not in ended:
+                other.interrupt(exc.signum, rewrite=False)
+        raise
+    except BaseException:
+        for i, other in enumerate(trainers):
+            if other is not current and other._started and i not in ended:
+                other.fail()
+        raise
+    if stop is not None and stop.signum is not None:  # asked once the last step was done: honoured all the same
+        raise RunInterrupted(stop.signum, trainers[-1].engine.name, trainers[-1].last_checkpoint)
+    return [t.history for t in trainers]
 
 
 class FixedOrders:

@@ -1,0 +1,185 @@
+"""Augmented training batches: keyed, prepared ahead in a thread, computed once for every engine.
+
+**Keyed.** Batch ``s`` of epoch ``e`` is a pure function of the run's seed, ``(e, s)`` and the
+batch's pixel rows (:meth:`AugmentedBatches.batch`)::
+
+    rng = default_rng(SeedSequence(seed, spawn_key=(3, e, s)))     # stream 3: augment
+    batch = augmentation.apply(pixels[order(e)[s*B:(s+1)*B]] as (b, H, W, C) images, rng)
+
+so a resumed run gets the batches it would have had, a thread can prepare them ahead, and the
+engines of a comparison get the very same bytes.
+
+**Ahead.** :meth:`AugmentedBatches.epoch` runs a :class:`Prefetcher`: one background thread
+that augments the epoch's batches in order into a bounded queue (``depth`` batches ahead)
+while the engine trains on the ones before; NumPy and SciPy release the GIL in their array
+loops and matrix products, so the two overlap. It stops when the epoch's ``with`` block ends, however it
+ends (the epoch done, Ctrl-C's stop after a step, an engine or sink that raised): the thread is
+told to stop, the queue drained so that it is not stuck on a full one, and joined. An exception in
+the thread is raised in the training thread at the batch it could not make.
+
+**Once.** With ``share=True`` (a comparison) the epoch's augmented pixels are kept in one
+``(N, D)`` uint8 array, the *epoch memo* (47 MB for 60,000 MNIST images): the first engine's
+thread writes each batch into it, and the next engine, trained on the same epoch right after
+(:func:`~nnscratch.training.trainer.run_in_lockstep`), reads them from there. A batch not in the
+memo (another epoch, or steps a resumed engine had done before) is computed again: the memo only
+ever saves work, the numbers are the keyed ones either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from nnscratch.data.augment import Augmentation, Warper
+from nnscratch.threads import limited_threads
+from nnscratch.training.streams import STREAM_AUGMENT, stream_seed
+
+#: How many batches the producer thread may have ready ahead of the engine.
+PREFETCH_DEPTH = 4
+#: The name of the producer thread (what ``threading.enumerate()`` shows while it runs).
+THREAD_NAME = "nnscratch-augment"
+
+
+def epoch_threads(threads: int | None) -> int:
+    """The BLAS threads of the engines while an augmented epoch trains, for a run of ``threads``
+    (None: every usable core): one fewer, at least one, so that the thread preparing the batches
+    has a core of its own. Two BLAS threads and that thread on two cores make three runnable
+    threads, and OpenBLAS's second thread, spinning between the small products of a batch, is
+    then kept from its core for a scheduler slice at a time (docs/augmentation.md, measured)."""
+    from nnscratch.threads import thread_count
+
+    return max(1, thread_count(threads) - 1)
+
+
+def augment_rng(seed: int, epoch: int, step: int) -> np.random.Generator:
+    """The generator of step ``(epoch, step)``'s augmentation (stream 3, keyed as dropout)."""
+    return np.random.default_rng(stream_seed(seed, STREAM_AUGMENT, epoch, step))
+
+
+class Prefetcher:
+    """``produce(k)`` for each ``k`` of ``keys``, in order, in a background thread, at most
+    ``depth`` results ahead of :meth:`get`. Use it as a context manager: leaving the block stops
+    and joins the thread (:meth:`close`)."""
+
+    def __init__(self, produce: Callable[[int], object], keys: Iterable[int], depth: int = PREFETCH_DEPTH) -> None:
+        self._produce, self._keys = produce, list(keys)
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for k in self._keys:
+                if self._stop.is_set():
+                    return
+                item = (k, self._produce(k), None)
+                self._queue.put(item)
+        except BaseException as exc:  # noqa: BLE001 - handed to the training thread, raised there
+            self._queue.put((None, None, exc))
+
+    def get(self, key: int):
+        """The result for ``key`` (the next one in order); the producer's exception if it raised."""
+        while True:
+            try:
+                k, value, exc = self._queue.get(timeout=1.0)
+                break
+            except queue.Empty:
+                if not self._thread.is_alive() and self._queue.empty():
+                    raise RuntimeError(f"the augmentation thread stopped before batch {key}") from None
+        if exc is not None:
+            raise exc
+        if k != key:
+            raise RuntimeError(f"batch {key} was asked for, the augmentation thread made batch {k}")
+        return value
+
+    def close(self) -> None:
+        """Stop the thread after the batch it is making, and wait for it (it never hangs on a full
+        queue: the queue is emptied while waiting)."""
+        self._stop.set()
+        while self._thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    self._queue.get_nowait()
+            self._thread.join(0.05)
+
+    def __enter__(self) -> "Prefetcher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class AugmentedBatches:
+    """The augmented batches of one run's training pixels ``(N, D)`` uint8 (images of
+    ``image_shape``), for every engine of the run.
+
+    ``prefetch``: batches prepared ahead by a thread (0: each made when asked, in the training
+    thread; the bytes are the same). ``share``: keep an epoch memo for the next engine (see the
+    module docstring). ``engine_threads``: the BLAS (and torch) threads of the engines while an
+    epoch's thread runs (None: as they are; see :func:`epoch_threads`)."""
+
+    def __init__(self, pixels: np.ndarray, image_shape: tuple[int, ...], augmentation: Augmentation, seed: int,
+                 batch_size: int, *, share: bool = False, prefetch: int = PREFETCH_DEPTH,
+                 engine_threads: int | None = None) -> None:
+        if pixels.dtype != np.uint8 or pixels.ndim != 2:
+            raise ValueError(f"augmentation needs uint8 pixel rows (N, D), got {pixels.dtype} {pixels.shape}")
+        augmentation.check_images(tuple(image_shape))
+        self.pixels, self.image_shape, self.augmentation = pixels, tuple(image_shape), augmentation
+        self.seed, self.batch_size, self.prefetch, self.share = int(seed), int(batch_size), int(prefetch), share
+        self.engine_threads = engine_threads
+        self.steps_per_epoch = -(-len(pixels) // self.batch_size)
+        self._memo: np.ndarray | None = None
+        self._memo_epoch: int | None = None
+        self._memo_order: np.ndarray | None = None
+        self._filled = np.zeros(self.steps_per_epoch, dtype=bool)
+        self.computed = 0  # batches augmented so far (a comparison's engines share them: tests count)
+
+    def batch(self, epoch: int, step: int, idx: np.ndarray, warper: Warper | None = None,
+              out: np.ndarray | None = None) -> np.ndarray:
+        """Step ``(epoch, step)``'s augmented rows ``(b, D)`` uint8, ``idx`` the batch's row indices:
+        a pure function of ``(seed, epoch, step, pixels[idx])``."""
+        b = len(idx)
+        images = np.take(self.pixels, idx, axis=0).reshape(b, *self.image_shape)
+        into = None if out is None else out.reshape(b, *self.image_shape)
+        self.computed += 1
+        return self.augmentation.apply(images, augment_rng(self.seed, epoch, step), warper, into).reshape(b, -1)
+
+    @contextlib.contextmanager
+    def epoch(self, epoch: int, order: np.ndarray, start: int = 0) -> Iterator[Callable[[int], np.ndarray]]:
+        """``with batches.epoch(e, order, start) as rows:`` then ``rows(s)`` for ``s = start, start + 1, ...``
+        in turn gives batch ``s``'s augmented pixel rows (valid until the block ends)."""
+        memo = self._memo_for(epoch, order)
+        warper, B = Warper(), self.batch_size
+
+        def produce(s: int) -> np.ndarray:
+            idx = order[s * B:(s + 1) * B]
+            if memo is None:
+                return self.batch(epoch, s, idx, warper)
+            rows = memo[s * B:s * B + len(idx)]
+            if not self._filled[s]:
+                self.batch(epoch, s, idx, warper, out=rows)
+                self._filled[s] = True
+            return rows
+
+        if self.prefetch <= 0 or (memo is not None and self._filled[start:].all()):
+            yield produce  # made here, or all in the memo already (the twin's epoch): no thread needed
+            return
+        with limited_threads(self.engine_threads), \
+                Prefetcher(produce, range(start, self.steps_per_epoch), self.prefetch) as prefetcher:
+            yield prefetcher.get
+
+    def _memo_for(self, epoch: int, order: np.ndarray) -> np.ndarray | None:
+        """The memo, kept if it holds this epoch (same order), else emptied for it; None unless shared."""
+        if not self.share:
+            return None
+        if self._memo is None:
+            self._memo = np.empty_like(self.pixels)
+        if self._memo_epoch != epoch or not np.array_equal(self._memo_order, order):
+            self._filled[:] = False
+            self._memo_epoch, self._memo_order = epoch, np.array(order, copy=True)
+        return self._memo
