@@ -18,6 +18,7 @@ TINY = {
                    "--settle", "0", "--train-subset", "512", "--peak-size", "256"],
     "optimizers.py": ["2", "--small"],
     "checkpoints.py": ["1", "640"],
+    "max_norm.py": ["1", "1"],
     "transfer.py": ["--small", "--out", "."],
 }
 
@@ -28,7 +29,7 @@ def test_every_script_has_a_tiny_run():
 
 @pytest.mark.parametrize("script", sorted(TINY))
 def test_the_script_runs(script, tmp_path, request):
-    if script in ("engines.py", "checkpoints.py", "transfer.py"):
+    if script in ("engines.py", "checkpoints.py", "transfer.py", "max_norm.py"):
         request.getfixturevalue("mnist")  # the real MNIST files (skip or fail as conftest says)
     else:
         optional_import("torch")
@@ -41,6 +42,8 @@ def test_the_script_runs(script, tmp_path, request):
     elif script == "transfer.py":
         assert "MNIST 0-4 -> 5-9" in proc.stdout and (tmp_path / "transfer.png").is_file(), proc.stdout
         assert (tmp_path / "transfer.json").is_file()
+    elif script == "max_norm.py":
+        assert "--max-norm 1 (binds)" in proc.stdout and "MaxNorm.apply" in proc.stdout, proc.stdout
     elif script == "checkpoints.py":
         assert "one checkpoint write: median" in proc.stdout and "with/without:" in proc.stdout, proc.stdout
     else:
