@@ -18,6 +18,7 @@ TINY = {
                    "--settle", "0", "--train-subset", "512", "--peak-size", "256"],
     "optimizers.py": ["2", "--small"],
     "checkpoints.py": ["1", "640"],
+    "max_norm.py": ["1", "1"],
     "transfer.py": ["--small", "--out", "."],
     "keep_overhead.py": [str(BENCHMARKS.parent / "src" / "nnscratch" / "numpy_engine" / "layers.py"), "bn", "2", "10"],
     "gradient_flow.py": ["20", "1", "640"],
@@ -31,7 +32,7 @@ def test_every_script_has_a_tiny_run():
 
 @pytest.mark.parametrize("script", sorted(TINY))
 def test_the_script_runs(script, tmp_path, request):
-    if script in ("engines.py", "checkpoints.py", "transfer.py", "gradient_flow.py", "augment.py"):
+    if script in ("engines.py", "checkpoints.py", "transfer.py", "gradient_flow.py", "augment.py", "max_norm.py"):
         request.getfixturevalue("mnist")  # the real MNIST files (skip or fail as conftest says)
     elif script != "keep_overhead.py":
         optional_import("torch")
@@ -48,6 +49,8 @@ def test_the_script_runs(script, tmp_path, request):
         assert "step losses identical" in proc.stdout, proc.stdout
     elif script == "gradient_flow.py":
         assert "extra per recorded step" in proc.stdout and "epochs on/off" in proc.stdout, proc.stdout
+    elif script == "max_norm.py":
+        assert "--max-norm 1 (binds)" in proc.stdout and "MaxNorm.apply" in proc.stdout, proc.stdout
     elif script == "checkpoints.py":
         assert "one checkpoint write: median" in proc.stdout and "with/without:" in proc.stdout, proc.stdout
     elif script == "augment.py":

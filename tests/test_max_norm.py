@@ -246,15 +246,11 @@ def test_evaluation_uses_no_input_mask_in_either_engine():
     shifted = {f"{int(k.split('.')[0]) - 1}.{k.split('.', 1)[1]}": v for k, v in state.items()}
     x, _ = _batch()
     expected = NumpyEngine(plain, shifted, np.float64).eval().predict_logits(x)
-    names = ["numpy"] + (["torch"] if _has_torch() else [])
-    for name in names:
+    for name in ("numpy", "torch"):
+        if name == "torch":
+            optional_import("torch")
         got = make_engine(name, SPEC, state, np.float64, device="cpu").eval().predict_logits(x)
         np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-15, err_msg=name)
-
-
-def _has_torch() -> bool:
-    optional_import("torch")
-    return True
 
 
 def test_gradients_with_input_dropout_against_finite_differences():
