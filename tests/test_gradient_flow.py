@@ -328,41 +328,50 @@ def test_older_checkpoints_without_gradient_flow_still_fit():
 
 @pytest.mark.parametrize("on", [True, False])
 def test_metrics_jsonl_and_the_figure_hold_the_gradient_flow_of_every_epoch(mnist, tmp_path, on):
-    """On: both twins, two epochs, float64; off (``gradient_flow=False``): none of it anywhere."""
+    """On (the default): every epoch's gradient flow in metrics.json, metrics.jsonl, the figure and
+    report.md; off (``gradient_flow=False``): none of it anywhere."""
     from nnscratch import api
     from nnscratch.training.sinks import read_jsonl
 
     out = tmp_path / "run"
-    if on:
-        run = api.compare(out=out, data=mnist, train_subset=640, val_size=500, epochs=2, hidden=[16],
-                          dtype="float64")
-    else:
-        run = api.train(engine="numpy", out=out, data=mnist, train_subset=320, val_size=200, epochs=1, hidden=[8],
-                        gradient_flow=False)
-    metrics = json.loads((out / "metrics.json").read_text())
+    run = api.train(engine="numpy", out=out, data=mnist, train_subset=640, val_size=200, epochs=2 if on else 1,
+                    hidden=[16], **({} if on else {"gradient_flow": False}))
+    history = json.loads((out / "metrics.json").read_text())["engines"]["numpy"]["history"]
     lines = [e for e in read_jsonl(out / "metrics.jsonl") if e["kind"] == "gradient_flow"]
-    report = (out / "report.md").read_text()
-    for engine in run.engines:
-        history = metrics["engines"][engine]["history"]
-        figure = out / f"{engine}_gradient_flow.png"
-        if not on:
-            assert all("gradient_flow" not in h for h in history) and not figure.exists()
-            assert not lines and "gradient_flow.png" not in report
-            continue
-        # 10 steps per epoch, sampled at positions 1, 3, 6, 8
-        assert [h["gradient_flow"]["steps"] for h in history] == [[2, 4, 7, 9], [12, 14, 17, 19]]
-        for h in history:
-            flow = h["gradient_flow"]
-            assert list(flow["params"]) == ["0.weight", "0.bias", "2.weight", "2.bias"]
-            assert {n: e["kind"] for n, e in flow["layers"].items()} == {"0": "dense", "1": "relu", "2": "dense"}
-            assert 0.0 <= flow["layers"]["1"]["dead_fraction"] < 1.0 and flow["params"]["0.weight"]["grad_norm"] > 0
-        assert [e["steps"] for e in lines if e["engine"] == engine] == [h["gradient_flow"]["steps"] for h in history]
-        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({engine}_gradient_flow.png)" in report
-        assert run.history[engine]["epochs"][1]["gradient_flow"] == history[1]["gradient_flow"]
-    if on:  # the twins' figures in float64, through the whole run
-        a, b = (metrics["engines"][e]["history"][1]["gradient_flow"]["params"]["0.weight"] for e in ("numpy", "torch"))
-        for stat in PARAMETER_STATS:
-            _close(a[stat], b[stat], stat, rtol=1e-9)
+    report, figure = (out / "report.md").read_text(), out / "numpy_gradient_flow.png"
+    if not on:
+        assert all("gradient_flow" not in h for h in history) and not figure.exists()
+        assert not lines and "gradient_flow.png" not in report
+        return
+    # 10 steps per epoch, sampled at positions 1, 3, 6, 8
+    assert [h["gradient_flow"]["steps"] for h in history] == [[2, 4, 7, 9], [12, 14, 17, 19]]
+    for h in history:
+        flow = h["gradient_flow"]
+        assert list(flow["params"]) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+        assert {n: e["kind"] for n, e in flow["layers"].items()} == {"0": "dense", "1": "relu", "2": "dense"}
+        assert 0.0 <= flow["layers"]["1"]["dead_fraction"] < 1.0 and flow["params"]["0.weight"]["grad_norm"] > 0
+    assert [{k: e[k] for k in ("epoch", "steps", "params", "layers")} for e in lines] == \
+        [{"epoch": h["epoch"], **h["gradient_flow"]} for h in history]
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "](numpy_gradient_flow.png)" in report
+    assert run.history["numpy"]["epochs"] == history
+
+
+def test_a_comparison_gives_both_twins_the_same_gradient_flow_in_float64(mnist):
+    """Through a whole run (two epochs, the loop's batches and the run's settings), in memory."""
+    optional_import("torch")
+    from nnscratch import api
+
+    run = api.compare(data=mnist, train_subset=640, val_size=200, epochs=2, hidden=[16], dtype="float64")
+    for ours, theirs in zip(*(run.history[e]["epochs"] for e in ("numpy", "torch")), strict=True):
+        a, b = ours["gradient_flow"], theirs["gradient_flow"]
+        assert a["steps"] == b["steps"] and a["params"].keys() == b["params"].keys()
+        for name, stats in b["params"].items():
+            for stat, value in stats.items():
+                _close(a["params"][name][stat], value, f"{name} {stat}", rtol=1e-9)
+        for name, stats in b["layers"].items():
+            for stat in LAYER_STATS:
+                if stat in stats:
+                    _close(a["layers"][name][stat], stats[stat], f"layer {name} {stat}", rtol=1e-9, atol=1e-12)
 
 
 def test_the_figure_of_a_net_without_relu_and_an_epoch_without_samples(tmp_path):
