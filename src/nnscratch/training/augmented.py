@@ -120,8 +120,8 @@ class AugmentedBatches:
 
     ``prefetch``: batches prepared ahead by a thread (0: each made when asked, in the training
     thread; the bytes are the same). ``share``: keep an epoch memo for the next engine (see the
-    module docstring). ``engine_threads``: the BLAS (and torch) threads of the engines while an
-    epoch's thread runs (None: as they are; see :func:`epoch_threads`)."""
+    module docstring). ``engine_threads``: the BLAS (and torch) threads of the engines during
+    every augmented epoch (None: as they are; see :func:`epoch_threads`)."""
 
     def __init__(self, pixels: np.ndarray, image_shape: tuple[int, ...], augmentation: Augmentation, seed: int,
                  batch_size: int, *, share: bool = False, prefetch: int = PREFETCH_DEPTH,
@@ -166,12 +166,14 @@ class AugmentedBatches:
                 self._filled[s] = True
             return rows
 
-        if self.prefetch <= 0 or (memo is not None and self._filled[start:].all()):
-            yield produce  # made here, or all in the memo already (the twin's epoch): no thread needed
-            return
-        with limited_threads(self.engine_threads), \
-                Prefetcher(produce, range(start, self.steps_per_epoch), self.prefetch) as prefetcher:
-            yield prefetcher.get
+        # every augmented epoch on the same threads, thread or not: BLAS may round a product
+        # differently on another thread count, and a resumed run must compute as the whole one did
+        with limited_threads(self.engine_threads):
+            if self.prefetch <= 0 or (memo is not None and self._filled[start:].all()):
+                yield produce  # made here, or all in the memo already (the twin's epoch): no thread needed
+                return
+            with Prefetcher(produce, range(start, self.steps_per_epoch), self.prefetch) as prefetcher:
+                yield prefetcher.get
 
     def _memo_for(self, epoch: int, order: np.ndarray) -> np.ndarray | None:
         """The memo, kept if it holds this epoch (same order), else emptied for it; None unless shared."""
