@@ -501,11 +501,13 @@ def test_an_augmented_epoch_leaves_a_core_to_its_thread_and_gives_it_back(pixels
     from nnscratch.threads import usable_cores
 
     assert epoch_threads(None) == max(1, usable_cores() - 1) and epoch_threads(1) == 1
-    source = AugmentedBatches(pixels, (28, 28, 1), AUG, 0, 64, engine_threads=1)
+    source = AugmentedBatches(pixels, (28, 28, 1), AUG, 0, 64, engine_threads=1, share=True)
     order = np.arange(300)
+    blas = lambda: {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}  # noqa: E731
     with threadpool_limits(2):
-        with source.epoch(0, order) as rows:
-            rows(0)
-            inside = {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
-        after = {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
-    assert inside == {1} and after == {2}
+        with source.epoch(0, order) as rows:   # the first engine's epoch: its thread augments
+            inside = [rows(s) is not None and blas() for s in range(5)]
+        after = blas()
+        with source.epoch(0, order) as rows:   # the twin's, from the memo: no thread, the same threads
+            twin = [rows(s) is not None and blas() for s in range(5)]
+    assert inside == twin == [{1}] * 5 and after == {2}  # (another count might round products otherwise)

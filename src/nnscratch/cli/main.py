@@ -85,7 +85,7 @@ def _add_run_flags(p: argparse.ArgumentParser, default_out: str, finetune: bool 
                    help="device of the torch twin (default: auto = cuda if available)")
     r.add_argument("--threads", type=int, default=None,
                    help="CPU threads for every engine (default, and at most: all usable cores; "
-                        "more is capped, with a warning)")
+                        "more is capped, with a warning); with --augment one of them prepares the batches")
     r.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
                    help="NumPy engine: Numba-compiled element-wise kernels (needs numba; see docs/performance.md)")
     r.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")

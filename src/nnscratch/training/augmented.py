@@ -11,11 +11,12 @@ engines of a comparison get the very same bytes.
 
 **Ahead.** :meth:`AugmentedBatches.epoch` runs a :class:`Prefetcher`: one background thread
 that augments the epoch's batches in order into a bounded queue (``depth`` batches ahead)
-while the engine trains on the ones before; NumPy and SciPy release the GIL in their array
-loops and matrix products, so the two overlap. It stops when the epoch's ``with`` block ends, however it
-ends (the epoch done, Ctrl-C's stop after a step, an engine or sink that raised): the thread is
-told to stop, the queue drained so that it is not stuck on a full one, and joined. An exception in
-the thread is raised in the training thread at the batch it could not make.
+while the engine trains on the ones before; NumPy releases the GIL in its array loops and
+matrix products, so the two overlap, and the engines keep one BLAS thread fewer meanwhile
+(:func:`epoch_threads`). It stops when the epoch's ``with`` block ends, however it ends (the
+epoch done, Ctrl-C's stop after a step, an engine or sink that raised): the thread is told to
+stop, the queue drained so that it is not stuck on a full one, and joined. An exception in the
+thread is raised in the training thread at the batch it could not make.
 
 **Once.** With ``share=True`` (a comparison) the epoch's augmented pixels are kept in one
 ``(N, D)`` uint8 array, the *epoch memo* (47 MB for 60,000 MNIST images): the first engine's
@@ -47,9 +48,8 @@ THREAD_NAME = "nnscratch-augment"
 def epoch_threads(threads: int | None) -> int:
     """The BLAS threads of the engines while an augmented epoch trains, for a run of ``threads``
     (None: every usable core): one fewer, at least one, so that the thread preparing the batches
-    has a core of its own. Two BLAS threads and that thread on two cores make three runnable
-    threads, and OpenBLAS's second thread, spinning between the small products of a batch, is
-    then kept from its core for a scheduler slice at a time (docs/augmentation.md, measured)."""
+    has a core of its own. On two cores, two BLAS threads beside that thread made epochs 1.5 to 9x
+    slower than one BLAS thread beside it (docs/augmentation.md#cost, measured)."""
     from nnscratch.threads import thread_count
 
     return max(1, thread_count(threads) - 1)
@@ -120,8 +120,8 @@ class AugmentedBatches:
 
     ``prefetch``: batches prepared ahead by a thread (0: each made when asked, in the training
     thread; the bytes are the same). ``share``: keep an epoch memo for the next engine (see the
-    module docstring). ``engine_threads``: the BLAS (and torch) threads of the engines while an
-    epoch's thread runs (None: as they are; see :func:`epoch_threads`)."""
+    module docstring). ``engine_threads``: the BLAS (and torch) threads of the engines during
+    every augmented epoch (None: as they are; see :func:`epoch_threads`)."""
 
     def __init__(self, pixels: np.ndarray, image_shape: tuple[int, ...], augmentation: Augmentation, seed: int,
                  batch_size: int, *, share: bool = False, prefetch: int = PREFETCH_DEPTH,
@@ -166,12 +166,14 @@ class AugmentedBatches:
                 self._filled[s] = True
             return rows
 
-        if self.prefetch <= 0 or (memo is not None and self._filled[start:].all()):
-            yield produce  # made here, or all in the memo already (the twin's epoch): no thread needed
-            return
-        with limited_threads(self.engine_threads), \
-                Prefetcher(produce, range(start, self.steps_per_epoch), self.prefetch) as prefetcher:
-            yield prefetcher.get
+        # every augmented epoch on the same threads, thread or not: BLAS may round a product
+        # differently on another thread count, and a resumed run must compute as the whole one did
+        with limited_threads(self.engine_threads):
+            if self.prefetch <= 0 or (memo is not None and self._filled[start:].all()):
+                yield produce  # made here, or all in the memo already (the twin's epoch): no thread needed
+                return
+            with Prefetcher(produce, range(start, self.steps_per_epoch), self.prefetch) as prefetcher:
+                yield prefetcher.get
 
     def _memo_for(self, epoch: int, order: np.ndarray) -> np.ndarray | None:
         """The memo, kept if it holds this epoch (same order), else emptied for it; None unless shared."""
