@@ -1,7 +1,8 @@
 """What augmentation costs: microseconds per batch of 64 MNIST images for each transform alone and
 the MNIST preset (one thread, the best of --repeats), then seconds per epoch of the seed
-configuration (784-533-10, batch 64, plain SGD) with and without the preset, under each way of
-sharing the cores with the thread that prepares the batches, taking turns epoch by epoch.
+configuration (784-533-10, batch 64, plain SGD) with and without the preset: as a run makes the
+batches on this machine (prefetch_plan), and under each other way of sharing the cores with the
+thread that prepares them, taking turns epoch by epoch.
 
     python benchmarks/augment.py 7                        # rounds of epochs (default 5), as in docs/augmentation.md
     python benchmarks/augment.py 3 --hidden 1024 1024 --batch-size 128 --repeats 0   # a bigger network, epochs only
@@ -16,7 +17,7 @@ from nnscratch.engines import make_engine
 from nnscratch.model.registry import initial_state
 from nnscratch.model.spec import mlp_spec
 from nnscratch.threads import set_threads
-from nnscratch.training.augmented import AugmentedBatches
+from nnscratch.training.augmented import AugmentedBatches, prefetch_plan
 from nnscratch.training.trainer import fit
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -70,7 +71,9 @@ if not options.rounds:
 # 2. seconds per epoch, taking turns: (augmentation, batches prepared ahead by a thread, engine BLAS threads)
 spec, batch = mlp_spec(784, tuple(options.hidden), 10), options.batch_size
 init = initial_state(spec, np.random.default_rng(0))
-variants = {"plain": (None, 0, threads), "augmented (default)": (preset, 4, max(1, threads - 1)),
+default_prefetch, default_blas = prefetch_plan(threads)
+variants = {"plain": (None, 0, threads), "augmented (default)": (preset, default_prefetch, default_blas or threads),
+            f"augmented, thread + {max(1, threads - 1)} BLAS": (preset, 4, max(1, threads - 1)),
             f"augmented, thread + {threads} BLAS": (preset, 4, threads),
             f"augmented inline, {threads} BLAS": (preset, 0, threads), "plain, 1 BLAS": (None, 0, 1)}
 engines = {k: make_engine("numpy", spec, init, np.float32) for k in variants}

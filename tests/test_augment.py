@@ -248,11 +248,12 @@ def test_the_memo_serves_the_next_engine_and_forgets_another_epoch(pixels):
         with source.epoch(0, order) as rows:
             first = [rows(s).copy() for s in range(5)]
     assert source.computed == 5
-    with source.epoch(1, order) as rows:
+    with source.epoch(1, order) as rows:  # shared and made in this thread: the whole epoch on entering
+        assert source.computed == 10
         rows(0)
     with source.epoch(0, order) as rows:  # epoch 1 replaced it: computed again, the same bytes
         np.testing.assert_array_equal(rows(0), first[0])
-    assert source.computed == 7
+    assert source.computed == 15
 
 
 def test_the_producer_thread_hands_its_error_over_and_stops():
@@ -497,10 +498,12 @@ def test_the_bench_row_of_the_seed_configuration_with_augmentation():
 def test_an_augmented_epoch_leaves_a_core_to_its_thread_and_gives_it_back(pixels):
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from nnscratch.training.augmented import epoch_threads
+    from nnscratch.training.augmented import PREFETCH_DEPTH, PREFETCH_MIN_THREADS, prefetch_plan
     from nnscratch.threads import usable_cores
 
-    assert epoch_threads(None) == max(1, usable_cores() - 1) and epoch_threads(1) == 1
+    assert prefetch_plan(1) == prefetch_plan(2) == (0, None)   # two cores: made in the training thread
+    n = usable_cores()
+    assert prefetch_plan(None) == ((PREFETCH_DEPTH, n - 1) if n >= PREFETCH_MIN_THREADS else (0, None))
     source = AugmentedBatches(pixels, (28, 28, 1), AUG, 0, 64, engine_threads=1, share=True)
     order = np.arange(300)
     blas = lambda: {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}  # noqa: E731

@@ -180,7 +180,8 @@ def make_runner(engine: str, spec, pixels, y, batch_size: int, cfg=None, augment
         from nnscratch.training.augmented import AugmentedBatches  # engine threads during its epochs)
 
         engine = "numpy-float32"
-        batches = AugmentedBatches(pixels, augment[1], augment[0], 0, batch_size, engine_threads=augment[2])
+        batches = AugmentedBatches(pixels, augment[1], augment[0], 0, batch_size, prefetch=augment[2][0],
+                                   engine_threads=augment[2][1])
     try:
         if engine == "sklearn":  # sklearn takes the whole float32 training set, as its users give it
             if cfg is not None:
@@ -210,7 +211,7 @@ def make_runner(engine: str, spec, pixels, y, batch_size: int, cfg=None, augment
 def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, progress=True,
                   settle_s: float = SETTLE_S, config=None, config_name: str = "config",
                   peak_size: int = 4096, augment=None, image_shape: tuple[int, ...] = (28, 28, 1),
-                  augment_threads: int | None = None) -> dict:
+                  augment_plan: tuple[int, int | None] = (0, None)) -> dict:
     """Measure everything on ``pixels`` (uint8, ``(N, D)``) and labels ``y``; return
     ``{"peak_gflops": ..., "rows": [...], ...}`` (plain data).
 
@@ -225,8 +226,8 @@ def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, p
     size and with its training options; its rows' ``arch`` names it (``config_name``). With
     ``augment`` (an :class:`~nnscratch.data.augment.Augmentation`; ``pixels`` are images of
     ``image_shape``) the seed architecture at the first batch size gets the row
-    :data:`AUGMENTED` (its engine on ``augment_threads`` BLAS threads while it trains, as in a
-    run: :func:`~nnscratch.training.augmented.epoch_threads`), taking its turns with the others,
+    :data:`AUGMENTED` (its batches made as ``augment_plan`` ``(prefetch, engine_threads)`` says, as in a
+    run: :func:`~nnscratch.training.augmented.prefetch_plan`), taking its turns with the others,
     and ``augment_overhead`` says how much longer its epochs took than ``numpy-float32``'s (the
     median of the per-round ratios).
     """
@@ -255,7 +256,7 @@ def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, p
         runners, notes = {}, {}
         for engine in engine_list:
             runners[engine], notes[engine] = make_runner(engine, spec, pixels, y, batch, cfg,
-                                                         (augment, image_shape, augment_threads)
+                                                         (augment, image_shape, augment_plan)
                                                          if engine == AUGMENTED else None)
         dtypes = sorted({_dtype_of(e) for e, run in runners.items() if run is not None})
         times = {engine: [] for engine in engine_list}
@@ -286,7 +287,7 @@ def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, p
                 r.ratio_to_torch_eager = eager / r.s_per_epoch
         if AUGMENTED in engine_list and times[AUGMENTED] and times.get("numpy-float32"):
             overhead = augment_overhead(augment, arch, batch, times["numpy-float32"], times[AUGMENTED],
-                                        augment_threads)
+                                        augment_plan)
         rows.extend(group)
         runners.clear()
     result = {"peak_gflops": peaks, "limit_s_per_epoch": limits, "epochs_measured": epochs, "settle_s": settle_s,
@@ -297,12 +298,13 @@ def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, p
 
 
 def augment_overhead(augment, arch: str, batch: int, plain: list[float], augmented: list[float],
-                     engine_threads: int | None = None) -> dict:
+                     plan: tuple[int, int | None] = (0, None)) -> dict:
     """How much longer an augmented epoch took: each round's ratio (the two epochs ran one after the
-    other, so a slow spell of a shared machine hits both), and their median."""
+    other, so a slow spell of a shared machine hits both), and their median. ``plan``: how the
+    batches were made, ``(prefetch, engine_threads)`` (:func:`~nnscratch.training.augmented.prefetch_plan`)."""
     ratios = [a / p for p, a in zip(plain, augmented)]
     return {"augment": augment.spec(), "arch": arch, "batch_size": batch, "engine": "numpy-float32",
-            "engine_threads": engine_threads,
+            "prefetch": plan[0], "engine_threads": plan[1],
             "plain_s": plain, "augmented_s": augmented, "ratios": ratios,
             "median_ratio": statistics.median(ratios), "percent": 100 * (statistics.median(ratios) - 1)}
 
@@ -338,8 +340,8 @@ def format_table(result: dict) -> str:
                    f"{min(rounds):.0f} to {max(rounds):.0f} GFLOP/s in this run")
     a = result.get("augment_overhead")
     if a:
-        threads = f", {a['engine_threads']} BLAS thread(s) beside the augmentation thread" \
-            if a.get("engine_threads") else ""
+        threads = (f", {a['engine_threads']} BLAS thread(s) beside the augmentation thread" if a.get("prefetch")
+                   else ", made in the training thread")
         out.append(f"{AUGMENTED}: --augment {a['augment']} on {a['arch']}, batch {a['batch_size']}{threads}: "
                    f"{a['percent']:+.0f} % time per epoch against numpy-float32 (median of the {len(a['ratios'])} "
                    f"rounds' ratios, {min(a['ratios']):.2f} to {max(a['ratios']):.2f})")

@@ -192,14 +192,15 @@ def augmented_batches(cfg: RunConfig, arrays: SplitArrays, share: bool = False):
     """The run's :class:`~nnscratch.training.augmented.AugmentedBatches` (None without
     augmentation); ``share``: one epoch memo for several engines."""
     from nnscratch.data.augment import parse_augment
-    from nnscratch.training.augmented import AugmentedBatches, epoch_threads
+    from nnscratch.training.augmented import AugmentedBatches, prefetch_plan
 
     augmentation = parse_augment(cfg.augment, cfg.dataset)
     if not augmentation.active:
         return None
+    prefetch, engine_threads = prefetch_plan(cfg.threads)
     return AugmentedBatches(arrays.x_train, arrays.image_shape, augmentation, cfg.seed,
                             min(cfg.batch_size, len(arrays.y_train)), share=share,
-                            engine_threads=epoch_threads(cfg.threads))
+                            prefetch=prefetch, engine_threads=engine_threads)
 
 
 def check_augment(cfg: RunConfig, image_shape: tuple[int, ...]) -> None:

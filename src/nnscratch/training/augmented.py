@@ -9,18 +9,22 @@ batch's pixel rows (:meth:`AugmentedBatches.batch`)::
 so a resumed run gets the batches it would have had, a thread can prepare them ahead, and the
 engines of a comparison get the very same bytes.
 
-**Ahead.** :meth:`AugmentedBatches.epoch` runs a :class:`Prefetcher`: one background thread
-that augments the epoch's batches in order into a bounded queue (``depth`` batches ahead)
-while the engine trains on the ones before; NumPy releases the GIL in its array loops and
-matrix products, so the two overlap, and the engines keep one BLAS thread fewer meanwhile
-(:func:`epoch_threads`). It stops when the epoch's ``with`` block ends, however it ends (the
-epoch done, Ctrl-C's stop after a step, an engine or sink that raised): the thread is told to
-stop, the queue drained so that it is not stuck on a full one, and joined. An exception in the
-thread is raised in the training thread at the batch it could not make.
+**Ahead, where it pays.** :meth:`AugmentedBatches.epoch` can run a :class:`Prefetcher`: one
+background thread that augments the epoch's batches in order into a bounded queue (``depth``
+batches ahead) while the engine trains on the ones before, the engines keeping one BLAS thread
+fewer meanwhile. It stops when the epoch's ``with`` block ends, however it ends (the epoch done,
+Ctrl-C's stop after a step, an engine or sink that raised): the thread is told to stop, the queue
+drained so that it is not stuck on a full one, and joined. An exception in the thread is raised
+in the training thread at the batch it could not make. With ``prefetch=0`` each batch is made in
+the training thread when the step asks for it (the same bytes). A run chooses with
+:func:`prefetch_plan`: on two cores or fewer the batches are made in the training thread, since
+there the thread cost more than it hid (docs/augmentation.md#cost, measured: the seed network's
+augmented epoch 1.5x the plain one made in the training thread, 2.6x with the thread).
 
 **Once.** With ``share=True`` (a comparison) the epoch's augmented pixels are kept in one
 ``(N, D)`` uint8 array, the *epoch memo* (47 MB for 60,000 MNIST images): the first engine's
-thread writes each batch into it, and the next engine, trained on the same epoch right after
+epoch writes each batch into it (its thread, or, made in the training thread, all of them before
+its clock starts, so that neither engine's time has them), and the next engine, trained on the same epoch right after
 (:func:`~nnscratch.training.trainer.run_in_lockstep`), reads them from there. A batch not in the
 memo (another epoch, or steps a resumed engine had done before) is computed again: the memo only
 ever saves work, the numbers are the keyed ones either way.
@@ -45,14 +49,24 @@ PREFETCH_DEPTH = 4
 THREAD_NAME = "nnscratch-augment"
 
 
-def epoch_threads(threads: int | None) -> int:
-    """The BLAS threads of the engines while an augmented epoch trains, for a run of ``threads``
-    (None: every usable core): one fewer, at least one, so that the thread preparing the batches
-    has a core of its own. On two cores, two BLAS threads beside that thread made epochs 1.5 to 9x
-    slower than one BLAS thread beside it (docs/augmentation.md#cost, measured)."""
+#: The fewest CPU threads of a run with which a thread prepares the batches ahead (below: the
+#: training thread makes them). On two cores, measured (docs/augmentation.md#cost), the thread
+#: lost: it needs the GIL for each of its ~60 NumPy calls a batch and mostly got it only while the
+#: engine waited for it, and the BLAS thread it takes from the engine is most of an epoch's speed.
+PREFETCH_MIN_THREADS = 3
+
+
+def prefetch_plan(threads: int | None) -> tuple[int, int | None]:
+    """``(prefetch, engine_threads)`` for an augmented run of ``threads`` CPU threads (None: every
+    usable core): with at least :data:`PREFETCH_MIN_THREADS`, a thread :data:`PREFETCH_DEPTH`
+    batches ahead and the engines on one BLAS thread fewer, so that the thread has a core of its
+    own; with fewer, ``(0, None)``: made in the training thread, the engines' threads unchanged."""
     from nnscratch.threads import thread_count
 
-    return max(1, thread_count(threads) - 1)
+    n = thread_count(threads)
+    if n < PREFETCH_MIN_THREADS:
+        return 0, None
+    return PREFETCH_DEPTH, n - 1
 
 
 def augment_rng(seed: int, epoch: int, step: int) -> np.random.Generator:
@@ -119,9 +133,10 @@ class AugmentedBatches:
     ``image_shape``), for every engine of the run.
 
     ``prefetch``: batches prepared ahead by a thread (0: each made when asked, in the training
-    thread; the bytes are the same). ``share``: keep an epoch memo for the next engine (see the
-    module docstring). ``engine_threads``: the BLAS (and torch) threads of the engines during
-    every augmented epoch (None: as they are; see :func:`epoch_threads`)."""
+    thread; the bytes are the same; shared, the whole epoch is made when it is entered).
+    ``share``: keep an epoch memo for the next engine (see the module docstring).
+    ``engine_threads``: the BLAS (and torch) threads of the engines during every augmented epoch
+    (None: as they are; see :func:`prefetch_plan`)."""
 
     def __init__(self, pixels: np.ndarray, image_shape: tuple[int, ...], augmentation: Augmentation, seed: int,
                  batch_size: int, *, share: bool = False, prefetch: int = PREFETCH_DEPTH,
@@ -169,6 +184,9 @@ class AugmentedBatches:
         # every augmented epoch on the same threads, thread or not: BLAS may round a product
         # differently on another thread count, and a resumed run must compute as the whole one did
         with limited_threads(self.engine_threads):
+            if self.prefetch <= 0 and memo is not None:  # shared, made here: the whole epoch now, before
+                for s in range(start, self.steps_per_epoch):  # the first engine's clock starts (the
+                    produce(s)                                # engines' times leave it out alike)
             if self.prefetch <= 0 or (memo is not None and self._filled[start:].all()):
                 yield produce  # made here, or all in the memo already (the twin's epoch): no thread needed
                 return

