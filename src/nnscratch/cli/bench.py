@@ -101,7 +101,7 @@ def run_bench(args: argparse.Namespace) -> int:
                            epochs=args.epochs, jit=args.jit, settle_s=args.settle, config=config,
                            config_name=Path(args.config).name if args.config else "config",
                            peak_size=args.peak_size, augment=augment if augment.active else None,
-                           image_shape=tuple(data.train_images.shape[1:]), augment_plan=prefetch_plan(threads))
+                           image_shape=tuple(data.train_images.shape[1:]), augment_plan=prefetch_plan(threads), threads=threads)
     result["threads"] = threads
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["machine"] = machine_info()

@@ -10,7 +10,8 @@ In one process, one sitting, on the real MNIST training images:
    epoch if every FLOP ran at peak;
 3. seconds per epoch (median of ``--epochs`` epochs after one warm-up epoch, the engines taking
    turns epoch by epoch, and the GEMM peak measured again before each round) of each engine:
-   NumPy float32 and float64 (ours), PyTorch eager, ``torch.compile``, scikit-learn's
+   NumPy float32 and float64 (ours), PyTorch eager, ``torch.compile``, JAX (the same step under
+   ``jax.jit``: :mod:`~nnscratch.run.jax_peer`; its compiling epoch reported apart), scikit-learn's
    ``MLPClassifier`` (sgd, no momentum, no L2, same batch size), and optionally our NumPy engine
    with Numba-compiled element-wise kernels (``--jit``).
 
@@ -46,7 +47,7 @@ import numpy as np
 from nnscratch.errors import UsageError
 
 SETTLE_S = 0.3  # seconds of pause before each timed run: see the module docstring
-ALL_ENGINES = ("numpy-float32", "numpy-float64", "torch-eager", "torch-compile", "sklearn")
+ALL_ENGINES = ("numpy-float32", "numpy-float64", "torch-eager", "torch-compile", "jax-jit", "sklearn")
 #: The row "seed configuration + augmentation": our float32 engine on augmented batches.
 AUGMENTED = "numpy-float32+augment"
 
@@ -161,13 +162,15 @@ def _training_options(cfg) -> dict:
             "clip_grad_norm": cfg.clip_grad_norm, "max_norm": cfg.max_norm, "label_smoothing": cfg.label_smoothing}
 
 
-def make_runner(engine: str, spec, pixels, y, batch_size: int, cfg=None, augment=None):
+def make_runner(engine: str, spec, pixels, y, batch_size: int, cfg=None, augment=None, threads: int | None = None):
     """``(one-epoch function, "")`` for ``engine``, or ``(None, reason)`` where it cannot run here.
 
     With ``cfg`` (a :class:`~nnscratch.run.config.RunConfig`) the engines train with its optimizer and
     options; the torch twin then uses its own ``nn.Dropout`` (its fastest), ours the loop's masks.
-    The first call of the function is the warm-up (Numba and ``torch.compile`` compile there); an
-    engine that fails in it is reported unavailable too.
+    The first call of the function is the warm-up (Numba, ``torch.compile`` and ``jax.jit`` compile
+    there); an engine that fails in it is reported unavailable too. ``jax-jit`` is the JAX peer
+    (:mod:`~nnscratch.run.jax_peer`, on ``threads`` XLA threads); its note gives its warm-up
+    (compiling) epoch's seconds.
     """
     from nnscratch.data.preprocess import scale_pixels
     from nnscratch.engines import make_engine
@@ -183,6 +186,13 @@ def make_runner(engine: str, spec, pixels, y, batch_size: int, cfg=None, augment
         batches = AugmentedBatches(pixels, augment[1], augment[0], 0, batch_size, prefetch=augment[2][0],
                                    engine_threads=augment[2][1])
     try:
+        if engine == "jax-jit":
+            from nnscratch.run.jax_peer import make_jax_runner
+
+            run, note = make_jax_runner(spec, initial, pixels, y, batch_size, lr, options, threads)
+            if run is None:
+                return None, note
+            return run, f"first epoch, compiling: {run():.2f} s"
         if engine == "sklearn":  # sklearn takes the whole float32 training set, as its users give it
             if cfg is not None:
                 return None, "not measured: scikit-learn's MLPClassifier has no batch norm, dropout or these options"
@@ -211,7 +221,7 @@ def make_runner(engine: str, spec, pixels, y, batch_size: int, cfg=None, augment
 def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, progress=True,
                   settle_s: float = SETTLE_S, config=None, config_name: str = "config",
                   peak_size: int = 4096, augment=None, image_shape: tuple[int, ...] = (28, 28, 1),
-                  augment_plan: tuple[int, int | None] = (0, None)) -> dict:
+                  augment_plan: tuple[int, int | None] = (0, None), threads: int | None = None) -> dict:
     """Measure everything on ``pixels`` (uint8, ``(N, D)``) and labels ``y``; return
     ``{"peak_gflops": ..., "rows": [...], ...}`` (plain data).
 
@@ -257,7 +267,7 @@ def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, p
         for engine in engine_list:
             runners[engine], notes[engine] = make_runner(engine, spec, pixels, y, batch, cfg,
                                                          (augment, image_shape, augment_plan)
-                                                         if engine == AUGMENTED else None)
+                                                         if engine == AUGMENTED else None, threads)
         dtypes = sorted({_dtype_of(e) for e, run in runners.items() if run is not None})
         times = {engine: [] for engine in engine_list}
         round_peaks = {dtype: [] for dtype in dtypes}
@@ -338,6 +348,9 @@ def format_table(result: dict) -> str:
     if rounds:
         out.append(f"% of round peak is against the float32 peak measured again (one product) in each round: "
                    f"{min(rounds):.0f} to {max(rounds):.0f} GFLOP/s in this run")
+    for r in result["rows"]:  # notes of measured rows (the JAX peer's compiling epoch)
+        if r["s_per_epoch"] is not None and r["note"]:
+            out.append(f"{r['engine']} {r['arch']} batch {r['batch_size']}: {r['note']} (not in its s/epoch)")
     a = result.get("augment_overhead")
     if a:
         threads = (f", {a['engine_threads']} BLAS thread(s) beside the augmentation thread" if a.get("prefetch")
