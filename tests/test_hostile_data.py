@@ -142,6 +142,38 @@ def test_an_npz_x_declaring_a_trillion_images_is_one_line(tmp_path):
     assert str(path) in message and "1,000,000,000,000 x 28 x 28" in message and "above the limit" in message
 
 
+def test_a_folder_cache_file_declaring_a_billion_images_is_ignored_and_the_folder_read_again(tmp_path):
+    """The user cache of ``folder:PATH`` (our own ``.npz``) is read as carefully as ``npz:PATH``: a
+    planted or damaged cache file whose ``images`` header declares 10^9 images is a note, not an
+    allocation, and the folder itself is read again."""
+    from PIL import Image
+
+    for k, name in enumerate(("a", "b")):
+        (tmp_path / "d" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((6, 5), 40 * k + i, np.uint8)).save(tmp_path / "d" / name / f"{i}.png")
+    env = cli_env(OPENBLAS_NUM_THREADS="1", XDG_CACHE_HOME=str(tmp_path / "cache"))
+    folder = f"folder:{tmp_path / 'd'}"
+    assert run_capped(f"load_dataset({folder!r})", "from nnscratch.data import load_dataset", tmp_path, env) \
+        == (None, "")
+    (cached,) = (tmp_path / "cache" / "nnscratch" / "folder-cache").glob("*.npz")
+    with zipfile.ZipFile(cached) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    members["images.npy"] = _npy_bytes((10**9, 6, 5, 1), np.uint8, bytes(30))
+    hostile = tmp_path / "hostile.npz"
+    _npz(hostile, members)
+    cached.write_bytes(hostile.read_bytes())
+    error, message = run_capped(f"load_dataset({folder!r})", "from nnscratch.data import load_dataset", tmp_path, env)
+    assert error is None, message  # under the memory cap: read from the folder again, no MemoryError
+    with np.load(cached, allow_pickle=False) as z:  # and the cache rewritten whole
+        assert z["images"].shape == (6, 6, 5, 1)
+    cached.write_bytes(hostile.read_bytes())
+    code = "import sys; from nnscratch.data import load_dataset; load_dataset(sys.argv[1])"
+    proc = subprocess.run([sys.executable, "-c", code, folder], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "ignoring damaged cache file" in proc.stderr and "(InputTooLargeError)" in proc.stderr
+
+
 def test_an_npz_member_that_inflates_beyond_the_limit_is_refused_from_its_declared_size(tmp_path):
     """512 MiB of zeros, deflated to half a MB: its declared uncompressed size is refused (limit 64 MiB)
     before a byte is inflated."""

@@ -40,12 +40,14 @@ import hashlib
 import json
 import os
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from nnscratch.data.common import cache_dir, note, warn
+from nnscratch.data.tabular import read_npz_member
 from nnscratch.errors import DataError
 from nnscratch.files.atomic import atomic_path
 from nnscratch.data.limits import InputTooLargeError, check_image_side, check_input_bytes
@@ -247,13 +249,16 @@ def _load_cache(key: str) -> FolderPool | None:
     path = _cache_file(key)
     if not path.is_file():
         return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["key"]) != key:
-                raise ValueError("key mismatch")
-            images, labels = z["images"], z["labels"].astype(np.int64)
-            class_names = tuple(str(n) for n in z["class_names"])
-            skipped = [tuple(s.split("\t", 1)) for s in z["skipped"].tolist()]
+    try:  # each member's declared size checked before it is read, as for npz:PATH (a lying header
+        # in a damaged or planted cache file must not cost more than the input limit)
+        with open(path, "rb") as f, zipfile.ZipFile(f) as archive:
+            z = {name: read_npz_member(archive, f"{name}.npy", name, path, images=name == "images")
+                 for name in ("key", "images", "labels", "class_names", "skipped")}
+        if str(z["key"]) != key:
+            raise ValueError("key mismatch")
+        images, labels = z["images"], z["labels"].astype(np.int64)
+        class_names = tuple(str(n) for n in z["class_names"])
+        skipped = [tuple(s.split("\t", 1)) for s in z["skipped"].tolist()]
         if (images.dtype != np.uint8 or images.ndim != 4 or len(images) != len(labels)
                 or labels.min() < 0 or labels.max() >= len(class_names)):
             raise ValueError("inconsistent arrays")

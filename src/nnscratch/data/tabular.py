@@ -210,9 +210,9 @@ def read_npz(path: str | os.PathLike) -> Pool:
                     raise DataError(f"{path}: has arrays {', '.join(members) or 'none'}, lacks "
                                     f"{' and '.join(repr(k) for k in missing)} (images x, labels y); "
                                     f"{_NPZ_FIX}")
-                x = _array(archive, members["x"], "x", path, images=True)
-                y = _array(archive, members["y"], "y", path)
-                names = _array(archive, members["class_names"], "class_names", path) \
+                x = read_npz_member(archive, members["x"], "x", path, images=True)
+                y = read_npz_member(archive, members["y"], "y", path)
+                names = read_npz_member(archive, members["class_names"], "class_names", path) \
                     if "class_names" in members else None
     except FileNotFoundError as exc:
         raise DataError(f"{path}: no such file; check the path given to npz:PATH") from exc
@@ -222,8 +222,9 @@ def read_npz(path: str | os.PathLike) -> Pool:
     return _pool_from_arrays(x, y, names, path)
 
 
-def _array(archive: zipfile.ZipFile, member: str, key: str, path: Path, images: bool = False) -> np.ndarray:
-    """One ``.npy`` member, its declared sizes checked before its data is read (module docstring)."""
+def read_npz_member(archive: zipfile.ZipFile, member: str, key: str, path: Path, images: bool = False) -> np.ndarray:
+    """One ``.npy`` member, its declared sizes checked before its data is read (module docstring);
+    also the reader of the folder cache (:mod:`nnscratch.data.folder`)."""
     info = archive.getinfo(member)
     check_input_bytes(str(path), info.file_size, f"array {key!r} (its declared uncompressed size)")
     try:
