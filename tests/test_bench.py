@@ -36,6 +36,10 @@ def test_run_benchmark_on_a_tiny_problem():
             100 * result["limit_s_per_epoch"][f"{r['arch']} float32"] / r["s_per_epoch"])
     eager = rows[("torch-eager", "784-533-10")]
     assert eager["ratio_to_torch_eager"] == pytest.approx(1.0)
+    for arch in ("784-533-10", "784-16-10"):  # torch-eager is the only peer measured here: the best one
+        ours, peer = rows[("numpy-float32", arch)], rows[("torch-eager", arch)]
+        assert ours["ratio_to_best_peer"] == pytest.approx(peer["s_per_epoch"] / ours["s_per_epoch"])
+        assert peer["ratio_to_best_peer"] == pytest.approx(1.0)
     table = format_table(result)
     assert "numpy-float32" in table and "GEMM peak" in table
 

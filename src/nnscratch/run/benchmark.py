@@ -25,6 +25,10 @@ next engine's: measured on the reference VM, the two big products of one float32
 took 0.04-0.09 s longer (of 0.46-0.70 s) right after a NumPy matmul than after a 0.2 s pause. The
 pause gives every engine, and the peak probe, an idle machine to start on.
 
+Each row's **vs torch eager** and **vs best peer** are the speed-ups over torch eager and over the
+fastest of :data:`PEERS` (torch eager, ``torch.compile``, JAX) measured on that row's network and
+batch (>1: faster than it).
+
 Two "% of peak" figures are given per row. **% of round peak** is ``limit / epoch time`` with the
 limit from the peak measured *in the same round* (one product; median over the rounds), so a
 slow spell that slows the peak product too cancels out. It tends to read a little high: a single
@@ -48,6 +52,8 @@ from nnscratch.errors import UsageError
 
 SETTLE_S = 0.3  # seconds of pause before each timed run: see the module docstring
 ALL_ENGINES = ("numpy-float32", "numpy-float64", "torch-eager", "torch-compile", "jax-jit", "sklearn")
+#: The frameworks ours is measured against: the fastest of them on a row is "the best peer".
+PEERS = ("torch-eager", "torch-compile", "jax-jit")
 #: The row "seed configuration + augmentation": our float32 engine on augmented batches.
 AUGMENTED = "numpy-float32+augment"
 
@@ -63,6 +69,7 @@ class BenchRow:
     pct_of_peak: float | None = None            # median over the rounds of limit(round peak) / epoch time
     pct_of_start_peak: float | None = None      # limit(peak measured at the start) / median epoch time
     ratio_to_torch_eager: float | None = None   # torch-eager s/epoch divided by this row's: >1 is faster
+    ratio_to_best_peer: float | None = None     # the fastest of PEERS' s/epoch divided by this row's
     epochs_s: list[float] | None = None
     round_peak_gflops: list[float] | None = None  # the GEMM peak measured in the round of each epoch
     note: str = ""
@@ -292,9 +299,12 @@ def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, p
                 row.pct_of_start_peak = 100.0 * limits[f"{arch} {dtype}"] / row.s_per_epoch
             group.append(row)
         eager = next((r.s_per_epoch for r in group if r.engine == "torch-eager" and r.s_per_epoch), None)
+        best_peer = min((r.s_per_epoch for r in group if r.engine in PEERS and r.s_per_epoch), default=None)
         for r in group:
             if eager and r.s_per_epoch:
                 r.ratio_to_torch_eager = eager / r.s_per_epoch
+            if best_peer and r.s_per_epoch:
+                r.ratio_to_best_peer = best_peer / r.s_per_epoch
         if AUGMENTED in engine_list and times[AUGMENTED] and times.get("numpy-float32"):
             overhead = augment_overhead(augment, arch, batch, times["numpy-float32"], times[AUGMENTED],
                                         augment_plan)
@@ -325,16 +335,17 @@ def _dtype_of(engine: str) -> str:
 
 def format_table(result: dict) -> str:
     head = ("engine", "dtype", "arch", "batch", "s/epoch", "samples/s", "% of round peak", "% of start peak",
-            "vs torch eager")
+            "vs torch eager", "vs best peer")
     lines = []
     for r in result["rows"]:
         if r["s_per_epoch"] is None:
-            lines.append((r["engine"], r["dtype"], r["arch"], str(r["batch_size"]), r["note"], "", "", "", ""))
+            lines.append((r["engine"], r["dtype"], r["arch"], str(r["batch_size"]), r["note"], "", "", "", "", ""))
             continue
         ratio = f"{r['ratio_to_torch_eager']:.2f}x" if r["ratio_to_torch_eager"] else "-"
+        best = f"{r['ratio_to_best_peer']:.2f}x" if r.get("ratio_to_best_peer") else "-"
         lines.append((r["engine"], r["dtype"], r["arch"], str(r["batch_size"]), f"{r['s_per_epoch']:.3f}",
                       f"{r['samples_per_s']:,.0f}", f"{r['pct_of_peak']:.0f} %", f"{r['pct_of_start_peak']:.0f} %",
-                      ratio))
+                      ratio, best))
     widths = [max(len(head[i]), *(len(l[i]) for l in lines if not l[4].startswith(("unavailable", "not measured"))))
               for i in range(len(head))]
     fmt = lambda row: " | ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa: E731
