@@ -136,6 +136,28 @@ def test_mnist_suggestion_is_inside_sgds_stable_range_and_the_initial_state_is_u
         np.testing.assert_array_equal(_mnist_plan(mnist)[2].initial[k], v)
 
 
+def test_with_augment_the_sweep_sees_the_augmented_batches_training_would():
+    from nnscratch.data.augment import parse_augment
+    from nnscratch.training.augmented import AugmentedBatches
+    from nnscratch.training.loop import BatchGatherer
+    from nnscratch.training.streams import EpochOrders
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (100, 64), dtype=np.uint8), rng.integers(0, 10, 100)
+    augment = AugmentedBatches(x, (8, 8), parse_augment("rotate=20,shift=1"), 3, 32)
+    sweep = training_batches(x, y, 32, seed=3, augment=augment)
+    plain = training_batches(x, y, 32, seed=3)
+    orders, gather = EpochOrders(3, 100), BatchGatherer(x, y, 32, np.float32)
+    for k in range(6):  # 4 batches an epoch (the last of 4 images): into the second epoch
+        e, s = divmod(k, 4)
+        idx = orders.order(e)[s * 32:(s + 1) * 32]
+        xb, yb, _ = next(sweep)
+        expected, labels = gather.prepared(augment.batch(e, s, idx), idx)
+        np.testing.assert_array_equal(xb, expected)
+        np.testing.assert_array_equal(yb, labels)
+        assert not np.array_equal(xb, next(plain)[0])  # augmented, not the plain rows
+
+
 def test_cli_writes_both_files_prints_the_line_and_its_train_runs(tmp_path, mnist):
     out = tmp_path / "lrf"
     proc = run_cli(["lr-find", "--train-subset", "1000", "--hidden", "32", "--steps", "60", "--out", str(out)],

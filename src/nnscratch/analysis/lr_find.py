@@ -121,12 +121,13 @@ def lr_sweep(engine, batches: Iterable[tuple], start_lr: float, end_lr: float, s
 
 
 def training_batches(x: np.ndarray, y: np.ndarray, batch_size: int, *, seed: int, dropout=(), dtype=np.float32,
-                     transform=None) -> Iterator[tuple]:
+                     transform=None, augment=None) -> Iterator[tuple]:
     """The run's own batches, as the trainer draws them: epoch after epoch of
     :class:`~nnscratch.training.streams.EpochOrders` (keyed by ``seed``), gathered and scaled by a
     :class:`~nnscratch.training.loop.BatchGatherer`, with step ``(e, s)``'s dropout masks
-    (``dropout``: the model's ``(index, width, p)``). Yields ``(x, y, masks)`` without end;
-    each batch is a copy (the gatherer reuses its arrays)."""
+    (``dropout``: the model's ``(index, width, p)``) and, with ``augment`` (the run's
+    :class:`~nnscratch.training.augmented.AugmentedBatches` of ``x``), step ``(e, s)``'s augmented
+    pixels. Yields ``(x, y, masks)`` without end; each batch is a copy (the gatherer reuses its arrays)."""
     from nnscratch.training.loop import BatchGatherer
     from nnscratch.training.streams import EpochOrders, dropout_keeps
 
@@ -137,7 +138,11 @@ def training_batches(x: np.ndarray, y: np.ndarray, batch_size: int, *, seed: int
     while True:
         order = orders.order(epoch)
         for s in range(-(-n // size)):
-            xb, yb = gather.batch(order[s * size:(s + 1) * size])
+            idx = order[s * size:(s + 1) * size]
+            if augment is None:
+                xb, yb = gather.batch(idx)
+            else:
+                xb, yb = gather.prepared(augment.batch(epoch, s, idx), idx)
             yield xb.copy(), yb.copy(), dropout_keeps(seed, epoch, s, list(dropout), len(yb)) if dropout else None
         epoch += 1
 

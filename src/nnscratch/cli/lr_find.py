@@ -52,8 +52,8 @@ def run_lr_find(args: argparse.Namespace, cfg, folder_flags: Mapping[str, str]) 
     from nnscratch.data import load_dataset
     from nnscratch.files.atomic import write_json
     from nnscratch.model.registry import dropout_layers
-    from nnscratch.run.experiment import RunPlan, build_engines, check_engines, open_run_folder, plan_run, \
-        prepare_arrays
+    from nnscratch.run.experiment import RunPlan, augmented_batches, build_engines, check_augment, check_engines, \
+        open_run_folder, plan_run, prepare_arrays
     from nnscratch.threads import set_threads
 
     _check_sweep_flags(args)
@@ -67,13 +67,17 @@ def run_lr_find(args: argparse.Namespace, cfg, folder_flags: Mapping[str, str]) 
           + (f", config {args.config}" if args.config else ""))
     print(f"  {cfg.describe()}")
     print(f"  sweep: {args.steps} steps, lr {args.start_lr:g} to {args.end_lr:g} (exponential); output: {out}/")
+    if cfg.augment and cfg.augment != "none":
+        print(f"  on augmented batches ({cfg.augment}), as training would see them")
     data = load_dataset(cfg.dataset, cfg.data_dir, progress=not args.quiet, **cfg.data_options())
     arrays = prepare_arrays(data, cfg)
+    check_augment(cfg, arrays.image_shape)
     plan = plan_run(cfg, len(arrays.y_train), arrays.x_train.shape[1], len(data.class_names))
     copy = RunPlan(plan.spec, {k: np.array(v, copy=True) for k, v in plan.initial.items()})  # the sweep's own
     engine = build_engines(cfg, copy)[engine_name]
     batches = training_batches(arrays.x_train, arrays.y_train, cfg.batch_size, seed=cfg.seed,
-                               dropout=dropout_layers(plan.spec), dtype=cfg.np_dtype, transform=arrays.train_transform())
+                               dropout=dropout_layers(plan.spec), dtype=cfg.np_dtype, transform=arrays.train_transform(),
+                               augment=augmented_batches(cfg, arrays))  # None without --augment
     sweep = lr_sweep(engine, batches, args.start_lr, args.end_lr, args.steps)
     tips = sweep["suggestions"]
     if tips["steepest"] is None:
