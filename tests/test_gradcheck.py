@@ -98,12 +98,13 @@ def test_cli_network_with_every_option_passes(tmp_path):
     config = tmp_path / "net.toml"
     config.write_text("hidden = [16, 8]\nactivation = 'tanh'\nl2 = 0.01\n")
     proc = run_cli(["gradcheck", "--config", str(config), "--batch-norm", "--dropout", "0.2",
-                    "--label-smoothing", "0.1", "--l1", "0.001"], cwd=tmp_path)
+                    "--label-smoothing", "0.1", "--l1", "0.001", "--input-dropout", "0.3"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "12-16-8-4 (batch norm, tanh, dropout 0.2)" in proc.stdout
+    assert "12-16-8-4 (input dropout 0.3, batch norm, tanh, dropout 0.2)" in proc.stdout
     rows = [line for line in proc.stdout.splitlines() if line.endswith(" ok")]
     assert {r.split()[1] for r in rows} >= {"dense", "batch_norm", "tanh", "dropout"}
-    assert "FAIL" not in proc.stdout and "all 18 gradients within --tol 1e-06" in proc.stdout
+    assert any(r.split()[:3] == ["0", "dropout", "dx"] for r in rows)  # the input dropout's own backward
+    assert "FAIL" not in proc.stdout and "all 19 gradients within --tol 1e-06" in proc.stdout
 
 
 def test_cli_layer_fails_on_a_backward_that_forgets_the_mask(tmp_path):

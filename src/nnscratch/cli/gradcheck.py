@@ -17,7 +17,8 @@ import numpy as np
 from nnscratch.errors import NNScratchError, UsageError
 
 #: The flags that describe a network (each a --config key too); --layer takes none of them.
-NETWORK_KEYS = ("hidden", "activation", "dropout", "batch_norm", "label_smoothing", "l1", "l2", "init")
+NETWORK_KEYS = ("hidden", "activation", "dropout", "input_dropout", "batch_norm", "label_smoothing", "l1", "l2",
+                "init")
 
 
 def add_gradcheck_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,13 +31,15 @@ def add_gradcheck_arguments(p: argparse.ArgumentParser) -> None:
                    help="check a layer class of your own (the Layer contract) instead of a network; compared "
                         "with torch too when the file names a torch module (docs/gradcheck.md)")
     p.add_argument("--config", default=None, metavar="FILE.toml", help="the network of a config file (its "
-                   "hidden, activation, dropout, batch_norm, label_smoothing, l1, l2, init); flags override it")
+                   "hidden, activation, dropout, input_dropout, batch_norm, label_smoothing, l1, l2, init); flags override it")
     m = p.add_argument_group("network (the train flags; default: the reference network)")
     m.add_argument("--hidden", type=int, nargs="+", metavar="N",
                    help=f"hidden layer sizes (default: {' '.join(map(str, d.hidden))})")
     m.add_argument("--activation", choices=list(ACTIVATIONS), help=f"hidden activation (default: {d.activation})")
     m.add_argument("--dropout", type=float, metavar="P", help="dropout after each hidden activation, with a "
                    "fixed random mask (default: 0)")
+    m.add_argument("--input-dropout", type=float, metavar="P", help="dropout on the input (a dropout layer 0), "
+                   "with a fixed random mask (default: 0)")
     m.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
                    help="batch normalisation after each hidden dense layer, in training mode (default: off)")
     m.add_argument("--label-smoothing", type=float, metavar="EPS", help="cross-entropy label smoothing (default: 0)")
