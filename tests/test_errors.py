@@ -41,6 +41,12 @@ CASES = [
     ("no top losses asked for", "inspect --model DIR/mnist16.safetensors --top 0"),
     ("an inspection that would replace the run holding its model",
      "inspect --model DIR/inspected_run/numpy_model.safetensors --out DIR/inspected_run --overwrite"),
+    # issue 21: finetune (files from _inspect_scratch)
+    ("a model to fine-tune from that is not a model", "finetune --from DIR/not_a_model.safetensors"),
+    ("more layers to freeze than the network has", "finetune --from DIR/mnist16.safetensors --freeze 3 --reset-head"),
+    ("other classes to fine-tune on, keeping the old output layer", "finetune --from DIR/mnist16.safetensors --classes 0-4"),
+    ("a class the dataset does not have", "finetune --from DIR/mnist16.safetensors --classes 11 --reset-head"),
+    ("a fine-tuned network that does not fit the saved one", "finetune --from DIR/mnist16.safetensors --hidden 32 --reset-head"),
     ("a flag value outside its choices", "compare --activation swish"),
     ("a count below its minimum", "compare --epochs 0"),
     ("a rate that is not positive", "compare --lr -0.1"),
