@@ -94,6 +94,10 @@ def _add_run_flags(p: argparse.ArgumentParser, default_out: str, finetune: bool 
                         "{engine}_gradient_flow.png (default: on; see docs/gradient-flow.md)")
     r.add_argument("--gradient-flow-samples", type=int, metavar="K",
                    help="steps per epoch the gradient flow is measured on (default: 4)")
+    r.add_argument("--tensorboard", metavar="DIR",
+                   help="also write TensorBoard logs into DIR, a run per engine (DIR/numpy, DIR/torch): losses, "
+                        "rates, gradient norms, weight/gradient/activation histograms, first-layer weights; view "
+                        "with tensorboard --logdir DIR (needs the tensorboard extra; see docs/tensorboard.md)")
     c = p.add_argument_group("checkpoints (OUT/checkpoints/, see docs/trainer.md)")
     c.add_argument("--resume", default=None, metavar="PATH",
                    help="continue a run from its checkpoint (OUT/checkpoints/last.safetensors, or the run's folder); "
@@ -368,7 +372,7 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
     from tqdm.auto import tqdm
 
     from nnscratch import api
-    from nnscratch.run.experiment import check_engines, open_run_folder
+    from nnscratch.run.experiment import check_engines, check_tensorboard, open_run_folder
     from nnscratch.threads import set_threads
 
     checkpoints, note = None, None
@@ -383,6 +387,7 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
     # everything that can be checked before any work, in well under a second
     folder = open_run_folder(cfg, out, args.overwrite, names=_FOLDER_FLAGS)
     check_engines(cfg)
+    check_tensorboard(cfg, folder.out)
     import numpy as np
 
     np.seterr(all="ignore")  # a diverging run is reported once, after the results, not by NumPy per step
@@ -393,6 +398,8 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
           + (f", config {args.config}" if args.config else "") + (f", resuming {args.resume}" if args.resume else ""))
     print(f"  {cfg.describe()}")
     print(f"  output: {out}/")
+    if cfg.tensorboard:
+        print(f"  tensorboard: {cfg.tensorboard} (view with: tensorboard --logdir {cfg.tensorboard})")
     if note:
         print(f"  note: {note}")
 
