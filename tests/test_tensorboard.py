@@ -50,7 +50,7 @@ def compared(mnist, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("tensorboard")
     run = api.compare(data=mnist, train_subset=640, epochs=2, hidden=list(HIDDEN), gradient_flow_samples=2,
-                      tensorboard=str(tmp / "tb"))
+                      threads=1, tensorboard=str(tmp / "tb"))
     return run, tmp / "tb"
 
 
@@ -115,7 +115,7 @@ def test_a_new_run_in_the_same_folder_hides_the_old_one(mnist, tmp_path, capsys)
     optional_import("tensorboardX")
     from nnscratch import api
 
-    settings = dict(data=mnist, train_subset=320, hidden=[8], epochs=1, gradient_flow_samples=1,
+    settings = dict(data=mnist, train_subset=320, hidden=[8], epochs=1, gradient_flow_samples=1, threads=1,
                     tensorboard=str(tmp_path / "tb"))
     api.train(seed=1, **settings)
     assert "earlier run" not in capsys.readouterr().err
@@ -226,7 +226,7 @@ def test_the_numpy_engine_logs_where_torch_cannot_be_imported(tmp_path):
             "assert sys.modules['torch'] is None, 'torch was imported'\n"
             "raise SystemExit(code)\n")
     args = ["train", "--engine", "numpy", "--train-subset", "200", "--epochs", "1", "--hidden", "8",
-            "--gradient-flow-samples", "1", "--quiet", "--out", str(tmp_path / "run"),
+            "--gradient-flow-samples", "1", "--threads", "1", "--quiet", "--out", str(tmp_path / "run"),
             "--tensorboard", str(tmp_path / "tb")]
     proc = run_python(code, args, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr

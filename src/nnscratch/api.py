@@ -10,6 +10,7 @@ The same runs as ``nnscratch train`` and ``nnscratch compare`` (both call
     run.history["torch"]["epochs"][-1]["val_loss"]
     probs = run.predict(images)              # (N, C) probabilities from uint8 images (N, H, W, C)
     api.write_report(run, "runs/notebook")   # metrics.json, report.md, figures, models
+    api.compare(epochs=3, tensorboard="runs/tb")  # also TensorBoard logs: runs/tb/numpy, runs/tb/torch
 
 Settings are the keys of :class:`~nnscratch.run.config.RunConfig` (every ``--flag`` of the command
 line, ``_`` for ``-``); a TOML file gives a base that keyword settings override, as flags override

@@ -3,7 +3,8 @@
 One run of one engine emits::
 
     RunStart
-    ( StepEnd ... [CheckpointWritten]  ...  [GradientFlow]  [EpochArrays]  Evaluation  EpochEnd  [CheckpointWritten ...] ) per epoch
+    ( StepEnd ... [CheckpointWritten] ... [GradientFlow] [EpochArrays] Evaluation EpochEnd [CheckpointWritten ...] )
+        per epoch
     RunEnd
 
 A sink is any callable taking one event (``sink(event)``). Sinks observe: they print, record,

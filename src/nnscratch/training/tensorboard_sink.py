@@ -141,6 +141,7 @@ class TensorBoardWriter:
         values = [_scalar(f"epoch/{key}", record[key]) for key in EPOCH_KEYS
                   if record.get(key) is not None and math.isfinite(record[key])]  # no validation set: NaN
         self._files[event.engine].add(self._step[event.engine], values)
+        self._files[event.engine].flush()  # an epoch's figures are seen at once
 
     def _on_run_end(self, event) -> None:
         file = self._files.pop(event.engine, None)
@@ -156,21 +157,23 @@ class TensorBoardWriter:
 class EventFile:
     """One TensorBoard run's event file, written through tensorboardX's ``EventsWriter``.
 
-    Written at once, in the caller's thread, and flushed every :data:`FLUSH_SECS` seconds:
-    tensorboardX's ``SummaryWriter`` hands every record to a background process queue instead,
-    which cost 320 us of CPU per step for a loss and a rate (9-16 us here, measured; a seed-run
-    epoch has 782 steps). ``purge_step``: TensorBoard hides the events of earlier files in the
-    folder from this step on (a ``SessionLog.START``, as ``SummaryWriter(purge_step=...)`` writes).
+    Each record is written at once, in the caller's thread; the file is flushed every
+    :data:`FLUSH_SECS` seconds and after every epoch. (tensorboardX's ``SummaryWriter`` hands
+    every record to a background process queue instead: 320 us of CPU per step for a loss and a
+    rate, against 9-16 us here, measured; a seed-run epoch has 782 steps.) ``purge_step``:
+    TensorBoard hides the events of the folder's earlier files from this step on (a
+    ``SessionLog.START``, what ``SummaryWriter(purge_step=...)`` writes).
     """
 
     def __init__(self, folder: Path, purge_step: int) -> None:
         from tensorboardX.event_file_writer import EventsWriter
         from tensorboardX.proto.event_pb2 import Event, SessionLog
+        from tensorboardX.proto.summary_pb2 import Summary
 
+        self._Event, self._Summary = Event, Summary
         folder.mkdir(parents=True, exist_ok=True)
         # a suffix ordered within the second: two runs started in one second must not share a file name
         self._writer = EventsWriter(str(folder / "events"), f".{time.time_ns() % 10**9:09d}")
-        self._event = Event
         self._writer.write_event(Event(wall_time=time.time(), step=purge_step,
                                        session_log=SessionLog(status=SessionLog.START)))
         self._flushed = time.monotonic()
@@ -179,12 +182,13 @@ class EventFile:
         """One event at global step ``step`` holding the summary ``values`` (none: nothing written)."""
         if not values:
             return
-        from tensorboardX.proto.summary_pb2 import Summary
-
-        self._writer.write_event(self._event(wall_time=time.time(), step=step, summary=Summary(value=values)))
+        self._writer.write_event(self._Event(wall_time=time.time(), step=step, summary=self._Summary(value=values)))
         if time.monotonic() - self._flushed >= FLUSH_SECS:
-            self._writer.flush()
-            self._flushed = time.monotonic()
+            self.flush()
+
+    def flush(self) -> None:
+        self._writer.flush()
+        self._flushed = time.monotonic()
 
     def close(self) -> None:
         self._writer.close()
