@@ -128,6 +128,12 @@ CASES = [
     ("a shift that moves the images out of view", "compare --augment shift=28"),
     ("a preview of no augmentation", "augment-preview --augment none"),
     ("a benchmark augmentation that is not a number", "bench --augment rotate=x"),
+    # --- tensorboard ---
+    ("a TensorBoard folder that is a file", "compare --tensorboard DIR/a_file"),
+    ("a TensorBoard folder under a file", "train --tensorboard DIR/a_file/tb"),
+    ("a TensorBoard folder that cannot be created", "train --tensorboard /proc/nnscratch/tb"),
+    ("a TensorBoard folder inside the run folder", "train --tensorboard DIR/run/tb"),
+    ("a TensorBoard folder where an engine's folder is a file", "compare --tensorboard DIR/tb_with_file"),
 ]
 
 
@@ -142,6 +148,8 @@ def _scratch_run_folders(folder: Path) -> None:
     (folder / "not_a_run" / "notes.txt").write_text("mine")
     (folder / "not_a_layer.py").write_text("class Plain:\n    pass\n")
     (folder / "augment_table.toml").write_text("[augment]\nrotate = 10\nhflip = true\n")
+    (folder / "tb_with_file").mkdir()
+    (folder / "tb_with_file" / "torch").write_text("not a folder")
     _inspect_scratch(folder)
 
 

@@ -10,6 +10,7 @@ The same runs as ``nnscratch train`` and ``nnscratch compare`` (both call
     run.history["torch"]["epochs"][-1]["val_loss"]
     probs = run.predict(images)              # (N, C) probabilities from uint8 images (N, H, W, C)
     api.write_report(run, "runs/notebook")   # metrics.json, report.md, figures, models
+    api.compare(epochs=3, tensorboard="runs/tb")  # also TensorBoard logs: runs/tb/numpy, runs/tb/torch
 
 Settings are the keys of :class:`~nnscratch.run.config.RunConfig` (every ``--flag`` of the command
 line, ``_`` for ``-``); a TOML file gives a base that keyword settings override, as flags override
@@ -37,8 +38,8 @@ from nnscratch.data.preprocess import model_inputs
 from nnscratch.engines import ENGINES, Engine, make_engine
 from nnscratch.errors import UsageError
 from nnscratch.files.run_folder import RunFolder
-from nnscratch.run.experiment import (EngineResult, check_engines, open_run_folder, plan_run, prepare_arrays,
-                                      run_experiment, write_run_folder)
+from nnscratch.run.experiment import (EngineResult, check_engines, check_tensorboard, open_run_folder, plan_run,
+                                      prepare_arrays, run_experiment, write_run_folder)
 from nnscratch.training.loop import record_dict
 from nnscratch.training.metrics import softmax
 from nnscratch.threads import set_threads
@@ -308,6 +309,7 @@ def _run(cfg: ConfigLike, engines: tuple[str, ...], out, overwrite: bool, progre
         cfg = dataclasses.replace(_base(cfg), **given, engines=engines)
     folder = _run_folder(cfg, out, overwrite)  # checked before any work, like everything below
     check_engines(cfg)  # before the data: a missing GPU or numba fails at once
+    check_tensorboard(cfg, folder.out if folder is not None else None)
     set_threads(cfg.threads)
     with contextlib.nullcontext() if folder is None or folder.locked else folder:  # the lock, from here on
         if data is None:  # loaded here, not in run_experiment, so that the Run can write its report later
@@ -364,7 +366,7 @@ def _checked(settings: Mapping[str, Any]) -> dict[str, Any]:
             value = tuple(value)
         elif key == "label_column" and isinstance(value, (int, np.integer)) and not isinstance(value, bool):
             value = str(value)  # a 0-based index, as the config file gives it
-        elif key == "data_dir" and isinstance(value, os.PathLike):
+        elif key in ("data_dir", "tensorboard") and isinstance(value, os.PathLike):
             value = os.fspath(value)
         values[key] = value
     return values

@@ -31,9 +31,11 @@ class Engine(Protocol):
     * ``state()`` / ``load_state(state)``: everything needed to resume exactly: parameters,
       buffers, ``optimizer.<param>.<torch state name>`` and ``engine.steps``.
 
-    Optional: ``train_step_recorded(x, y, lr, masks) -> dict``, the same step (bit for bit the same
-    weights after it) that also returns its gradient-flow statistics
-    (:mod:`nnscratch.training.gradient_flow`); the trainer records none for an engine without it.
+    Optional: ``train_step_recorded(x, y, lr, masks, arrays=False) -> dict``, the same step (bit
+    for bit the same weights after it) that also returns its gradient-flow statistics
+    (:mod:`nnscratch.training.gradient_flow`), and with ``arrays=True`` copies of the gradients
+    and layer outputs they were taken of (asked only for a sink that wants arrays: TensorBoard's
+    histograms); the trainer records none for an engine without it.
     """
 
     name: str

@@ -11,6 +11,7 @@ exits with :attr:`NNScratchError.exit_code`: 2 for bad usage or input, 1 for fai
 INSTALL_TORCH = "pip install torch==2.13.0 then pip install 'nnscratch[torch]'"
 INSTALL_NUMBA = "pip install 'nnscratch[bench]'"
 INSTALL_ONNX = "pip install 'nnscratch[onnx]'"
+INSTALL_TENSORBOARD = "pip install 'nnscratch[tensorboard]'"
 
 
 class NNScratchError(Exception):

@@ -30,11 +30,13 @@ _FOLDER_FLAGS = {"out": "--out", "overwrite": "--overwrite"}
 _PARAMETER_FLAGS = {"finetune_from": "--from", "reset_head": "--reset-head", "freeze": "--freeze"}
 
 
-def _add_run_flags(p: argparse.ArgumentParser, default_out: str, finetune: bool = False) -> None:
+def _add_run_flags(p: argparse.ArgumentParser, default_out: str, finetune: bool = False,
+                   trains: bool = True) -> None:
     """The flags of compare/train/finetune. Each is also a key of a --config file (``--batch-norm`` <->
     ``batch_norm``); flags default to None here so that a given flag can override the file, and
     the real defaults (the reference project's) live in :class:`nnscratch.run.config.RunConfig`.
-    ``finetune``: ``--from`` is required (the finetune verb)."""
+    ``finetune``: ``--from`` is required (the finetune verb); ``trains=False`` (lr-find,
+    augment-preview, which take the same settings but train no run): no ``--tensorboard``."""
     from nnscratch.run.config import RunConfig
     from nnscratch.model.registry import ACTIVATIONS, INITIALIZERS
 
@@ -94,10 +96,17 @@ def _add_run_flags(p: argparse.ArgumentParser, default_out: str, finetune: bool 
                         "{engine}_gradient_flow.png (default: on; see docs/gradient-flow.md)")
     r.add_argument("--gradient-flow-samples", type=int, metavar="K",
                    help="steps per epoch the gradient flow is measured on (default: 4)")
+    if trains:
+        r.add_argument("--tensorboard", metavar="DIR",
+                       help="also write TensorBoard logs into DIR, a run per engine (DIR/numpy, DIR/torch): "
+                            "losses, rates, gradient norms, weight/gradient/activation histograms, first-layer "
+                            "weights; view with tensorboard --logdir DIR (needs the tensorboard extra; see "
+                            "docs/tensorboard.md)")
     c = p.add_argument_group("checkpoints (OUT/checkpoints/, see docs/trainer.md)")
     c.add_argument("--resume", default=None, metavar="PATH",
                    help="continue a run from its checkpoint (OUT/checkpoints/last.safetensors, or the run's folder); "
-                        "its settings are the base, only --epochs, --out and the checkpoint flags may change")
+                        "its settings are the base, only --epochs, --out, --tensorboard and the checkpoint flags "
+                        "may change")
     c.add_argument("--checkpoints", action=argparse.BooleanOptionalAction, default=None,
                    help="write OUT/checkpoints/last.safetensors after every epoch (default: on; --no-checkpoints)")
     c.add_argument("--checkpoint-every", type=int, metavar="K", help="also keep epoch-K.safetensors every K epochs")
@@ -315,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "a --lr (steepest descent of the smoothed loss, and its minimum / 10); write "
                                      "lr_find.png and lr_find.json into --out (docs/lr-find.md).")
     p.add_argument("--engine", choices=["numpy", "torch"], default="numpy", help="engine (default: numpy)")
-    _add_run_flags(p, "runs/<timestamp>-lr-find/")
+    _add_run_flags(p, "runs/<timestamp>-lr-find/", trains=False)
     add_lr_find_arguments(p)
 
     from nnscratch.cli.inspect import add_inspect_arguments
@@ -338,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "spec alone (augment_transforms.png), into --out. Takes the train verb's "
                                      "options (--dataset, --config, --augment, --seed, ...); without --augment, the "
                                      "dataset's preset (docs/augmentation.md).")
-    _add_run_flags(p, "runs/<timestamp>-augment-preview/")
+    _add_run_flags(p, "runs/<timestamp>-augment-preview/", trains=False)
     add_augment_preview_arguments(p)
     return parser
 
@@ -368,7 +377,7 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
     from tqdm.auto import tqdm
 
     from nnscratch import api
-    from nnscratch.run.experiment import check_engines, open_run_folder
+    from nnscratch.run.experiment import check_engines, check_tensorboard, open_run_folder
     from nnscratch.threads import set_threads
 
     checkpoints, note = None, None
@@ -383,6 +392,7 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
     # everything that can be checked before any work, in well under a second
     folder = open_run_folder(cfg, out, args.overwrite, names=_FOLDER_FLAGS)
     check_engines(cfg)
+    check_tensorboard(cfg, folder.out)
     import numpy as np
 
     np.seterr(all="ignore")  # a diverging run is reported once, after the results, not by NumPy per step
@@ -393,6 +403,8 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
           + (f", config {args.config}" if args.config else "") + (f", resuming {args.resume}" if args.resume else ""))
     print(f"  {cfg.describe()}")
     print(f"  output: {out}/")
+    if cfg.tensorboard:
+        print(f"  tensorboard: {cfg.tensorboard} (view with: tensorboard --logdir {cfg.tensorboard})")
     if note:
         print(f"  note: {note}")
 

@@ -267,6 +267,12 @@ def state_shapes(spec) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def parameter_names(spec) -> tuple[str, ...]:
+    """The parameters of ``spec`` (not its buffers), named as torch's ``state_dict()``: ``0.weight``, ``0.bias``..."""
+    return tuple(f"{i}.{name}" for i, layer, d_in, _ in spec.walk()
+                 for name in LAYER_KINDS[layer.kind].param_shapes(layer.args, d_in))
+
+
 def dropout_layers(spec) -> list[tuple[int, int, float]]:
     """``(index, width, p)`` of every dropout layer: where the training loop must draw masks."""
     return [(i, d_in, layer.args["p"]) for i, layer, d_in, _ in spec.walk() if layer.kind == "dropout"]

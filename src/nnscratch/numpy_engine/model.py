@@ -79,15 +79,19 @@ class Sequential:
             x = layer.forward(x, train and self._trains[i], keep=keep)
         return x
 
-    def forward_recorded(self, x: np.ndarray, stats: dict) -> np.ndarray:
+    def forward_recorded(self, x: np.ndarray, stats: dict, outputs: dict | None = None) -> np.ndarray:
         """:meth:`forward` in training mode, the same numbers, that also puts every layer's output
         statistics into ``stats`` (``{"0": {"kind", "mean", "std"[, "dead_fraction"]}, ...}``, see
-        :mod:`nnscratch.training.gradient_flow`). A ReLU-family layer's dead units are counted on its
-        input before it runs (it overwrites its input in place)."""
+        :mod:`nnscratch.training.gradient_flow`) and, given ``outputs`` (a dict), a copy of every
+        layer's output (``"0"`` -> ``(N, D)``; copies, since the layers reuse their buffers and a
+        ReLU overwrites its input). A ReLU-family layer's dead units are counted on its input
+        before it runs (it overwrites its input in place)."""
         for i, (layer, trains) in enumerate(zip(self.layers, self._trains)):
             dead = dead_fraction(x) if i in self._dead_units else None
             x = layer.forward(x, trains)
             stats[str(i)] = layer_stats(self.spec.layers[i].kind, x, dead)
+            if outputs is not None:
+                outputs[str(i)] = x.copy()
         return x
 
     def backward(self, dlogits: np.ndarray, need_dx: bool = False) -> np.ndarray | None:
@@ -232,12 +236,16 @@ class NumpyEngine:
         self._step(x, y, lr, masks, None)
 
     def train_step_recorded(self, x: np.ndarray, y: np.ndarray, lr: float,
-                            masks: dict[int, np.ndarray] | None = None) -> dict:
+                            masks: dict[int, np.ndarray] | None = None, arrays: bool = False) -> dict:
         """:meth:`train_step`, the same numbers, measuring its gradient flow as it goes:
         ``{"params": {"0.weight": {grad_norm, grad_mean_abs, grad_max_abs, weight_norm,
         update_ratio}, ...}, "layers": {"0": {kind, mean, std[, dead_fraction]}, ...}}`` (the
-        trainable parameters only; see :mod:`nnscratch.training.gradient_flow`)."""
+        trainable parameters only; see :mod:`nnscratch.training.gradient_flow`). With ``arrays``
+        also ``"arrays": {"gradients": {"0.weight": copy of the gradient the statistics were taken
+        of}, "outputs": {"0": copy of the layer's output}}`` (for histograms)."""
         record: dict = {"params": {}, "layers": {}}
+        if arrays:
+            record["arrays"] = {"gradients": {}, "outputs": {}}
         self._step(x, y, lr, masks, record)
         return record
 
@@ -251,7 +259,8 @@ class NumpyEngine:
         if record is None:
             logits = self.model.forward(x, train=True)
         else:
-            logits = self.model.forward_recorded(x, record["layers"])
+            outputs = record["arrays"]["outputs"] if "arrays" in record else None
+            logits = self.model.forward_recorded(x, record["layers"], outputs)
             before, work = self._recording_buffers()
             for name, p in self.optimizer.params.items():
                 np.copyto(before[name], p)
@@ -266,7 +275,7 @@ class NumpyEngine:
                 self.model.backward(dlogits)
             else:
                 self._backward_keeping_gradients(dlogits)
-                record["params"] = {name: gradient_stats(g, work[name]) for name, g in self._grads.items()}
+                self._record_gradients(record, work)
         else:
             self.model.backward(dlogits)
             if self.l1 or self.l2:  # loss + l1 sum|p| + l2 sum p^2, before the update
@@ -274,7 +283,7 @@ class NumpyEngine:
                 loss += penalty(params, self.l1, self.l2)
                 add_penalty_gradient(params, self._grads, self.l1, self.l2)
             if record is not None:  # the gradient of the training loss, before clipping
-                record["params"] = {name: gradient_stats(g, work[name]) for name, g in self._grads.items()}
+                self._record_gradients(record, work)
             if self.clip_grad_norm is not None:
                 clip_grad_norm(self._grads, self.clip_grad_norm)
             self.optimizer.step(self._grads, lr)
@@ -285,6 +294,12 @@ class NumpyEngine:
                 record["params"][name].update(update_stats(before[name], p, work[name]))
         self.steps += 1
         self._losses.append(loss)
+
+    def _record_gradients(self, record: dict, work: dict[str, np.ndarray]) -> None:
+        """The gradient statistics of a recorded step (and, when it keeps arrays, copies of the gradients)."""
+        record["params"] = {name: gradient_stats(g, work[name]) for name, g in self._grads.items()}
+        if "arrays" in record:
+            record["arrays"]["gradients"] = {name: g.copy() for name, g in self._grads.items()}
 
     def _recording_buffers(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Per trainable parameter: an array for its value before a recorded step and a scratch

@@ -51,16 +51,28 @@ def signed_tile(values: np.ndarray, image_shape: tuple[int, int, int], unused: n
     scaled to ``scale`` (default: its own ``max |values|``): greyscale through :data:`SIGNED`,
     colour as RGB ``0.5 + values / (2 scale)`` (clipped). Pixels where ``unused (H, W)`` is True
     are drawn grey (and left out of the maximum)."""
+    return signed_tiles(np.asarray(values)[None], image_shape, unused, scale)[0]
+
+
+def signed_tiles(values: np.ndarray, image_shape: tuple[int, int, int], unused: np.ndarray | None = None,
+                 scale: float | None = None) -> np.ndarray:
+    """:func:`signed_tile` of every row of ``values (n, H*W*C)`` at once, each scaled to its own
+    maximum (or all to ``scale``): ``(n, H, W, 4)``, one colour-map call for all of them (64
+    calls of one tile each took 40 ms)."""
     h, w, c = image_shape
-    v = np.asarray(values, dtype=np.float64).reshape(h, w, c)
-    used = v if unused is None or unused.all() else v[~unused]
-    scale = (float(np.max(np.abs(used))) if scale is None else float(scale)) or 1.0
+    v = np.asarray(values, dtype=np.float64).reshape(-1, h, w, c)
+    if scale is None:
+        used = v if unused is None or unused.all() else v[:, ~unused]
+        scale = np.max(np.abs(used.reshape(len(v), -1)), axis=1, initial=0.0)
+    scales = np.broadcast_to(np.asarray(scale, dtype=np.float64), (len(v),))
+    scales = np.where(scales > 0, scales, 1.0)[:, None, None, None]
+    shifted = np.clip(0.5 + v / (2 * scales), 0, 1)
     if c == 3:
-        rgba = np.concatenate([np.clip(0.5 + v / (2 * scale), 0, 1), np.ones((h, w, 1))], axis=2)
+        rgba = np.concatenate([shifted, np.ones((len(v), h, w, 1))], axis=3)
     else:
-        rgba = plt.get_cmap(SIGNED)(np.clip(0.5 + v[:, :, 0] / (2 * scale), 0, 1))
+        rgba = plt.get_cmap(SIGNED)(shifted[..., 0])
     if unused is not None:
-        rgba[unused] = UNUSED
+        rgba[:, unused] = UNUSED
     return rgba
 
 
@@ -77,6 +89,18 @@ def _mosaic(tiles: Sequence[np.ndarray | None], cols: int, gap: int, head: int) 
             top, left = r * (h + head + gap) + head, c * (w + gap)
             out[top:top + h, left:left + w] = tile
     return out
+
+
+def weight_grid(weights: np.ndarray, image_shape: tuple[int, int, int], cols: int = 8) -> np.ndarray:
+    """The rows of ``weights (n, H*W*C)`` (a dense layer's incoming weights, one unit a row) as one
+    uint8 RGB picture ``(rows * (H + gap), cols * (W + gap) - gap, 3)`` on white: each unit's
+    weights a :func:`signed_tile` (scaled to its own largest magnitude), in a grid of ``cols``
+    columns (fewer when there are fewer units), without captions. What ``plot_first_layer`` draws,
+    as an image for TensorBoard."""
+    h, w, _ = image_shape
+    tiles = list(signed_tiles(weights, image_shape))
+    mosaic = _mosaic(tiles, max(1, min(cols, len(tiles))), max(1, w // 10), 0)
+    return np.round(mosaic[:, :, :3] * 255).astype(np.uint8)
 
 
 def _caption_tiles(ax: plt.Axes, captions: Sequence[str], cols: int, h: int, w: int, gap: int, head: int,
@@ -111,7 +135,7 @@ def plot_first_layer(weights: np.ndarray, units: Sequence[int], image_shape: tup
     n, (h, w, c) = len(units), image_shape
     cols = min(8, max(1, int(np.ceil(np.sqrt(n)))))
     gap, head = max(1, w // 10), max(3, h // 5)
-    mosaic = _mosaic([signed_tile(weights[k], image_shape, unused) for k in range(n)], cols, gap, head)
+    mosaic = _mosaic(list(signed_tiles(weights[:n], image_shape, unused)), cols, gap, head)
     width = 1.3 * cols + 0.4
     height = 0.96 * width * mosaic.shape[0] / mosaic.shape[1] + 1.75
     fig = plt.figure(figsize=(width, height))

@@ -76,7 +76,7 @@ _QUIET_DEFAULTS = ("jit", "augment", "val_size", "standardize", "verify", "image
                    "checkpoint_every_steps", "keep_checkpoints", "gradient_flow", "gradient_flow_samples")
 #: What may differ between a checkpoint's settings and the run that resumes it (the rest must match).
 RESUMABLE_KEYS = ("epochs", "threads", "data_dir", "device", "checkpoints", "checkpoint_every",
-                  "checkpoint_every_steps", "keep_checkpoints", "verify")
+                  "checkpoint_every_steps", "keep_checkpoints", "verify", "tensorboard")
 
 
 @dataclass
@@ -168,6 +168,8 @@ class RunConfig:
     # per-layer gradient statistics every epoch (training/gradient_flow.py), measured on a few sampled steps
     gradient_flow: bool = True
     gradient_flow_samples: int = 4             # steps sampled per epoch (all of them in a shorter epoch)
+    # TensorBoard logs (training/tensorboard_sink.py) into this folder, a run per engine (DIR/numpy, DIR/torch)
+    tensorboard: str | None = None
     engines: tuple[str, ...] = field(default=("numpy", "torch"))
 
     def __post_init__(self) -> None:
@@ -275,10 +277,11 @@ class RunConfig:
 
     def describe(self) -> str:
         """The settings as the flags that give them, for the start of a run (defaults included,
-        but for the rarely used ones): a valid ``nnscratch`` command line."""
+        but for the rarely used ones): a valid ``nnscratch`` command line. Where the run reads
+        and logs (data folder, device, threads, TensorBoard folder) is left out."""
         d = RunConfig().to_dict()
         parts = [setting_as_flag(key, value) for key, value in self.to_dict().items()
-                 if key not in ("engines", "data_dir", "device", "threads")
+                 if key not in ("engines", "data_dir", "device", "threads", "tensorboard")
                  and not (key in _QUIET_DEFAULTS and value == d[key])]
         return " ".join(p for p in parts if p)
 
@@ -488,6 +491,8 @@ def check_value(key: str, value: Any) -> str | None:
         "gradient_flow": lambda: boolean(),
         "gradient_flow_samples": lambda: None if integer(1) is None else
         f"{integer(1)} (to record none: --no-gradient-flow)",
+        "tensorboard": lambda: None if value is None or (isinstance(value, str) and value.strip()) else
+        f"must be a folder for the TensorBoard logs, got {value!r}",
         "engines": lambda: sequence(lambda e: isinstance(e, str), "engine names"),
     }
     return checks[key]()

@@ -429,6 +429,31 @@ def check_out_dir(out_dir: Path, flag: str = "--out") -> None:
                          "choose a folder you can write to") from None
 
 
+def check_tensorboard(cfg: RunConfig, out: str | os.PathLike | None = None) -> None:
+    """``--tensorboard DIR`` can be used, checked before any work: tensorboardX is installed, DIR
+    (created if needed) can be written and is not a file, nor inside the run folder ``out``
+    (which is put in place whole at the end: logs written inside it would be lost)."""
+    if cfg.tensorboard is None:
+        return
+    from nnscratch.training.tensorboard_sink import require_tensorboardx
+
+    require_tensorboardx()
+    logdir = Path(cfg.tensorboard).expanduser()
+    if logdir.exists() and not logdir.is_dir():
+        raise UsageError(f"--tensorboard {cfg.tensorboard} is a file, not a folder; "
+                         "choose a folder for the TensorBoard logs")
+    if out is not None:
+        real, run = Path(os.path.realpath(logdir)), Path(os.path.realpath(out))
+        if real == run or run in real.parents:
+            raise UsageError(f"--tensorboard {cfg.tensorboard} is inside the run folder {out}, which is replaced "
+                             "whole at the end; choose a folder outside it, such as runs/tensorboard")
+    for engine in cfg.engines:
+        if (logdir / engine).exists() and not (logdir / engine).is_dir():
+            raise UsageError(f"--tensorboard {cfg.tensorboard}: {logdir / engine} is a file, but the {engine} "
+                             "engine's logs go into a folder of that name; move it or choose another folder")
+    check_out_dir(logdir, flag="--tensorboard")
+
+
 def check_engines(cfg: RunConfig) -> None:
     """Everything the engines need, before any data is read: torch and its device, numba for --jit."""
     from nnscratch.engines import no_cuda_device, require_numba, require_torch
@@ -466,7 +491,9 @@ def run_experiment(cfg: RunConfig, out_dir: str | os.PathLike | RunFolder | None
     ``overwrite`` only) or a :class:`RunFolder` (already checked, perhaps already entered).
     Everything is written into its staging folder and put in place at the end: ``metrics.jsonl``
     (every event, as it happens) and the checkpoints (``checkpoints/``, unless ``cfg.checkpoints``
-    is off) while the run trains, the rest after. ``resume`` maps engines to the checkpoints they
+    is off) while the run trains, the rest after. With ``cfg.tensorboard``, TensorBoard logs go
+    to that folder as the run trains (:mod:`nnscratch.training.tensorboard_sink`), with or
+    without ``out``. ``resume`` maps engines to the checkpoints they
     continue from (:func:`nnscratch.run.resume.load_checkpoints`).
 
     An exception leaves ``out_dir`` as it was. Ctrl-C or SIGTERM during training
@@ -486,6 +513,7 @@ def run_experiment(cfg: RunConfig, out_dir: str | os.PathLike | RunFolder | None
     with contextlib.nullcontext() if folder is None or folder.locked else folder:
         try:
             check_engines(cfg)
+            check_tensorboard(cfg, folder.out if folder is not None else None)
             data = data or load_dataset(cfg.dataset, cfg.data_dir, progress=progress, **cfg.data_options())
             arrays = prepare_arrays(data, cfg)
             check_augment(cfg, arrays.image_shape)
@@ -500,6 +528,10 @@ def run_experiment(cfg: RunConfig, out_dir: str | os.PathLike | RunFolder | None
             if resume and folder is not None:  # the run so far comes along into the new folder
                 carry_over(resume, folder.checkpoint_dir, folder.staging, cfg.engines)
             sinks = [JsonlWriter(folder.staging / "metrics.jsonl")] if folder is not None else []
+            if cfg.tensorboard is not None:
+                from nnscratch.training.tensorboard_sink import TensorBoardWriter
+
+                sinks.append(TensorBoardWriter(Path(cfg.tensorboard).expanduser(), plan.spec, arrays.image_shape))
             meta = run_meta(plan.spec, cfg.to_dict(), {**facts, "data_options": cfg.data_options()})
             try:
                 results = train_engines(cfg, plan, engines, arrays, progress, on_epoch, sinks=tuple(sinks),

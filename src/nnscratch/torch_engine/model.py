@@ -158,21 +158,26 @@ class TorchEngine:
         self._step(x, y, lr, masks, None)
 
     def train_step_recorded(self, x: np.ndarray, y: np.ndarray, lr: float,
-                            masks: dict[int, np.ndarray] | None = None) -> dict:
+                            masks: dict[int, np.ndarray] | None = None, arrays: bool = False) -> dict:
         """:meth:`train_step`, the same numbers, also measuring its gradient flow (the NumPy
         engine's ``train_step_recorded``, from ``.grad`` after ``backward()`` and before
         clipping, and from each module's output; the modules run one by one, as
-        ``nn.Sequential`` runs them, never compiled)."""
+        ``nn.Sequential`` runs them, never compiled). ``arrays``: also copies of those
+        gradients and outputs, under ``"arrays"`` (as the NumPy engine gives them)."""
         record: dict = {"params": {}, "layers": {}}
+        if arrays:
+            record["arrays"] = {"gradients": {}, "outputs": {}}
         self._step(x, y, lr, masks, record)
         return record
 
-    def _forward_recorded(self, xb: torch.Tensor, stats: dict) -> torch.Tensor:
+    def _forward_recorded(self, xb: torch.Tensor, stats: dict, outputs: dict | None) -> torch.Tensor:
         h = xb
         for i, module in enumerate(self.model):
             dead = dead_fraction(_host(h)) if i in self._dead_units else None
             h = module(h)
             stats[str(i)] = layer_stats(self._kinds[i], _host(h), dead)
+            if outputs is not None:
+                outputs[str(i)] = _host(h).copy()
         return h
 
     def _step(self, x: np.ndarray, y: np.ndarray, lr: float, masks, record: dict | None) -> None:
@@ -183,7 +188,11 @@ class TorchEngine:
         xb, yb = self._tensor(x), self._tensor(y)
         self.optimizer.param_groups[0]["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        logits = self._forward(xb) if record is None else self._forward_recorded(xb, record["layers"])
+        if record is None:
+            logits = self._forward(xb)
+        else:
+            logits = self._forward_recorded(xb, record["layers"], record["arrays"]["outputs"] if "arrays" in record
+                                            else None)
         loss = self.loss_fn(logits, yb)
         if self.l1 or self.l2:  # the same penalty as the NumPy engine's, over every trainable parameter
             params = self._trainable
@@ -194,6 +203,8 @@ class TorchEngine:
         loss.backward()
         if record is not None:  # the gradient of the training loss, before clipping; the weights before the step
             record["params"] = {n: gradient_stats(_host(p.grad)) for n, p in self._named_trainable}
+            if "arrays" in record:
+                record["arrays"]["gradients"] = {n: _host(p.grad).copy() for n, p in self._named_trainable}
             before = {n: _host(p).copy() for n, p in self._named_trainable}
         if self.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self._trainable, self.clip_grad_norm)

@@ -3,7 +3,8 @@
 One run of one engine emits::
 
     RunStart
-    ( StepEnd ... [CheckpointWritten]  ...  [GradientFlow]  Evaluation  EpochEnd  [CheckpointWritten ...] ) per epoch
+    ( StepEnd ... [CheckpointWritten] ... [GradientFlow] [EpochArrays] Evaluation EpochEnd [CheckpointWritten ...] )
+        per epoch
     RunEnd
 
 A sink is any callable taking one event (``sink(event)``). Sinks observe: they print, record,
@@ -14,7 +15,10 @@ and the exception goes on to the caller.
 Step losses are *drained* in blocks (``StepEnd`` for steps ``k .. k+B-1`` arrive together, at the
 latest at the end of the epoch or before a checkpoint): an engine that keeps its losses on the
 device (torch, later a GPU engine) syncs with the host once per block, not once per step.
-Every event is a frozen dataclass of plain Python values (``dataclasses.asdict`` gives JSON).
+Every event is a frozen dataclass of plain Python values (``dataclasses.asdict`` gives JSON),
+but one: :class:`EpochArrays` carries NumPy arrays (weights, a step's gradients and layer outputs)
+and goes only to the sinks that ask for it with an attribute ``wants_arrays = True`` (the
+TensorBoard writer); every other sink never sees it, and without such a sink it is never made.
 """
 
 from __future__ import annotations
@@ -81,6 +85,28 @@ class GradientFlow:
 
 
 @dataclass(frozen=True)
+class EpochArrays:
+    """The arrays behind epoch ``epoch``'s (1-based) histograms, for the sinks with
+    ``wants_arrays = True`` only (see the module docstring); emitted after its
+    :class:`GradientFlow`, before its evaluation.
+
+    ``weights``: the engine's ``state_dict()`` after the epoch's last step (parameters and
+    buffers, torch's names). ``gradients`` (``"0.weight"`` -> the gradient of the training loss,
+    before clipping) and ``outputs`` (``"0"``, ``"1"``... -> that layer's output on the batch,
+    ``(N, D)``) are those of the epoch's last gradient-flow step, global step ``step``; both are
+    empty (and ``step`` None) when gradient flow is off, or when a resumed epoch had passed that
+    step before the interruption. Copies: a sink may keep them."""
+
+    engine: str
+    epoch: int
+    step: int | None
+    weights: dict
+    gradients: dict
+    outputs: dict
+    kind: str = "epoch_arrays"
+
+
+@dataclass(frozen=True)
 class EpochEnd:
     """Epoch ``record["epoch"]`` is done; ``record`` is its :class:`~nnscratch.training.loop.EpochRecord`
     as a dict (with the epoch's ``gradient_flow`` when it was recorded). ``best``: early stopping
@@ -120,4 +146,4 @@ class RunEnd:
     kind: str = "run_end"
 
 
-EVENT_TYPES = (RunStart, StepEnd, GradientFlow, Evaluation, EpochEnd, CheckpointWritten, RunEnd)
+EVENT_TYPES = (RunStart, StepEnd, GradientFlow, EpochArrays, Evaluation, EpochEnd, CheckpointWritten, RunEnd)

@@ -8,7 +8,8 @@
   :func:`follow_jsonl` reads what was added since the last call, leaving out a half-written line.
 
 The :class:`~nnscratch.training.loop.History` is a sink too, and so is early stopping's
-:class:`~nnscratch.training.trainer.RestoreBest`.
+:class:`~nnscratch.training.trainer.RestoreBest`; TensorBoard's is
+:class:`~nnscratch.training.tensorboard_sink.TensorBoardWriter` (``--tensorboard DIR``).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ rates, same weights. One epoch, in order::
                                    every `loss_block` steps: drain the losses -> StepEnd events
                                    every `every_steps` steps: checkpoint (mid-epoch)
     the sampled steps' mean -> GradientFlow (when on)
+    weights, the last sampled step's gradients and outputs -> EpochArrays (to sinks that want arrays)
     evaluate on the validation set -> Evaluation;  cursor.end_epoch(val loss)
     early stopping -> EpochEnd(best, stop);  checkpoints (last, best, epoch-K)
 
@@ -38,8 +39,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from nnscratch.errors import RunInterrupted
-from nnscratch.training.events import (CheckpointWritten, EpochEnd, Evaluation, GradientFlow, RunEnd, RunStart,
-                                       StepEnd)
+from nnscratch.training.events import (CheckpointWritten, EpochArrays, EpochEnd, Evaluation, GradientFlow, RunEnd,
+                                       RunStart, StepEnd)
 from nnscratch.training.gradient_flow import mean_of_samples, sampled_positions
 from nnscratch.training.loop import BatchGatherer, EpochRecord, History, ScheduleCursor, evaluate, record_dict
 from nnscratch.training.streams import EpochOrders, dropout_keeps
@@ -88,7 +89,10 @@ class Trainer:
     gradient_flow : steps sampled per epoch for the gradient-flow statistics
         (:mod:`~nnscratch.training.gradient_flow`; 0: none). A sampled step runs
         ``engine.train_step_recorded`` (the same step, measured); an engine without that method
-        records none
+        records none. A sink with ``wants_arrays = True`` (the TensorBoard writer) also hears
+        :class:`~nnscratch.training.events.EpochArrays` after every epoch: the last sampled step
+        of each epoch is then recorded with ``arrays=True`` (copies of its gradients and layer
+        outputs), and the weights are read at the epoch's end
     augment : an :class:`~nnscratch.training.augmented.AugmentedBatches` of the same ``uint8``
         training pixels, or None: each batch is then augmented (keyed by ``(seed, epoch, step)``,
         prepared ahead in a thread) before it is scaled
@@ -122,6 +126,10 @@ class Trainer:
         self._flow: list[dict] = []  # the sampled steps of the epoch in flight: {"step", "params", "layers"}
         self.restore_best = RestoreBest(engine) if early_stopping is not None else None
         self.sinks: list[Callable] = [self.history, *([self.restore_best] if self.restore_best else []), *sinks]
+        # the sinks that hear EpochArrays, and the step of each epoch whose arrays they get
+        self._array_sinks = [sink for sink in self.sinks if getattr(sink, "wants_arrays", False)]
+        self._array_position = max(self._sampled) if self._array_sinks and self._sampled else None
+        self._arrays: dict | None = None  # {"step", "gradients", "outputs"} of the epoch in flight
         # the position: epoch (0-based) and steps done in it; the partial epoch's figures
         self.epoch, self.step_in_epoch = 0, 0
         self.finished: str | None = None        # why the run ended, once it has
@@ -233,7 +241,7 @@ class Trainer:
                 lr = at(engine.steps)
                 masks = dropout_keeps(self.seed, e, s, layers, len(yb)) if layers else None
                 if s in sampled:  # the same step, measured (bit for bit the same weights after it)
-                    self._flow.append({"step": engine.steps + 1, **engine.train_step_recorded(xb, yb, lr, masks)})
+                    self._record_step(s, xb, yb, lr, masks)
                 else:
                     step(xb, yb, lr, masks)
                 self.step_in_epoch = s + 1
@@ -252,6 +260,26 @@ class Trainer:
         self._epoch_time += time.perf_counter() - t0
         self._drain()
         self._end_epoch()
+
+    def _record_step(self, s: int, xb, yb, lr: float, masks) -> None:
+        """Step ``s`` of the epoch, a sampled one: its gradient flow into ``_flow`` and, at the
+        epoch's arrays position (:attr:`_array_position`), its gradients and outputs into ``_arrays``."""
+        step = self.engine.steps + 1
+        if s != self._array_position:
+            self._flow.append({"step": step, **self.engine.train_step_recorded(xb, yb, lr, masks)})
+            return
+        record = self.engine.train_step_recorded(xb, yb, lr, masks, arrays=True)
+        arrays = record.pop("arrays")
+        self._arrays = {"step": step, "gradients": arrays["gradients"], "outputs": arrays["outputs"]}
+        self._flow.append({"step": step, **record})
+
+    def _emit_arrays(self, epoch: int) -> None:
+        """:class:`EpochArrays` of the epoch just trained, to the sinks that want arrays only."""
+        arrays, self._arrays = self._arrays or {"step": None, "gradients": {}, "outputs": {}}, None
+        event = EpochArrays(self.engine.name, epoch, arrays["step"], self.engine.state_dict(),
+                            arrays["gradients"], arrays["outputs"])
+        for sink in self._array_sinks:
+            sink(event)
 
     @contextlib.contextmanager
     def _batches(self, epoch: int, order: np.ndarray):
@@ -284,6 +312,8 @@ class Trainer:
         if flow is not None:
             self._emit(GradientFlow(self.engine.name, epoch, **flow))
             self._flow = []
+        if self._array_sinks:
+            self._emit_arrays(epoch)
         if self.val is not None:
             stats = evaluate(self.engine, *self.val, self.num_classes, self.label_smoothing)
             self._emit(Evaluation(self.engine.name, epoch, "val", stats["loss"], stats["accuracy"], stats["f1"]))
