@@ -134,7 +134,7 @@ def test_run_benchmark_measures_a_config_with_its_training_options(monkeypatch):
     rng = np.random.default_rng(0)
     pixels, y = rng.integers(0, 256, (256, 784), dtype=np.uint8), rng.integers(0, 10, 256)
     result = run_benchmark(pixels, y, engines=["numpy-float32", "torch-eager", "sklearn"], batch_sizes=[64], deep=[],
-                           epochs=1, progress=False, settle_s=0.0, config=cfg, config_name="best.toml",
+                           epochs=1, progress=False, settle_s=0.0, configs=[("best.toml", cfg)],
                            peak_size=64)
     rows = [r for r in result["rows"] if r["arch"].startswith("best.toml")]
     assert [r["engine"] for r in rows] == ["numpy-float32", "torch-eager", "sklearn"]

@@ -25,6 +25,15 @@ def test_seed_config_is_the_default_run():
     assert cfg == RunConfig()
 
 
+def test_the_gelu_config_is_the_readmes_deeper_net():
+    """configs/gelu-bn.toml = the seed configuration with ``--hidden 512 256 --activation gelu
+    --batch-norm --dropout 0.2`` (what its comment and the README say)."""
+    from dataclasses import replace
+
+    cfg = resolve_config(REPO / "configs" / "gelu-bn.toml", {}, ("numpy", "torch"))
+    assert cfg == replace(RunConfig(), hidden=(512, 256), activation="gelu", batch_norm=True, dropout=0.2)
+
+
 def test_file_values_then_flags_override(tmp_path):
     path = _write(tmp_path, 'hidden = [512, 256]\nactivation = "gelu"\nbatch_norm = true\ndropout = 0.2\n'
                             'lr = 1\nepochs = 3\n')

@@ -33,9 +33,10 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"pause before every timed epoch and peak measurement, so that the thread pools of the "
                         f"previous engine are idle (default: {SETTLE_S})")
     p.add_argument("--jit", action="store_true", help="also measure the NumPy engine with Numba element-wise kernels")
-    p.add_argument("--config", default=None, metavar="FILE.toml",
+    p.add_argument("--config", action="append", default=[], metavar="FILE.toml",
                    help="also measure the network and training options of a config file (e.g. configs/best.toml) at "
-                        "its batch size: its optimizer, dropout, batch norm, penalties (scikit-learn has none of them)")
+                        "its batch size: its optimizer, dropout, batch norm, penalties (scikit-learn has none of "
+                        "them); repeat it for more configs")
     p.add_argument("--augment", default=BENCH_AUGMENT, metavar="SPEC",
                    help=f"also measure the seed network at the first batch size on batches augmented so "
                         f"(row {AUGMENTED}; default: {BENCH_AUGMENT}, the MNIST preset; none: skip)")
@@ -55,7 +56,7 @@ def command_line(args: argparse.Namespace) -> str:
              "--deep " + " ".join(map(str, args.deep or [])), "--engines " + " ".join(args.engines)]
     parts += [f"--settle {args.settle:g}"] if args.settle != SETTLE_S else []
     parts += ["--jit"] if args.jit else []
-    parts += [f"--config {args.config}"] if getattr(args, "config", None) else []
+    parts += [f"--config {path}" for path in getattr(args, "config", None) or []]
     parts += [f"--augment {args.augment}"] if getattr(args, "augment", BENCH_AUGMENT) != BENCH_AUGMENT else []
     parts += [f"--train-subset {args.train_subset}"] if args.train_subset else []
     parts += [f"--threads {args.threads}"] if args.threads else []
@@ -85,11 +86,10 @@ def run_bench(args: argparse.Namespace) -> int:
         augment = parse_augment(args.augment, "mnist")
     except ParameterError as exc:
         raise UsageError(f"--augment {exc.problem}") from None
-    config = None
-    if args.config:  # checked before any data is read
-        from nnscratch.run.config import resolve_config
+    from nnscratch.run.config import resolve_config
 
-        config = resolve_config(args.config, {}, ("numpy", "torch"))
+    # checked before any data is read
+    configs = [(Path(path).name, resolve_config(path, {}, ("numpy", "torch"))) for path in args.config]
     threads = set_threads(args.threads)
     data = load_dataset("mnist", args.data_dir, progress=True)
     n = args.train_subset or len(data.train_labels)
@@ -98,8 +98,7 @@ def run_bench(args: argparse.Namespace) -> int:
     print(f"nnscratch bench: {n:,} MNIST training images, {threads} threads, {args.epochs} measured epochs "
           "per engine after one warm-up", flush=True)
     result = run_benchmark(pixels, y, engines=args.engines, batch_sizes=args.batch_sizes, deep=args.deep,
-                           epochs=args.epochs, jit=args.jit, settle_s=args.settle, config=config,
-                           config_name=Path(args.config).name if args.config else "config",
+                           epochs=args.epochs, jit=args.jit, settle_s=args.settle, configs=configs,
                            peak_size=args.peak_size, augment=augment if augment.active else None,
                            image_shape=tuple(data.train_images.shape[1:]), augment_plan=prefetch_plan(threads), threads=threads)
     result["threads"] = threads

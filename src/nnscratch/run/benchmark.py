@@ -226,7 +226,7 @@ def make_runner(engine: str, spec, pixels, y, batch_size: int, cfg=None, augment
 
 
 def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, progress=True,
-                  settle_s: float = SETTLE_S, config=None, config_name: str = "config",
+                  settle_s: float = SETTLE_S, configs=(),
                   peak_size: int = 4096, augment=None, image_shape: tuple[int, ...] = (28, 28, 1),
                   augment_plan: tuple[int, int | None] = (0, None), threads: int | None = None) -> dict:
     """Measure everything on ``pixels`` (uint8, ``(N, D)``) and labels ``y``; return
@@ -238,9 +238,10 @@ def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, p
     product per dtype, through the library that won at the start). Each row gets ``pct_of_peak``
     (% of round peak: the median over the rounds of ``limit in that round / epoch time in that
     round``) and ``pct_of_start_peak`` (``limit at the start peak / median epoch time``). Each
-    timed epoch and each peak measurement starts after a pause of ``settle_s`` seconds. With
-    ``config`` (a :class:`~nnscratch.run.config.RunConfig`) its network is measured too, at its batch
-    size and with its training options; its rows' ``arch`` names it (``config_name``). With
+    timed epoch and each peak measurement starts after a pause of ``settle_s`` seconds. For each
+    ``(name, config)`` of ``configs`` (``config`` a :class:`~nnscratch.run.config.RunConfig`) its
+    network is measured too, at its batch size and with its training options; its rows' ``arch``
+    starts with ``name`` (``best.toml: 784-1024-1024-10 (...)``). With
     ``augment`` (an :class:`~nnscratch.data.augment.Augmentation`; ``pixels`` are images of
     ``image_shape``) the seed architecture at the first batch size gets the row
     :data:`AUGMENTED` (its batches made as ``augment_plan`` ``(prefetch, engine_threads)`` says, as in a
@@ -254,13 +255,12 @@ def run_benchmark(pixels, y, *, engines, batch_sizes, deep, epochs, jit=False, p
         raise ValueError(f"settle_s must be between 0 and 60 seconds, got {settle_s}")
     probes = {dtype: PeakProbe(dtype, peak_size) for dtype in ("float32", "float64")}
     peaks = {dtype: gemm_peak(probe, settle_s=settle_s) for dtype, probe in probes.items()}
-    configs = [(mlp_spec(pixels.shape[1], (533,), 10), b, None) for b in batch_sizes]
+    plans = [(mlp_spec(pixels.shape[1], (533,), 10), b, None, "") for b in batch_sizes]
     if deep:
-        configs.append((mlp_spec(pixels.shape[1], tuple(deep), 10), batch_sizes[0], None))
-    if config is not None:
-        configs.append((config.model_spec(pixels.shape[1], 10), config.batch_size, config))
+        plans.append((mlp_spec(pixels.shape[1], tuple(deep), 10), batch_sizes[0], None, ""))
+    plans += [(cfg.model_spec(pixels.shape[1], 10), cfg.batch_size, cfg, name) for name, cfg in configs]
     rows, limits, overhead = [], {}, None
-    for number, (spec, batch, cfg) in enumerate(configs):
+    for number, (spec, batch, cfg, config_name) in enumerate(plans):
         engine_list = list(engines) + (["numpy-float32-jit"] if jit else [])
         if augment is not None and number == 0:
             engine_list.append(AUGMENTED)
