@@ -126,3 +126,71 @@ def test_a_lost_rank_stops_the_other_with_one_line(mnist_dir, tmp_path, how):
     finally:
         for proc in (rank0, rank1):
             _kill_group(proc)
+
+
+# -- the pieces, in one process ------------------------------------------------------------------
+
+class OneRank:
+    """A communicator of a run of one process (the sum over one rank is the array itself)."""
+
+    rank, world_size, reductions = 0, 1, 0
+
+    def rows(self, n: int) -> slice:
+        return slice(0, n)
+
+    def allreduce_sum(self, array) -> None:
+        self.reductions += 1
+
+
+def test_shards_are_disjoint_contiguous_and_cover_the_batch():
+    from nnscratch.training.distributed import shard_rows
+
+    for n in (2, 7, 63, 64):
+        for world in (1, 2, 3):
+            if n < world:
+                continue
+            shards = [shard_rows(n, r, world) for r in range(world)]
+            assert [s.start for s in shards] == [0] + [s.stop for s in shards[:-1]] and shards[-1].stop == n
+            sizes = [s.stop - s.start for s in shards]
+            assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
+
+
+def test_a_last_batch_smaller_than_the_processes_is_refused():
+    from nnscratch.errors import UsageError
+    from nnscratch.training.distributed import check_shards
+
+    check_shards(2000, 63, 2)  # last batch 47
+    with pytest.raises(UsageError, match="last batch of 1: change --batch-size or --train-subset"):
+        check_shards(129, 64, 2)
+
+
+def test_the_data_parallel_numpy_engine_of_one_rank_is_the_plain_engine():
+    """With one rank the sharded step, the flat gradient buffer and global batch norm are the
+    plain unfused engine's numbers; the gradients are views of the one buffer that is reduced."""
+    import numpy as np
+
+    from nnscratch.model.registry import dropout_layers, initial_state
+    from nnscratch.model.spec import mlp_spec
+    from nnscratch.numpy_engine.data_parallel import DataParallelNumpyEngine, GlobalBatchNorm1d
+    from nnscratch.numpy_engine.model import NumpyEngine
+    from nnscratch.training.streams import dropout_keeps, init_rng
+
+    spec = mlp_spec(20, (16, 8), 4, batch_norm=True, dropout=0.3)
+    initial = initial_state(spec, init_rng(0), "he_normal")
+    comm = OneRank()
+    options = dict(optimizer="sgd", optimizer_options={"momentum": 0.9}, l2=1e-4)
+    plain = NumpyEngine(spec, initial, np.float64, fuse=False, **options)
+    parallel = DataParallelNumpyEngine(spec, initial, np.float64, communicator=comm, **options)
+    assert sum(isinstance(layer, GlobalBatchNorm1d) for layer in parallel.model.layers) == 2
+    for g in parallel.model.trainable_grads().values():
+        assert np.shares_memory(g, parallel.flat_grad)
+    rng = np.random.default_rng(1)
+    for step in range(3):
+        x, y = rng.normal(size=(10, 20)), rng.integers(0, 4, size=10)
+        masks = dropout_keeps(0, 0, step, dropout_layers(spec), 10)
+        plain.train_step(x, y, 0.1, masks)
+        parallel.train_step(x, y, 0.1, masks)
+    assert comm.reductions == 3 * (1 + 2 * 3)
+    for name, value in plain.state_dict().items():
+        np.testing.assert_array_equal(parallel.state_dict()[name], value, err_msg=name)
+    np.testing.assert_array_equal(parallel.take_epoch_stats()[0], plain.take_epoch_stats()[0])
