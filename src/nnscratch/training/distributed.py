@@ -19,6 +19,7 @@ or one hung past the timeout) raises :class:`DistributedError`: one line for the
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import numpy as np
@@ -62,7 +63,8 @@ class Communicator:
         self.rank, self.world_size, self.timeout_s, self.backend = rank, world_size, float(timeout_s), backend
         self.local_world_size = world_size if local_world_size is None else local_world_size  # on this machine
         self._timeout = timedelta(seconds=self.timeout_s)
-        self.reductions = 0  # all-reduce calls made (what the benchmark and the tests count)
+        self.reductions = 0   # all-reduce calls made (what the benchmark and the tests count)
+        self.reduce_s = 0.0   # seconds spent in them (waiting for the others included)
 
     def rows(self, n: int) -> slice:
         """This rank's rows of a global batch of ``n`` (:func:`shard_rows`)."""
@@ -82,10 +84,12 @@ class Communicator:
         import torch.distributed as dist
 
         self.reductions += 1
+        start = time.perf_counter()
         try:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         except (RuntimeError, dist.DistError) as exc:
             raise self.lost(exc) from None
+        self.reduce_s += time.perf_counter() - start
 
     def barrier(self) -> None:
         """Wait for every rank (or :class:`DistributedError` after the timeout)."""
