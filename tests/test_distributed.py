@@ -194,3 +194,26 @@ def test_the_data_parallel_numpy_engine_of_one_rank_is_the_plain_engine():
     for name, value in plain.state_dict().items():
         np.testing.assert_array_equal(parallel.state_dict()[name], value, err_msg=name)
     np.testing.assert_array_equal(parallel.take_epoch_stats()[0], plain.take_epoch_stats()[0])
+
+
+def test_the_benchmark_says_plainly_when_data_parallel_does_not_pay(monkeypatch):
+    import numpy as np
+
+    from nnscratch.run import data_parallel_bench as bench
+
+    def parallel(seconds):
+        return lambda *a, **k: {"processes": 2, "numpy": [seconds] * 3, "torch": [seconds] * 3,
+                                "numpy_reduce_ms_per_step": 0.5, "numpy_reductions_per_step": 1.0,
+                                "torch_reduce_ms_per_step": 0.0, "allreduce_ms": 0.4, "gradient_numbers": 423_583}
+
+    pixels, y = np.zeros((640, 784), np.uint8), np.zeros(640, np.int64)
+    monkeypatch.setattr(bench, "one_process", lambda *a: {"numpy": [1.0] * 3, "torch": [2.0] * 3})
+    monkeypatch.setattr(bench, "data_parallel", parallel(2.5))
+    slow = bench.run_data_parallel_bench(pixels, y, None, 64, 3, 2)
+    assert slow["verdict"].startswith("data-parallel does not pay on this machine")
+    numpy_dp = slow["rows"][1]
+    assert numpy_dp["layout"] == "2 processes x 1 thread" and numpy_dp["speedup"] == 1.0 / 2.5
+    assert numpy_dp["allreduce_share"] == pytest.approx(0.5e-3 * 10 / 2.5)  # 10 steps of 0.5 ms in 2.5 s
+    assert "does not pay" in bench.format_data_parallel_table(slow)
+    monkeypatch.setattr(bench, "data_parallel", parallel(0.5))
+    assert bench.run_data_parallel_bench(pixels, y, None, 64, 3, 2)["verdict"].startswith("data-parallel pays here")
