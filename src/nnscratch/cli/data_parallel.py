@@ -35,11 +35,19 @@ def with_data_parallel(args: argparse.Namespace, run: Callable[[], int]) -> int:
         return run()
     from nnscratch.training.launch import start_data_parallel, stop_data_parallel
 
-    communicator = start_data_parallel(args.dist_timeout)
+    communicator = start_data_parallel(args.dist_timeout, backend_for(args))
     try:
         return run()
     finally:
         stop_data_parallel(communicator)
+
+
+def backend_for(args: argparse.Namespace) -> str:
+    """NCCL for the torch twin alone on a GPU (``train --engine torch --device cuda``); gloo
+    otherwise (the NumPy engine's buffers are in host memory, and gloo is what a CPU run has)."""
+    if args.verb == "train" and args.engine == "torch" and args.device == "cuda":
+        return "nccl"
+    return "gloo"
 
 
 def per_process_config(cfg):

@@ -109,8 +109,9 @@ class DataParallelTorchEngine(TorchEngine):
                 self.model[i] = GlobalBatchNorm1d.taking_over(module)
         size_mb = sum(p.numel() * p.element_size() for p in self._trainable) / 2 ** 20
         try:
-            self.ddp = DistributedDataParallel(self.model, bucket_cap_mb=size_mb + 1.0,
-                                               forward_sync_buffers=False)
+            on_gpu = self.device.type == "cuda"  # the process's own GPU (launch.py set it from LOCAL_RANK)
+            self.ddp = DistributedDataParallel(self.model, device_ids=[torch.cuda.current_device()] if on_gpu else None,
+                                               bucket_cap_mb=size_mb + 1.0, forward_sync_buffers=False)
         except (RuntimeError, dist.DistError) as exc:
             raise communicator.lost(exc) from None
         self._forward = self.ddp

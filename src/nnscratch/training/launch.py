@@ -72,6 +72,13 @@ def start_data_parallel(timeout_s: float, backend: str = "gloo", environ=os.envi
         raise UsageError(f"--distributed needs PyTorch (torch.distributed): {INSTALL_TORCH}") from None
     if not dist.is_available():
         raise UsageError("--distributed: this PyTorch build has no torch.distributed")
+    if backend == "nccl":  # one GPU per process: the LOCAL_RANK-th of this machine
+        import torch
+
+        if not torch.cuda.is_available() or torch.cuda.device_count() <= env["local_rank"]:
+            raise UsageError(f"--distributed on the GPU needs a GPU per process: LOCAL_RANK {env['local_rank']}, "
+                             f"but torch sees {torch.cuda.device_count()} GPU(s); start fewer processes per machine")
+        torch.cuda.set_device(env["local_rank"])
     try:
         dist.init_process_group(backend, init_method="env://", rank=env["rank"], world_size=env["world_size"],
                                 timeout=timedelta(seconds=timeout_s))
