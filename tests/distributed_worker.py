@@ -49,6 +49,7 @@ def main(out: str) -> int:
     result["steps"] = len(single.history["numpy"]["step_loss"])
     result["reductions"] = reductions
     result["world_size"] = comm.world_size
+    result["recorded"] = [parallel.metrics.get("data_parallel"), single.metrics.get("data_parallel")]
     with open(out, "w") as f:
         json.dump(result, f)
     return 0

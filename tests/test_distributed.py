@@ -75,6 +75,7 @@ def test_two_processes_train_the_weights_of_one(mnist_dir, tmp_path):
     assert proc.returncode == 0, output[-3000:]
     result = json.loads(out.read_text())
     assert result["world_size"] == 2 and result["steps"] == 32  # 2,000 images in batches of 63
+    assert result["recorded"] == [{"processes": 2, "backend": "gloo"}, None]  # what metrics.json says
     for engine in ("numpy", "torch"):
         assert result[engine] < 1e-12, (engine, result)
         assert result[f"{engine}_loss"] < 1e-12, (engine, result)     # the global batch's loss, every step

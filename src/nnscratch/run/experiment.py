@@ -303,6 +303,9 @@ def assemble_metrics(cfg: RunConfig, plan: RunPlan, data: Dataset, arrays: Split
     }
     if plan.transfer is not None:
         metrics["finetune"] = plan.transfer.to_dict()
+    if distributed.active() is not None:  # --distributed (docs/distributed.md)
+        comm = distributed.active()
+        metrics["data_parallel"] = {"processes": comm.world_size, "backend": comm.backend}
     if "numpy" in results and "torch" in results:
         metrics["twin"] = twin_agreement(results)
     return metrics
