@@ -208,6 +208,7 @@ def test_the_benchmark_says_plainly_when_data_parallel_does_not_pay(monkeypatch)
                                 "torch_reduce_ms_per_step": 0.0, "allreduce_ms": 0.4, "gradient_numbers": 423_583}
 
     pixels, y = np.zeros((640, 784), np.uint8), np.zeros(640, np.int64)
+    monkeypatch.setattr(bench.os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # an idle machine
     monkeypatch.setattr(bench, "one_process", lambda *a: {"numpy": [1.0] * 3, "torch": [2.0] * 3})
     monkeypatch.setattr(bench, "data_parallel", parallel(2.5))
     slow = bench.run_data_parallel_bench(pixels, y, None, 64, 3, 2)
@@ -218,3 +219,6 @@ def test_the_benchmark_says_plainly_when_data_parallel_does_not_pay(monkeypatch)
     assert "does not pay" in bench.format_data_parallel_table(slow)
     monkeypatch.setattr(bench, "data_parallel", parallel(0.5))
     assert bench.run_data_parallel_bench(pixels, y, None, 64, 3, 2)["verdict"].startswith("data-parallel pays here")
+    assert "NOTE" not in slow["verdict"]
+    monkeypatch.setattr(bench.os, "getloadavg", lambda: (9.0, 9.0, 9.0))  # a busy one: said so
+    assert "the machine was busy" in bench.run_data_parallel_bench(pixels, y, None, 64, 3, 2)["verdict"]

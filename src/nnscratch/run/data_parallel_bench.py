@@ -138,7 +138,10 @@ def worker(out: str, data_dir: str, n: int, batch_size: int, epochs: int) -> Non
 def run_data_parallel_bench(pixels: np.ndarray, y: np.ndarray, data_dir: str | None, batch_size: int, epochs: int,
                             processes: int) -> dict:
     """Both layouts on the same cores: ``{"rows": [...], "verdict": str, ...}`` (see the module docstring)."""
+    from nnscratch.threads import usable_cores
+
     n = len(y)
+    load = os.getloadavg()[0]  # before any of ours: what else the machine is running
     single = one_process(pixels, y, batch_size, epochs, processes)
     parallel = data_parallel(processes, data_dir, n, batch_size, epochs)
     steps = -(-n // batch_size)
@@ -163,7 +166,12 @@ def run_data_parallel_bench(pixels: np.ndarray, y: np.ndarray, data_dir: str | N
                    f"{parallel['allreduce_ms']:.2f} ms alone) every step, while one process's BLAS already "
                    "splits each product over the cores without any of that. Data-parallel pays across machines "
                    "(or GPUs), where the cores are not already shared by threads.")
-    return {"rows": rows, "verdict": verdict, "batch_size": batch_size, "train_images": n, "epochs": epochs,
+    if load > 0.5 * usable_cores():
+        verdict += (f" NOTE: the machine was busy when this was measured (load average {load:.1f} on "
+                    f"{usable_cores()} cores before the benchmark started): threads that share their cores with "
+                    "other programs lose far more than single-threaded processes do, so these figures measure that "
+                    "contention more than data-parallel training; measure on an idle machine.")
+    return {"rows": rows, "verdict": verdict, "load_average_before": load, "batch_size": batch_size, "train_images": n, "epochs": epochs,
             "processes": processes, "steps_per_epoch": steps, "allreduce_ms": parallel["allreduce_ms"],
             "gradient_numbers": parallel["gradient_numbers"],
             "numpy_reductions_per_step": parallel.get("numpy_reductions_per_step")}
