@@ -82,9 +82,10 @@ def is_replica() -> bool:
 
 
 def run_replica(cfg, engines: tuple[str, ...], checkpoints) -> int:
-    """A rank other than 0: the same training, no output folder, no lines, no progress."""
+    """A rank other than 0: the same training, no output folder, no TensorBoard logs, no lines, no progress."""
     from nnscratch import api
 
+    cfg = dataclasses.replace(cfg, tensorboard=None)  # rank 0 writes the logs
     kwargs: dict = {"out": None, "progress": False}
     base = cfg
     if checkpoints is not None:  # as _run in cli/main.py: the checkpoint's settings and the resumable ones

@@ -20,7 +20,6 @@ or one hung past the timeout) raises :class:`DistributedError`: one line for the
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 
 import numpy as np
 
@@ -62,7 +61,6 @@ class Communicator:
                  local_world_size: int | None = None) -> None:
         self.rank, self.world_size, self.timeout_s, self.backend = rank, world_size, float(timeout_s), backend
         self.local_world_size = world_size if local_world_size is None else local_world_size  # on this machine
-        self._timeout = timedelta(seconds=self.timeout_s)
         self.reductions = 0   # all-reduce calls made (what the benchmark and the tests count)
         self.reduce_s = 0.0   # seconds spent in them (waiting for the others included)
 
@@ -90,15 +88,6 @@ class Communicator:
         except (RuntimeError, dist.DistError) as exc:
             raise self.lost(exc) from None
         self.reduce_s += time.perf_counter() - start
-
-    def barrier(self) -> None:
-        """Wait for every rank (or :class:`DistributedError` after the timeout)."""
-        import torch.distributed as dist
-
-        try:
-            dist.monitored_barrier(timeout=self._timeout) if self.backend == "gloo" else dist.barrier()
-        except (RuntimeError, dist.DistError) as exc:
-            raise self.lost(exc) from None
 
     def lost(self, exc: BaseException) -> DistributedError:
         """The one line for a failed collective (``exc``: what torch raised)."""
