@@ -58,6 +58,9 @@ CASES = [
     ("a max-norm limit that is not a number", "compare --max-norm nan"),
     ("an input dropout that drops every pixel", "compare --input-dropout 1"),
     ("a negative input dropout", "compare --input-dropout -0.2"),
+    # issue 24: data-parallel training
+    ("data-parallel training not started by torchrun", "train --distributed"),
+    ("a data-parallel timeout of 0 seconds", "compare --distributed --dist-timeout 0"),
     ("a config file that does not exist", "compare --config DIR/missing.toml"),
     ("a config file that is not TOML", "compare --config DIR/broken.toml"),
     ("a misspelt config key", "compare --config DIR/typo.toml"),

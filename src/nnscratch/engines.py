@@ -98,15 +98,27 @@ def make_engine(name: str, spec: ModelSpec, initial: dict[str, np.ndarray], dtyp
 
     ``options`` go to the engine's constructor (``optimizer``, ``optimizer_options``,
     ``label_smoothing``; NumPy: ``jit``, ``fuse``; torch: ``compile``, ``shared_masks``).
+    ``communicator`` (a :class:`~nnscratch.training.distributed.Communicator`, or None): build
+    the engine as one rank of a data-parallel run (docs/distributed.md).
     """
+    communicator = options.pop("communicator", None)
     if name == "numpy":
         if options.get("jit"):
             require_numba()
+        if communicator is not None:
+            from nnscratch.numpy_engine.data_parallel import DataParallelNumpyEngine
+
+            return DataParallelNumpyEngine(spec, initial, dtype=dtype, communicator=communicator, **options)
         from nnscratch.numpy_engine.model import NumpyEngine
 
         return NumpyEngine(spec, initial, dtype=dtype, **options)
     if name == "torch":
         require_torch()
+        if communicator is not None:
+            from nnscratch.torch_engine.data_parallel import DataParallelTorchEngine
+
+            return DataParallelTorchEngine(spec, initial, dtype=dtype, device=device, communicator=communicator,
+                                           **options)
         from nnscratch.torch_engine import TorchEngine
 
         return TorchEngine(spec, initial, dtype=dtype, device=device, **options)

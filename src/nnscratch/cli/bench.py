@@ -46,6 +46,11 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                         "for a smoke test, and under-states the peak)")
     p.add_argument("--threads", type=int, default=None, help="threads for every engine (default: all usable cores)")
     p.add_argument("--data-dir", default=None, metavar="DIR", help="folder holding the MNIST files")
+    p.add_argument("--distributed", action="store_true",
+                   help="instead: data-parallel on the CPU, N processes x 1 thread (started with torchrun) against "
+                        "1 process x N threads on the same N cores, with the all-reduce cost per step "
+                        "(docs/distributed.md)")
+    p.add_argument("--nproc", type=int, default=2, metavar="N", help="with --distributed: processes (default: 2)")
     p.add_argument("--json", default=None, metavar="PATH", help="write the table and machine facts as JSON")
     p.add_argument("--plot", default=None, metavar="PATH", help="write a bar chart (e.g. docs/benchmark.png)")
 
@@ -90,6 +95,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
     # checked before any data is read
     configs = [(Path(path).name, resolve_config(path, {}, ("numpy", "torch"))) for path in args.config]
+    if args.distributed:
+        return run_distributed_bench(args)
     threads = set_threads(args.threads)
     data = load_dataset("mnist", args.data_dir, progress=True)
     n = args.train_subset or len(data.train_labels)
@@ -115,4 +122,38 @@ def run_bench(args: argparse.Namespace) -> int:
         from nnscratch.report.bench_plot import plot_benchmark
 
         plot_benchmark(result, args.plot)
+    return 0
+
+
+def run_distributed_bench(args: argparse.Namespace) -> int:
+    """``nnscratch bench --distributed`` (:mod:`nnscratch.run.data_parallel_bench`)."""
+    from nnscratch.data import load_dataset
+    from nnscratch.engines import require_torch
+    from nnscratch.files.atomic import write_json
+    from nnscratch.report import machine_info
+    from nnscratch.run.data_parallel_bench import format_data_parallel_table, run_data_parallel_bench
+    from nnscratch.threads import usable_cores
+
+    require_torch()
+    if args.nproc < 2:
+        raise UsageError(f"--nproc must be at least 2, got {args.nproc}")
+    if args.nproc > usable_cores():
+        raise UsageError(f"--nproc {args.nproc}: this process may use {usable_cores()} cores; the comparison needs "
+                         "one core per process")
+    data = load_dataset("mnist", args.data_dir, progress=True)
+    n = args.train_subset or len(data.train_labels)
+    batch = args.batch_sizes[0]
+    print(f"nnscratch bench --distributed: {n:,} MNIST training images, batch {batch}, 784-533-10 float32, "
+          f"{args.nproc} processes x 1 thread against 1 process x {args.nproc} threads, {args.epochs} measured "
+          "epochs after one warm-up", flush=True)
+    result = run_data_parallel_bench(data.train_images[:n].reshape(n, -1), data.train_labels[:n].astype(np.int64),
+                                     args.data_dir, batch, args.epochs, args.nproc)
+    result["machine"] = machine_info()
+    result["date"] = time.strftime("%Y-%m-%d")
+    result["command"] = (f"nnscratch bench --distributed --nproc {args.nproc} --epochs {args.epochs} "
+                         f"--batch-sizes {batch}" + (f" --train-subset {args.train_subset}" if args.train_subset else ""))
+    print()
+    print(format_data_parallel_table(result))
+    if args.json:
+        write_json(args.json, result)
     return 0

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 from nnscratch import __version__
+from nnscratch.cli import data_parallel
+from nnscratch.cli.data_parallel import add_distributed_flags
 from nnscratch.errors import STOPPED, NNScratchError, RunInterrupted, Terminated, UsageError
 
 #: How this command line names the settings of a run folder (the library says ``out``, ``overwrite=True``).
@@ -91,6 +93,7 @@ def _add_run_flags(p: argparse.ArgumentParser, default_out: str, finetune: bool 
     r.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
                    help="NumPy engine: Numba-compiled element-wise kernels (needs numba; see docs/performance.md)")
     r.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    add_distributed_flags(r)
     r.add_argument("--gradient-flow", action=argparse.BooleanOptionalAction, default=None,
                    help="per-layer gradient, update and activation statistics every epoch, in metrics.json and "
                         "{engine}_gradient_flow.png (default: on; see docs/gradient-flow.md)")
@@ -388,6 +391,9 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
         note = extension_note(checkpoints, cfg)
     else:
         cfg = _config_from(args, engines)
+    cfg = data_parallel.per_process_config(cfg)  # --distributed: the cores shared among the processes
+    if data_parallel.is_replica():  # --distributed, a rank other than 0: the same training, nothing written
+        return data_parallel.run_replica(cfg, engines, checkpoints)
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{label}")
     # everything that can be checked before any work, in well under a second
     folder = open_run_folder(cfg, out, args.overwrite, names=_FOLDER_FLAGS)
@@ -400,7 +406,7 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
     if cfg.threads and threads < cfg.threads:  # capped (said once, here): the run records what it used
         cfg = dataclasses.replace(cfg, threads=threads)
     print(f"nnscratch {label}: {cfg.dataset}, engines {', '.join(engines)}, {threads} threads"
-          + (f", config {args.config}" if args.config else "") + (f", resuming {args.resume}" if args.resume else ""))
+          + data_parallel.describe() + (f", config {args.config}" if args.config else "") + (f", resuming {args.resume}" if args.resume else ""))
     print(f"  {cfg.describe()}")
     print(f"  output: {out}/")
     if cfg.tensorboard:
@@ -539,12 +545,12 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Run the verb; its errors are turned into one line by :func:`main`."""
     if args.verb == "compare":
-        return _run(args, ("numpy", "torch"), "compare")
+        return data_parallel.with_data_parallel(args, lambda: _run(args, ("numpy", "torch"), "compare"))
     if args.verb == "train":
-        return _run(args, (args.engine,), f"train-{args.engine}")
+        return data_parallel.with_data_parallel(args, lambda: _run(args, (args.engine,), f"train-{args.engine}"))
     if args.verb == "finetune":
         engines = ("numpy", "torch") if args.engine == "both" else (args.engine,)
-        return _run(args, engines, f"finetune-{args.engine}")
+        return data_parallel.with_data_parallel(args, lambda: _run(args, engines, f"finetune-{args.engine}"))
     if args.verb == "evaluate":
         return _evaluate(args)
     if args.verb == "predict":

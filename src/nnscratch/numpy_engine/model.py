@@ -278,6 +278,7 @@ class NumpyEngine:
                 self._record_gradients(record, work)
         else:
             self.model.backward(dlogits)
+            loss = self.reduce_gradients(loss)  # data-parallel: the global batch's (data_parallel.py); else as is
             if self.l1 or self.l2:  # loss + l1 sum|p| + l2 sum p^2, before the update
                 params = self.optimizer.params
                 loss += penalty(params, self.l1, self.l2)
@@ -294,6 +295,12 @@ class NumpyEngine:
                 record["params"][name].update(update_stats(before[name], p, work[name]))
         self.steps += 1
         self._losses.append(loss)
+
+    def reduce_gradients(self, loss: float) -> float:
+        """Between the backward pass and the update: nothing here (returns ``loss``). The
+        data-parallel engine (:class:`~nnscratch.numpy_engine.data_parallel.DataParallelNumpyEngine`)
+        makes the gradients, the loss and the correct count the global batch's here."""
+        return loss
 
     def _record_gradients(self, record: dict, work: dict[str, np.ndarray]) -> None:
         """The gradient statistics of a recorded step (and, when it keeps arrays, copies of the gradients)."""

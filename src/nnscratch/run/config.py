@@ -501,7 +501,7 @@ def check_value(key: str, value: Any) -> str | None:
 #: The keys a config file may set: every field but ``engines`` (the verb chooses those).
 CONFIG_KEYS = tuple(f.name for f in fields(RunConfig) if f.name != "engines")
 #: Flags of compare/train that are not settings of the experiment.
-_COMMAND_LINE_ONLY = ("out", "overwrite", "quiet", "config", "resume")
+_COMMAND_LINE_ONLY = ("out", "overwrite", "quiet", "config", "resume", "distributed", "dist_timeout")
 #: Names other tools use for our keys, suggested when a file uses them.
 _OTHER_NAMES = {"learning_rate": "lr", "num_epochs": "epochs", "n_epochs": "epochs", "hidden_sizes": "hidden",
                 "hidden_layers": "hidden", "hidden_layer_sizes": "hidden", "batchnorm": "batch_norm",

@@ -41,6 +41,7 @@ from nnscratch.model.registry import dropout_layers, initial_state
 from nnscratch.model.spec import ModelSpec
 from nnscratch.training.loop import EpochRecord, History, ScheduleCursor
 from nnscratch.run.finetune import Transfer, start_from
+from nnscratch.training import distributed
 from nnscratch.training.streams import init_rng
 
 
@@ -110,6 +111,8 @@ def plan_run(cfg: RunConfig, n_train: int, input_dim: int, num_classes: int) -> 
     if cfg.batch_norm and n_train % cfg.batch_size == 1:
         raise UsageError(f"--batch-norm needs at least 2 samples per batch, but {n_train:,} training images in "
                          f"batches of {cfg.batch_size} leave a last batch of 1: change --batch-size or --train-subset")
+    if distributed.active() is not None:
+        distributed.check_shards(n_train, cfg.batch_size, distributed.active().world_size)
     initial = initial_state(spec, init_rng(cfg.seed), cfg.init)
     if not cfg.finetune_from:
         return RunPlan(spec, initial)
@@ -132,6 +135,8 @@ def build_engines(cfg: RunConfig, plan: RunPlan) -> dict:
             options["jit"] = True
         if name == "torch":
             options["shared_masks"] = True
+        if distributed.active() is not None:  # one rank of a data-parallel run (--distributed)
+            options["communicator"] = distributed.active()
         engines[name] = make_engine(name, plan.spec, plan.initial, cfg.np_dtype, device=cfg.device, **options)
     return engines
 
@@ -298,6 +303,9 @@ def assemble_metrics(cfg: RunConfig, plan: RunPlan, data: Dataset, arrays: Split
     }
     if plan.transfer is not None:
         metrics["finetune"] = plan.transfer.to_dict()
+    if distributed.active() is not None:  # --distributed (docs/distributed.md)
+        comm = distributed.active()
+        metrics["data_parallel"] = {"processes": comm.world_size, "backend": comm.backend}
     if "numpy" in results and "torch" in results:
         metrics["twin"] = twin_agreement(results)
     return metrics
