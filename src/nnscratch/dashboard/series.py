@@ -22,17 +22,17 @@ def debiased_ema(y: np.ndarray, beta: float) -> np.ndarray:
     so reads too low for the first ~1/(1-beta) values; dividing by ``1 - beta**t`` (the sum of
     the weights, as in Adam's bias correction) makes it a true weighted mean of the values so
     far: ``smoothed_1 = y_1``. A non-finite value (a diverged step) is left out of the average
-    and comes out as NaN at its place. ``beta`` = 0 returns ``y`` itself; ``beta`` must be in [0, 1).
+    and comes out as NaN at its place. ``beta`` = 0 returns ``y`` itself (non-finite values as NaN); ``beta`` must be in [0, 1).
     """
     y = np.asarray(y, dtype=np.float64)
     if not 0.0 <= beta < 1.0:
         raise ValueError(f"smoothing must be in [0, 1), got {beta}")
-    if beta == 0.0 or y.size == 0:
-        return y.copy()
     finite = np.isfinite(y)
     out = np.full_like(y, np.nan)
     values = y[finite]
-    if values.size:
+    if beta == 0.0:
+        out[finite] = values
+    elif values.size:
         from scipy.signal import lfilter
 
         s = lfilter([1.0 - beta], [1.0, -beta], values)  # s_t = beta s_{t-1} + (1-beta) y_t, s_0 = 0

@@ -212,18 +212,18 @@ function render() {
   overlays.forEach(([id, v], k) => { main = main.concat(lossTraces(v, v.name, OVERLAY_COLORS[k % OVERLAY_COLORS.length], "dash", false)); });
   Plotly.react("chart-main", main, baseLayout(`Loss per step (smoothing ${view.smoothing}) and validation accuracy per epoch`, {
     yaxis: { title: { text: "training loss" } },
-    yaxis2: { title: { text: "val accuracy" }, overlaying: "y", side: "right", rangemode: "tozero" },
+    yaxis2: { title: { text: "val accuracy" }, overlaying: "y", side: "right", rangemode: "tozero", tickformat: ".0%", showgrid: false },
   }), PLOT_CONFIG);
   // the twin divergence
   const div = [];
   if (view.divergence) div.push({ name: "|loss numpy − loss torch|", x: view.divergence.x, y: view.divergence.y, type: "scatter", mode: "lines", line: { color: "#6a3d9a" } });
   overlays.forEach(([id, v], k) => { if (v.divergence) div.push({ name: `${v.name}`, x: v.divergence.x, y: v.divergence.y, type: "scatter", mode: "lines", line: { color: OVERLAY_COLORS[k % OVERLAY_COLORS.length], dash: "dash" } }); });
-  Plotly.react("chart-divergence", div, baseLayout(view.divergence ? "Twin divergence" : "Twin divergence (a comparison only)", { yaxis: { type: "log", title: { text: "|Δ loss|" }, exponentformat: "e" } }), PLOT_CONFIG);
+  Plotly.react("chart-divergence", div, baseLayout(view.divergence ? "Twin divergence" : "Twin divergence (a comparison only)", { yaxis: { title: { text: "|Δ loss|" }, exponentformat: "e", rangemode: "tozero" } }), PLOT_CONFIG);
   // the learning rate
   const lr = [];
   for (const [engine, e] of Object.entries(view.engines)) lr.push({ name: `${engine} lr`, x: e.lr.x, y: e.lr.y, type: "scatter", mode: "lines", line: { color: COLORS[engine], dash: engine === "torch" ? "dash" : undefined } });
   overlays.forEach(([id, v], k) => { for (const [engine, e] of Object.entries(v.engines)) lr.push({ name: `${v.name} ${engine} lr`, x: e.lr.x, y: e.lr.y, type: "scatter", mode: "lines", line: { color: OVERLAY_COLORS[k % OVERLAY_COLORS.length], dash: "dash" } }); });
-  Plotly.react("chart-lr", lr, baseLayout("Learning rate", { yaxis: { title: { text: "lr" }, exponentformat: "e" } }), PLOT_CONFIG);
+  Plotly.react("chart-lr", lr, baseLayout("Learning rate", { yaxis: { title: { text: "lr" }, exponentformat: "e", rangemode: "tozero" } }), PLOT_CONFIG);
   // the gradient flow: each parameter's gradient norm per epoch
   const grad = [];
   for (const [engine, e] of Object.entries(view.engines)) {
