@@ -226,10 +226,13 @@ function render() {
   Plotly.react("chart-lr", lr, baseLayout("Learning rate", { yaxis: { title: { text: "lr" }, exponentformat: "e", rangemode: "tozero" } }), PLOT_CONFIG);
   // the gradient flow: each parameter's gradient norm per epoch
   const grad = [];
+  const params = [];  // one colour per parameter, the same for both engines (torch dashed)
   for (const [engine, e] of Object.entries(view.engines)) {
     for (const [param, s] of Object.entries(e.gradient_norms)) {
+      if (!params.includes(param)) params.push(param);
+      const color = OVERLAY_COLORS.concat(Object.values(COLORS))[params.indexOf(param) % 10];
       grad.push({ name: `${engine} ${param}`, x: s.x, y: s.y, type: "scatter", mode: "lines+markers", legendgroup: engine,
-        line: { dash: engine === "torch" ? "dash" : "solid" }, marker: { symbol: engine === "torch" ? "diamond" : "circle" } });
+        line: { color, dash: engine === "torch" ? "dash" : "solid" }, marker: { color, symbol: engine === "torch" ? "diamond" : "circle" } });
     }
   }
   Plotly.react("chart-grad", grad, baseLayout("Gradient flow: ‖gradient‖ per parameter per epoch (mean of the sampled steps)", {
@@ -269,6 +272,11 @@ $("smoothing").addEventListener("input", (e) => {
   $("smoothing-value").textContent = state.smoothing.toFixed(2);
 });
 $("smoothing").addEventListener("change", () => { state.overlayViews = {}; refreshRun(true); });
+
+window.addEventListener("hashchange", () => {
+  const wanted = new URLSearchParams(location.hash.slice(1)).get("run");
+  if (wanted && wanted !== state.selected) select(wanted);
+});
 
 refreshRuns();
 setInterval(refreshRuns, 3000);
