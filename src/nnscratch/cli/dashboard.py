@@ -19,17 +19,17 @@ def add_dashboard_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--open", action="store_true", help="open the page in the web browser")
 
 
-def start_server(runs_dir: Path, host: str = "127.0.0.1", port: int = 0):
-    """A dashboard server for ``runs_dir`` (bound now: a taken port is a one-line error)."""
+def start_server(runs_dir: Path, host: str = "127.0.0.1", port: int = 0, flag: str = "--port"):
+    """A dashboard server for ``runs_dir`` (bound now: a taken port is a one-line error naming ``flag``)."""
     from nnscratch.dashboard.server import LOOPBACK, make_server
 
     if not 0 <= port <= 65535:
-        raise UsageError(f"--port {port} is not a port number; give one in 1-65535 (or 0: a free one)")
+        raise UsageError(f"{flag} {port} is not a port number; give one in 1-65535 (or 0: a free one)")
     try:
         server = make_server(runs_dir, host, port)
     except OSError as exc:
-        raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
-                         "choose another --port (or leave it out: a free one)") from None
+        raise UsageError(f"{flag} {port}: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                         f"choose another port, or {flag} 0 for a free one") from None
     if host not in LOOPBACK:
         print(f"nnscratch: warning: --host {host}: the dashboard (your runs, read-only) can be reached by "
               "anyone on the network; use the default 127.0.0.1 unless you mean it", file=sys.stderr)
@@ -50,6 +50,8 @@ def run_dashboard(args: argparse.Namespace) -> int:
         webbrowser.open(server.url)
     try:
         server.serve_forever()
+    except KeyboardInterrupt:
+        print("nnscratch dashboard: stopped")
     finally:
         server.server_close()
     return 0
@@ -57,9 +59,11 @@ def run_dashboard(args: argparse.Namespace) -> int:
 
 def start_beside_run(out: Path, port: int) -> str:
     """``--dashboard [PORT]``: serve the folder holding ``out`` from a daemon thread (it ends with
-    the run's process); returns the run's URL line."""
+    the run's process); returns the run's URL (the page opens on the run ``#run=NAME``)."""
+    from urllib.parse import quote
+
     from nnscratch.dashboard.server import serve_in_background
 
-    server = start_server(out.parent, "127.0.0.1", port)
+    server = start_server(out.parent, "127.0.0.1", port, flag="--dashboard")
     serve_in_background(server)
-    return server.url
+    return f"{server.url}#run={quote(out.name)}"

@@ -413,6 +413,11 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
     folder = open_run_folder(cfg, out, args.overwrite, names=_FOLDER_FLAGS)
     check_engines(cfg)
     check_tensorboard(cfg, folder.out)
+    dashboard = None
+    if args.dashboard is not None:  # served from a thread, from now until the process ends
+        from nnscratch.cli.dashboard import start_beside_run
+
+        dashboard = start_beside_run(out, args.dashboard)
     import numpy as np
 
     np.seterr(all="ignore")  # a diverging run is reported once, after the results, not by NumPy per step
@@ -425,10 +430,8 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
     print(f"  output: {out}/")
     if cfg.tensorboard:
         print(f"  tensorboard: {cfg.tensorboard} (view with: tensorboard --logdir {cfg.tensorboard})")
-    if args.dashboard is not None:
-        from nnscratch.cli.dashboard import start_beside_run
-
-        print(f"  dashboard: {start_beside_run(out, args.dashboard)} (live while the run trains)", flush=True)
+    if dashboard:
+        print(f"  dashboard: {dashboard} (live while the run trains)", flush=True)
     if note:
         print(f"  note: {note}")
 

@@ -100,13 +100,22 @@ async function refreshRuns() {
     const moved = state.runs.find((r) => r.name === state.selectedName);
     if (moved) { select(moved.id); return; }
   }
-  if (!state.selected && state.runs.length) {
+  if (!state.selected) {
     const wanted = new URLSearchParams(location.hash.slice(1)).get("run");
-    const first = state.runs.find((r) => r.id === wanted) || state.runs[0];
-    select(first.id);
-    return;
+    const first = wanted ? findRun(wanted) : state.runs[0];
+    if (first) { showMessage(""); select(first.id); return; }
+    if (wanted) showMessage(`Waiting for the run ${wanted} to start…`);
   }
   renderRuns();
+}
+
+// #run=ID names a run folder; #run=NAME (what --dashboard prints) a run by its name, the
+// running one first (a run still training is in its staging folder)
+function findRun(wanted) {
+  if (!wanted) return null;
+  return state.runs.find((r) => r.id === wanted)
+    || state.runs.find((r) => r.name === wanted && r.status === "running")
+    || state.runs.find((r) => r.name === wanted) || null;
 }
 
 function select(id) {
@@ -275,7 +284,8 @@ $("smoothing").addEventListener("change", () => { state.overlayViews = {}; refre
 
 window.addEventListener("hashchange", () => {
   const wanted = new URLSearchParams(location.hash.slice(1)).get("run");
-  if (wanted && wanted !== state.selected) select(wanted);
+  const run = findRun(wanted);
+  if (run && run.id !== state.selected) select(run.id); else if (wanted && !run) select(wanted);
 });
 
 refreshRuns();
