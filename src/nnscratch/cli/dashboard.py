@@ -59,11 +59,12 @@ def run_dashboard(args: argparse.Namespace) -> int:
 
 def start_beside_run(out: Path, port: int) -> str:
     """``--dashboard [PORT]``: serve the folder holding ``out`` from a daemon thread (it ends with
-    the run's process); returns the run's URL (the page opens on the run ``#run=NAME``)."""
+    the run's process); returns the run's URL (``#name=NAME``: the page follows the run of that
+    name that is training, once its staging folder appears)."""
     from urllib.parse import quote
 
     from nnscratch.dashboard.server import serve_in_background
 
     server = start_server(out.parent, "127.0.0.1", port, flag="--dashboard")
     serve_in_background(server)
-    return f"{server.url}#run={quote(out.name)}"
+    return f"{server.url}#name={quote(out.name)}"

@@ -95,6 +95,12 @@ async function refreshRuns() {
   setConnection(true, "live");
   state.runs = answer.body.runs;
   $("runs-dir").textContent = `in ${answer.body.runs_dir}/`;
+  const follow = new URLSearchParams(location.hash.slice(1)).get("name");
+  const live = follow && state.runs.find((r) => r.name === follow && r.status === "running");
+  if (live && live.id !== state.selected) {
+    select(live.id);  // #name=NAME (--dashboard): the run of that name training now, once it has started
+    return;
+  }
   if (state.selected && !state.runs.some((r) => r.id === state.selected)) {
     // a run that finished was moved from its staging folder to its final one: follow it
     const moved = state.runs.find((r) => r.name === state.selectedName);
@@ -102,20 +108,18 @@ async function refreshRuns() {
   }
   if (!state.selected) {
     const wanted = new URLSearchParams(location.hash.slice(1)).get("run");
-    const first = wanted ? findRun(wanted) : state.runs[0];
+    const first = follow ? live : (wanted ? findRun(wanted) : state.runs[0]);
     if (first) { showMessage(""); select(first.id); return; }
-    if (wanted) showMessage(`Waiting for the run ${wanted} to start…`);
+    if (follow || wanted) showMessage(`Waiting for the run ${follow || wanted} to start…`);
   }
   renderRuns();
 }
 
-// #run=ID names a run folder; #run=NAME (what --dashboard prints) a run by its name, the
-// running one first (a run still training is in its staging folder)
+// #run=ID names a run folder (a run still training is in its staging folder, .NAME.staging-XXXX);
+// #name=NAME (what --dashboard prints) follows the run of that name that is training
 function findRun(wanted) {
   if (!wanted) return null;
-  return state.runs.find((r) => r.id === wanted)
-    || state.runs.find((r) => r.name === wanted && r.status === "running")
-    || state.runs.find((r) => r.name === wanted) || null;
+  return state.runs.find((r) => r.id === wanted) || state.runs.find((r) => r.name === wanted) || null;
 }
 
 function select(id) {
@@ -125,7 +129,8 @@ function select(id) {
   state.version = null;
   state.view = null;
   state.lost = false;
-  history.replaceState(null, "", `#run=${encodeURIComponent(id)}`);
+  const follow = new URLSearchParams(location.hash.slice(1)).get("name");
+  if (!follow || !run || run.name !== follow) history.replaceState(null, "", `#run=${encodeURIComponent(id)}`);
   renderRuns();
   refreshRun(true);
 }
@@ -174,6 +179,8 @@ async function refreshRun(force) {
     showMessage(state.view && state.view.missing ? "This run's metrics.jsonl is gone (deleted?); the charts show what was read before." : "");
   } catch (e) {
     setConnection(false, "server unreachable (stopped?)");
+    showMessage("The dashboard server does not answer: it stopped (a --dashboard server ends with its run). "
+      + "The charts show what was read before; nnscratch dashboard shows the runs again.");
   } finally {
     busy = false;
   }
@@ -181,7 +188,7 @@ async function refreshRun(force) {
 
 function baseLayout(title, extra) {
   return Object.assign({
-    title: { text: title, font: { size: 14 } }, uirevision: state.selected, hovermode: "x unified",
+    title: { text: title, font: { size: 14 }, x: 0.01, xanchor: "left" }, uirevision: state.selected, hovermode: "x unified",
     margin: { l: 60, r: 60, t: 40, b: 40 }, legend: { orientation: "h", y: -0.18 },
     xaxis: { title: { text: "step" } },
   }, extra || {});
