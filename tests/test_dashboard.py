@@ -355,3 +355,14 @@ def test_bad_dashboard_arguments_are_one_line(tmp_path):
     assert result.returncode == 2 and "is a file, not a folder" in assert_one_line_error(result.stderr)
     result = run_cli(["dashboard", "--port", "70000"], cwd=tmp_path)
     assert result.returncode == 2 and "not a port number" in assert_one_line_error(result.stderr)
+
+
+def test_train_dashboard_serves_beside_the_run(mnist, tmp_path):
+    """``--dashboard`` on a real (tiny) run: the URL line, the page's follow-the-run anchor, a run that finishes."""
+    optional_import("plotly")
+    result = run_cli(["train", "--train-subset", "640", "--epochs", "1", "--hidden", "8", "--quiet", "--dashboard",
+                      "--out", str(tmp_path / "runs" / "tiny"), "--data-dir", str(mnist.source)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    line = next(ln for ln in result.stdout.splitlines() if ln.strip().startswith("dashboard: "))
+    assert line.split()[1].startswith("http://127.0.0.1:") and line.split()[1].endswith("/#name=tiny")
+    assert (tmp_path / "runs" / "tiny" / "metrics.json").exists()

@@ -33,11 +33,12 @@ def debiased_ema(y: np.ndarray, beta: float) -> np.ndarray:
     if beta == 0.0:
         out[finite] = values
     elif values.size:
-        from scipy.signal import lfilter
-
-        s = lfilter([1.0 - beta], [1.0, -beta], values)  # s_t = beta s_{t-1} + (1-beta) y_t, s_0 = 0
+        s, alpha, ema = 0.0, 1.0 - beta, []
+        for v in values.tolist():  # the recursion as written (100,000 values: ~20 ms)
+            s = beta * s + alpha * v
+            ema.append(s)
         t = np.arange(1, values.size + 1, dtype=np.float64)
-        out[finite] = s / -np.expm1(t * np.log(beta))  # 1 - beta**t, exact for small (1 - beta) too
+        out[finite] = np.asarray(ema) / -np.expm1(t * np.log(beta))  # 1 - beta**t, exact for beta near 1 too
     return out
 
 
