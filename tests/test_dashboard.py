@@ -11,11 +11,12 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dashboard_helpers import CONFIG, staging_of, write_huge_run, write_png, write_run
+from dashboard_helpers import staging_of, write_huge_run, write_png, write_run
 from helpers import assert_one_line_error, cli_env, optional_import, run_cli
 from nnscratch.dashboard.runlog import RunLog
 from nnscratch.dashboard.runs import folder_status, scan
@@ -269,8 +270,6 @@ def test_the_page_the_api_and_the_figures_are_served(served):
     status, headers, body = request(served, "GET", "/api/run/small?smoothing=1.5")
     assert status == 400 and b"smoothing" in body and b"Traceback" not in body
 
-
-from pathlib import Path  # noqa: E402
 
 TRAVERSALS = [
     "/../secret.txt", "/static/../../secret.txt", "/static/..%2f..%2fsecret.txt", "/static/%2e%2e/server.py",
