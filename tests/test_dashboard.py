@@ -317,6 +317,19 @@ def test_errors_carry_no_stack_trace(served, monkeypatch, capsys):
     assert answer.startswith(b"HTTP/1.1 414") and b"nosniff" in answer and b"Traceback" not in answer
 
 
+def test_many_tabs_at_once_are_all_answered(served):
+    """64 tabs polling together (threads, each its own connection): every answer whole and right."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def poll(k):
+        status, _, body = request(served, "GET", f"/api/run/small?points={100 + k}&smoothing=0.{k % 10}")
+        return status, len(json.loads(body)["engines"]["numpy"]["loss"]["x"])
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(poll, range(64)))
+    assert answers == [(200, 5)] * 64
+
+
 def test_a_run_deleted_while_served_is_a_404_not_a_crash(served):
     runs = served.dashboard.runs_dir
     write_run(runs / "brief", epochs=1, steps_per_epoch=3)
