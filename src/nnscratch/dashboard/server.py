@@ -83,6 +83,7 @@ class DashboardServer(ThreadingHTTPServer):
 class DashboardHandler(BaseHTTPRequestHandler):
     server: DashboardServer
     server_version = "nnscratch-dashboard"
+    timeout = 60  # seconds an idle kept-alive connection (a closed laptop's tab) holds its thread
     protocol_version = "HTTP/1.1"
 
     # -- methods -------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ from nnscratch.dashboard.runlog import RunLog
 from nnscratch.dashboard.runs import RunFolderInfo, figures, folder_status, scan
 from nnscratch.dashboard.series import debiased_ema, downsample_minmax
 
-#: How many runs' logs are kept in memory (the least recently viewed go first).
+#: How many runs' logs are kept in memory at least (the least recently viewed go first); the list
+#: keeps every listed run's, and drops those of runs that are gone.
 MAX_LOGS = 64
 DEFAULT_POINTS, MAX_POINTS = 2000, 20000
 
@@ -37,13 +38,14 @@ class Dashboard:
         self._logs: OrderedDict[str, RunLog] = OrderedDict()
         self._views: dict[str, tuple[tuple, dict]] = {}
         self._lock = threading.Lock()
+        self._capacity = MAX_LOGS
 
     def _log(self, run: RunFolderInfo) -> RunLog:
         key = str(run.path)
         with self._lock:
             log = self._logs.pop(key, None) or RunLog(run.log)
             self._logs[key] = log
-            while len(self._logs) > MAX_LOGS:
+            while len(self._logs) > self._capacity:
                 old, _ = self._logs.popitem(last=False)
                 self._views.pop(old, None)
         log.update()
@@ -57,8 +59,14 @@ class Dashboard:
     def run_list(self) -> dict:
         """``{"runs": [...]}``: each run's id, name, dataset, config summary, status, best validation
         accuracy, engines and warning count; the newest first."""
-        rows = []
-        for run in scan(self.runs_dir).values():
+        rows, runs = [], scan(self.runs_dir)
+        listed = {str(run.path) for run in runs.values()}
+        with self._lock:
+            self._capacity = max(MAX_LOGS, len(runs) + 8)
+            for gone in [key for key in self._logs if key not in listed]:
+                del self._logs[gone]
+                self._views.pop(gone, None)
+        for run in runs.values():
             log = self._log(run)
             rows.append(self._summary(run, log))
         rows.sort(key=lambda r: (r["updated"] or 0, r["id"]), reverse=True)
