@@ -137,6 +137,10 @@ CASES = [
     ("a TensorBoard folder that cannot be created", "train --tensorboard /proc/nnscratch/tb"),
     ("a TensorBoard folder inside the run folder", "train --tensorboard DIR/run/tb"),
     ("a TensorBoard folder where an engine's folder is a file", "compare --tensorboard DIR/tb_with_file"),
+    # --- dashboard ---
+    ("a dashboard of a file, not a folder of runs", "dashboard DIR/a_file"),
+    ("a dashboard port that is no port", "dashboard --port 70000"),
+    ("a live dashboard port that is no port", "train --dashboard 70000"),
 ]
 
 

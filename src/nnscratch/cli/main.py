@@ -5,7 +5,8 @@ starting from a trained model), ``evaluate`` (a saved model on the
 test set), ``predict`` (a saved model on your own images), ``bench`` (speed of every engine against
 this machine's BLAS limit), ``export`` (a saved model as an ONNX graph), ``gradcheck`` (every
 hand-written gradient against finite differences), ``step`` (one training step, number by number),
-``lr-find`` (the learning-rate range test: a suggested ``--lr``), ``inspect`` (what a trained model
+``lr-find`` (the learning-rate range test: a suggested ``--lr``), ``dashboard`` (a live web page
+of the runs' charts), ``inspect`` (what a trained model
 learned: weight images, per-class units, activations, saliency maps, top losses), ``augment-preview`` (what
 ``--augment`` does to the training images, as figures).
 Errors are one line on stderr: exit 2 for bad usage or input, 1 for other failures.
@@ -105,6 +106,10 @@ def _add_run_flags(p: argparse.ArgumentParser, default_out: str, finetune: bool 
                             "losses, rates, gradient norms, weight/gradient/activation histograms, first-layer "
                             "weights; view with tensorboard --logdir DIR (needs the tensorboard extra; see "
                             "docs/tensorboard.md)")
+        r.add_argument("--dashboard", nargs="?", type=int, const=0, default=None, metavar="PORT",
+                       help="also serve the live dashboard of the folder holding --out on 127.0.0.1 (at PORT, "
+                            "default a free one; the URL is printed) while the run trains (needs the dashboard "
+                            "extra; see docs/dashboard.md)")
     c = p.add_argument_group("checkpoints (OUT/checkpoints/, see docs/trainer.md)")
     c.add_argument("--resume", default=None, metavar="PATH",
                    help="continue a run from its checkpoint (OUT/checkpoints/last.safetensors, or the run's folder); "
@@ -352,6 +357,15 @@ def build_parser() -> argparse.ArgumentParser:
                                      "dataset's preset (docs/augmentation.md).")
     _add_run_flags(p, "runs/<timestamp>-augment-preview/", trains=False)
     add_augment_preview_arguments(p)
+
+    from nnscratch.cli.dashboard import add_dashboard_arguments
+
+    p = verbs.add_parser("dashboard", help="a live web page of your runs' charts (loss, accuracy, twin divergence...)",
+                         description="Serve a local web page (127.0.0.1, a free port unless --port) that lists the "
+                                     "runs in RUNS_DIR and charts each one live as it trains: both engines' loss "
+                                     "and accuracy, the twin divergence, the learning rate, the gradient flow, the "
+                                     "figures. Read-only; needs the dashboard extra. See docs/dashboard.md.")
+    add_dashboard_arguments(p)
     return parser
 
 
@@ -399,6 +413,11 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
     folder = open_run_folder(cfg, out, args.overwrite, names=_FOLDER_FLAGS)
     check_engines(cfg)
     check_tensorboard(cfg, folder.out)
+    dashboard = None
+    if args.dashboard is not None:  # served from a thread, from now until the process ends
+        from nnscratch.cli.dashboard import start_beside_run
+
+        dashboard = start_beside_run(out, args.dashboard)
     import numpy as np
 
     np.seterr(all="ignore")  # a diverging run is reported once, after the results, not by NumPy per step
@@ -411,6 +430,8 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
     print(f"  output: {out}/")
     if cfg.tensorboard:
         print(f"  tensorboard: {cfg.tensorboard} (view with: tensorboard --logdir {cfg.tensorboard})")
+    if dashboard:
+        print(f"  dashboard: {dashboard} (live while the run trains)", flush=True)
     if note:
         print(f"  note: {note}")
 
@@ -587,6 +608,10 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
         return run_inspect(args, _FOLDER_FLAGS)
 
+    if args.verb == "dashboard":
+        from nnscratch.cli.dashboard import run_dashboard
+
+        return run_dashboard(args)
     if args.verb == "augment-preview":
         from nnscratch.cli.augment_preview import run_augment_preview
 

@@ -145,14 +145,15 @@ def train_engines(cfg: RunConfig, plan: RunPlan, engines: dict, arrays: SplitArr
                   on_epoch: Callable[[str, EpochRecord], None] | None = None, *, sinks: tuple = (),
                   checkpoints: Path | None = None, meta: dict[str, str] | None = None,
                   resume: dict | None = None) -> dict[str, EngineResult]:
-    """Train each engine in turn on the same batches and masks; evaluate it on the test set.
+    """Train the engines on the same batches and masks, epoch by epoch in turn; evaluate them on the test set.
 
     Each engine gets a :class:`~nnscratch.training.trainer.Trainer` whose events go to ``sinks``
     (and to a progress bar and ``on_epoch``). With ``checkpoints`` (a folder) each trainer writes
     its checkpoints there (``checkpoints/<engine>/`` in a comparison), ``meta`` being the run's
     metadata strings; ``resume`` maps engines to the :class:`~nnscratch.files.checkpoint.Checkpoint`
     each continues from. Ctrl-C/SIGTERM raise :class:`~nnscratch.errors.RunInterrupted` after the
-    step in flight and its checkpoint (or, asked between two engines, before the next one starts).
+    step in flight and its checkpoint (the other engine's ``last`` checkpoint is that of the epoch it
+    had finished).
     """
     from nnscratch.training.interrupts import StopRequest, stop_on_signals
 
@@ -161,9 +162,11 @@ def train_engines(cfg: RunConfig, plan: RunPlan, engines: dict, arrays: SplitArr
 
 
 def _train_each(cfg, plan, engines, arrays, progress, on_epoch, sinks, checkpoints, meta, resume, stop):
-    """:func:`train_engines`' loop, under its signal handling (``stop``): each engine in turn, or,
-    augmented with several engines, epoch by epoch in lockstep (the augmented epoch computed once
-    for all of them: :func:`~nnscratch.training.trainer.run_in_lockstep`)."""
+    """:func:`train_engines`' loop, under its signal handling (``stop``): one engine alone, or
+    several epoch by epoch in turn (:func:`~nnscratch.training.trainer.run_in_lockstep`: numpy 1,
+    torch 1, numpy 2, ...), so that a live view (``metrics.jsonl``, the dashboard) shows both
+    curves growing together, and an augmented epoch is computed once for all of them. Each
+    trainer clocks its own epochs only, so each engine's time is its own."""
     from nnscratch.training.trainer import run_in_lockstep
 
     augment = augmented_batches(cfg, arrays, share=len(engines) > 1)
@@ -176,11 +179,11 @@ def _train_each(cfg, plan, engines, arrays, progress, on_epoch, sinks, checkpoin
                 trainer.load_state(checkpoint.tensors, checkpoint.trainer)
             except (ValueError, KeyError, TypeError) as exc:
                 raise DataError(f"{checkpoint.path}: cannot resume from it ({exc})") from None
-    if augment is not None and len(trainers) > 1:
+    if len(trainers) > 1:  # a comparison: both curves (and their divergence) grow together
         run_in_lockstep(list(trainers.values()), stop)
     else:
         for name, trainer in trainers.items():
-            if stop.signum is not None:  # asked before this engine started: it starts on resume
+            if stop.signum is not None:  # asked before the run started: nothing to keep
                 raise RunInterrupted(stop.signum, name)
             stop.trainer = trainer
             trainer.run()

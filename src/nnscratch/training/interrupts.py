@@ -21,7 +21,7 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 class StopRequest:
     """Remembers a Ctrl-C/SIGTERM for a whole run, across the trainers it runs one after the other
-    (a comparison trains the NumPy engine, then the twin; augmented, epoch by epoch in turn):
+    (a comparison trains the NumPy engine and the twin epoch by epoch in turn):
     the one training now (``trainer``) hears it at once,
     and a request that came between two (while an engine was measured) is still there after."""
 

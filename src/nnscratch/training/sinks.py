@@ -5,7 +5,8 @@
 * :class:`EpochLines`: calls a function with each epoch's record (the command line prints them);
 * :class:`JsonlWriter`: ``metrics.jsonl``, one JSON object per event (step losses batched per
   line), flushed within a second, so that another process can follow a run;
-  :func:`follow_jsonl` reads what was added since the last call, leaving out a half-written line.
+  :func:`follow_jsonl` reads what was added since the last call, leaving out a half-written line
+  (:func:`read_jsonl_chunk` also says which lines it skipped: the dashboard).
 
 The :class:`~nnscratch.training.loop.History` is a sink too, and so is early stopping's
 :class:`~nnscratch.training.trainer.RestoreBest`; TensorBoard's is
@@ -156,3 +157,35 @@ def follow_jsonl(path: str | Path, offset: int = 0) -> tuple[list[dict], int]:
         if isinstance(obj, dict):
             events.append(obj)
     return events, offset + end
+
+
+def read_jsonl_chunk(path: str | Path, offset: int = 0,
+                     max_bytes: int = 16 << 20) -> tuple[list[dict], int, list[str]]:
+    """Like :func:`follow_jsonl`, for a reader that must say what it skipped (the dashboard):
+    ``(events, next_offset, problems)``, reading at most ``max_bytes`` from byte ``offset``.
+
+    ``problems`` names each complete line that is not a JSON object (``"byte 1234: not JSON"``).
+    A last line without its newline is left for the next call, unless it alone fills
+    ``max_bytes``: then it is skipped (a problem too) and the next call starts inside it."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read(max_bytes)
+    end = data.rfind(b"\n") + 1  # what follows the last newline is unfinished
+    problems: list[str] = []
+    if end == 0 and len(data) >= max_bytes:
+        return [], offset + len(data), [f"byte {offset}: a line longer than {max_bytes:,} bytes, skipped"]
+    events, at = [], offset
+    for line in data[:end].split(b"\n")[:-1]:
+        start, at = at, at + len(line) + 1
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            problems.append(f"byte {start}: not JSON ({line[:40].decode('utf-8', 'replace')!r})")
+            continue
+        if isinstance(obj, dict):
+            events.append(obj)
+        else:
+            problems.append(f"byte {start}: not a JSON object")
+    return events, offset + end, problems

@@ -26,7 +26,8 @@ rates, same weights. One epoch, in order::
 
 :meth:`Trainer.run` is :meth:`~Trainer.start`, :meth:`~Trainer.advance` (one epoch) until none
 is left, :meth:`~Trainer.finish`; :func:`run_in_lockstep` drives several trainers epoch by epoch
-in turn with the same three (a comparison with augmentation: each epoch augmented once).
+in turn with the same three (every comparison: both engines' curves grow together, and an
+augmented epoch is computed once for both).
 """
 
 from __future__ import annotations
@@ -456,8 +457,11 @@ def fit(engine, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.
 
 
 def run_in_lockstep(trainers: Sequence[Trainer], stop=None) -> list[History]:
-    """Train several trainers epoch by epoch in turn, so that they can share what an epoch needs
-    (a comparison's augmented batches, computed once: :mod:`nnscratch.training.augmented`).
+    """Train several trainers epoch by epoch in turn: a comparison's twins, so that their curves
+    (and the divergence between them) grow together in ``metrics.jsonl``, and so that they can
+    share what an epoch needs (augmented batches, computed once: :mod:`nnscratch.training.augmented`).
+    Each trainer's clock runs only while it trains (:meth:`Trainer.advance`), so each engine's
+    times are its own.
 
     Next is always the trainer furthest behind (the fewest epochs done; on a tie, the first
     given), so a run that starts together goes ``numpy 1, torch 1, numpy 2, torch 2, ...``, and a
@@ -469,7 +473,8 @@ def run_in_lockstep(trainers: Sequence[Trainer], stop=None) -> list[History]:
     training. When it is interrupted, the others that had started end too, at the epoch each had
     finished (their ``last`` checkpoint, ``RunEnd("interrupted")``), and the
     :class:`RunInterrupted` goes on; a stop asked while none was training interrupts the next one
-    (before its first step, if it had not started). After an exception the others hear
+    (before its first step, if it had not started: the interruption is then named after the
+    trainer that had just trained, with its checkpoint). After an exception the others hear
     ``RunEnd("error")``.
     """
     trainers = list(trainers)
@@ -481,7 +486,9 @@ def run_in_lockstep(trainers: Sequence[Trainer], stop=None) -> list[History]:
             current = trainers[k]
             if stop is not None:
                 if stop.signum is not None and not current._started:
-                    raise RunInterrupted(stop.signum, current.engine.name)
+                    # asked as the previous trainer's epoch ended: named after it, as it was training
+                    last = stop.trainer if stop.trainer is not None else current
+                    raise RunInterrupted(stop.signum, last.engine.name, last.last_checkpoint)
                 stop.trainer = current
                 if stop.signum is not None:
                     current.request_stop(stop.signum)
