@@ -70,10 +70,11 @@ def round_to_fp16(a, out=None, half=None):
     xp = _xp(a)
     if out is None:
         out = a.copy()
-    if half is None:
-        half = a.astype(np.float16)
-    else:
-        xp.copyto(half, a, casting="unsafe")
+    with np.errstate(over="ignore"):  # overflow to infinity is the point (the loss scaler looks for it)
+        if half is None:
+            half = a.astype(np.float16)
+        else:
+            xp.copyto(half, a, casting="unsafe")
     xp.copyto(out, half)
     return out
 
@@ -167,7 +168,8 @@ class LossScaler:
             return
         self.growth_tracker += 1
         if self.growth_tracker == self.growth_interval:
-            grown = np.float32(self.scale * np.float32(self.growth_factor))
+            with np.errstate(over="ignore"):  # past float32's range: infinity, and the scale stays
+                grown = np.float32(self.scale * np.float32(self.growth_factor))
             if np.isfinite(grown):
                 self.scale = grown
             self.growth_tracker = 0
