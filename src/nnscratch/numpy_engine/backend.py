@@ -57,6 +57,8 @@ class Backend:
     erf : the error function, element-wise, ``erf(x, out=x)``.
     column_major_rows : batches of at most this many rows get column-major (Fortran) activation
         buffers, larger ones row-major; ``0``: always row-major.
+    is_gpu : whether the arrays live on a device (the engine then moves the loop's host arrays
+        there, and reads the losses back once per epoch).
     """
 
     name: str
@@ -64,6 +66,7 @@ class Backend:
     gemm: Callable
     erf: Callable
     column_major_rows: int = 0
+    is_gpu: bool = False
 
     def order_for(self, rows: int) -> str:
         """``"F"`` or ``"C"``: the memory order of an activation buffer of ``rows`` rows."""
@@ -86,10 +89,6 @@ class Backend:
         if self.xp is numpy:
             return numpy.asarray(a)
         return self.xp.asnumpy(a)
-
-    @property
-    def is_gpu(self) -> bool:
-        return self.xp is not numpy
 
 
 # -- the CPU: NumPy arrays, SciPy's BLAS
@@ -195,7 +194,7 @@ def cupy_backend() -> Backend:
             out += product
             return out
 
-        _CUPY = Backend("cuda", cupy, cupy_gemm, cupyx.scipy.special.erf)
+        _CUPY = Backend("cuda", cupy, cupy_gemm, cupyx.scipy.special.erf, is_gpu=True)
     return _CUPY
 
 

@@ -284,8 +284,10 @@ class LeakyReLU(_Elementwise):
             slope.fill(self.negative_slope)
             slope[positive] = 1.0
             xp.multiply(x, slope, out=x)
-        else:
-            xp.multiply(x, self.negative_slope, out=x, where=~positive)
+        else:  # (no ufunc where=: CuPy's ufuncs lack it; copyto's where= both have)
+            scaled = self._scratch.get("scaled", x.shape)
+            xp.multiply(x, self.negative_slope, out=scaled)
+            xp.copyto(x, scaled, where=~positive)
 
 
 class ELU(_Elementwise):
@@ -304,12 +306,14 @@ class ELU(_Elementwise):
         negative = self._scratch.get("negative", x.shape, dtype=bool)
         xp.less_equal(x, 0, out=negative)
         e = self._scratch.get("exp", x.shape)
-        xp.exp(x, out=e, where=negative)
+        xp.minimum(x, 0, out=e)                  # exp only ever sees x <= 0 (never overflows)
         if slope is not None:
-            slope.fill(1.0)
-            xp.multiply(e, self.alpha, out=slope, where=negative)      # a * exp(x)
-        xp.expm1(x, out=x, where=negative)                             # exp(x) - 1, exact near 0
-        xp.multiply(x, self.alpha, out=x, where=negative)
+            xp.exp(e, out=slope)
+            slope *= self.alpha                                         # a * exp(x) where x <= 0
+            xp.copyto(slope, 1.0, where=~negative)                      # 1 where x > 0
+        xp.expm1(e, out=e)                                              # exp(x) - 1, exact near 0
+        e *= self.alpha
+        xp.copyto(x, e, where=negative)          # (copyto's where=: CuPy's ufuncs have none)
 
 
 class GELU(_Elementwise):
