@@ -160,11 +160,6 @@ def cupy_backend() -> Backend:
     """The CuPy backend (built on first use). A :class:`UsageError` when CuPy or a GPU is missing."""
     global _CUPY
     if _CUPY is None:
-        from nnscratch.engines import no_cuda_device
-
-        if no_cuda_device():  # answered without importing CuPy; the same words as the torch twin's
-            raise UsageError("--engine numpy --device cuda: this machine has no NVIDIA GPU driver; "
-                             "use --device cpu")
         try:
             import cupy
             import cupyx.scipy.special

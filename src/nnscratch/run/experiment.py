@@ -477,7 +477,9 @@ def check_engines(cfg: RunConfig) -> None:
         from nnscratch.torch_engine import resolve_device
 
         resolve_device(cfg.device)
-    if "numpy" in cfg.engines and cfg.device == "cuda":  # CuPy and a GPU, or one line saying which is missing
+    if "numpy" in cfg.engines and cfg.device == "cuda":  # a GPU and CuPy, or one line saying which is missing
+        if no_cuda_device():
+            raise UsageError("--engine numpy --device cuda: this machine has no NVIDIA GPU driver; use --device cpu")
         from nnscratch.numpy_engine.backend import cupy_backend
 
         cupy_backend()
