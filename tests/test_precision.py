@@ -183,7 +183,7 @@ def mnist_runs(mnist):
             engine = make_engine(name, spec, initial_state(spec, init_rng(0)), np.float32, device="cpu",
                                  precision=precision)
             history = fit(engine, (x, y), (xv, yv), orders=[EpochOrders(0, n).order(0)], batch_size=64,
-                          num_classes=10, lr=0.1)
+                          num_classes=10, lr=0.1, gradient_flow=2)  # recorded steps see low-precision values
             runs[name, precision] = history.epochs[-1]
     return runs
 
@@ -198,6 +198,7 @@ def test_mixed_precision_on_mnist_ends_within_1_percent_of_fp32(mnist_runs, engi
     assert (fp32.loss_scale, fp32.skipped_steps) == (None, None)
     expected_scale = 2.0 ** 16 if precision == "fp16" else 1.0
     assert (low.loss_scale, low.skipped_steps) == (expected_scale, 0)
+    assert set(low.gradient_flow["params"]) == set(fp32.gradient_flow["params"])
 
 
 def test_the_twins_agree_in_mixed_precision_to_its_rounding(mnist_runs):

@@ -33,7 +33,7 @@ import numpy
 import scipy.special
 from scipy.linalg import blas as _scipy_blas
 
-from nnscratch.errors import UsageError
+from nnscratch.errors import INSTALL_CUPY, UsageError
 
 #: The host's array module. Modules of the engine use it for what is host-side by nature
 #: (dtypes, the per-epoch statistics, arrays handed back to the caller), never for the step's work.
@@ -41,8 +41,6 @@ np = numpy
 
 # Batches up to this many rows get column-major activation buffers on the CPU, larger ones row-major (buffers.py).
 COLUMN_MAJOR_MAX_ROWS = 256
-
-INSTALL_CUPY = "pip install 'nnscratch[gpu]' (CuPy for CUDA 12: cupy-cuda12x)"
 
 
 @dataclass(frozen=True)

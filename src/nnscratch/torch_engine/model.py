@@ -26,8 +26,12 @@ _AUTOCAST_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def _host(t: torch.Tensor) -> np.ndarray:
-    """A tensor's values as a NumPy array (a view of CPU memory: copy it to keep it)."""
-    return t.detach().cpu().numpy()
+    """A tensor's values as a NumPy array (a view of CPU memory: copy it to keep it). Autocast's
+    float16/bfloat16 activations come as float32 (NumPy has no bfloat16)."""
+    t = t.detach()
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.float()
+    return t.cpu().numpy()
 
 
 class SharedMaskDropout(nn.Module):
