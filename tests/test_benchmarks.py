@@ -23,6 +23,7 @@ TINY = {
     "keep_overhead.py": [str(BENCHMARKS.parent / "src" / "nnscratch" / "numpy_engine" / "layers.py"), "bn", "2", "10"],
     "gradient_flow.py": ["20", "1", "640"],
     "augment.py": ["1", "--train-subset", "512", "--repeats", "2"],
+    "precision.py": ["256", "1", "numpy"],
 }
 
 
@@ -32,7 +33,8 @@ def test_every_script_has_a_tiny_run():
 
 @pytest.mark.parametrize("script", sorted(TINY))
 def test_the_script_runs(script, tmp_path, request):
-    if script in ("engines.py", "checkpoints.py", "transfer.py", "gradient_flow.py", "augment.py", "max_norm.py"):
+    if script in ("engines.py", "checkpoints.py", "transfer.py", "gradient_flow.py", "augment.py", "max_norm.py",
+                  "precision.py"):
         request.getfixturevalue("mnist")  # the real MNIST files (skip or fail as conftest says)
     elif script != "keep_overhead.py":
         optional_import("torch")
@@ -53,6 +55,8 @@ def test_the_script_runs(script, tmp_path, request):
         assert "--max-norm 1 (binds)" in proc.stdout and "MaxNorm.apply" in proc.stdout, proc.stdout
     elif script == "checkpoints.py":
         assert "one checkpoint write: median" in proc.stdout and "with/without:" in proc.stdout, proc.stdout
+    elif script == "precision.py":
+        assert "median numpy fp16:" in proc.stdout and "median numpy bf16:" in proc.stdout, proc.stdout
     elif script == "augment.py":
         assert "elastic recipe (scipy)" in proc.stdout and "augmented (default)" in proc.stdout, proc.stdout
     else:

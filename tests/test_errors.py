@@ -78,6 +78,10 @@ CASES = [
     ("an output folder under a file", "compare --out DIR/a_file/run"),
     ("an output folder that cannot be created", "compare --out /proc/nnscratch/run"),
     ("a GPU that is not there", "compare --device cuda"),
+    # issue 24: the NumPy engine on a GPU, mixed precision
+    ("the NumPy engine on a GPU that is not there", "train --engine numpy --device cuda"),
+    ("mixed precision with float64 master weights", "compare --precision fp16 --dtype float64"),
+    ("a precision that does not exist", "compare --precision fp8"),
     ("an option of another optimizer", "compare --optimizer adam --momentum 0.9"),
     ("Nesterov without momentum", "compare --nesterov"),
     ("betas outside [0, 1)", "compare --optimizer adam --betas 0.9 1.0"),

@@ -35,7 +35,9 @@ class Engine(Protocol):
     for bit the same weights after it) that also returns its gradient-flow statistics
     (:mod:`nnscratch.training.gradient_flow`), and with ``arrays=True`` copies of the gradients
     and layer outputs they were taken of (asked only for a sink that wants arrays: TensorBoard's
-    histograms); the trainer records none for an engine without it.
+    histograms); the trainer records none for an engine without it. ``take_precision_stats() ->
+    dict | None``: under ``--precision fp16|bf16`` ``{"loss_scale", "skipped_steps"}`` since the
+    last call (the trainer puts them in each epoch's record), None in fp32.
     """
 
     name: str
@@ -97,7 +99,9 @@ def make_engine(name: str, spec: ModelSpec, initial: dict[str, np.ndarray], dtyp
     """Build engine ``name`` from ``spec``, starting from the parameters and buffers ``initial``.
 
     ``options`` go to the engine's constructor (``optimizer``, ``optimizer_options``,
-    ``label_smoothing``; NumPy: ``jit``, ``fuse``; torch: ``compile``, ``shared_masks``).
+    ``label_smoothing``, ``precision``; NumPy: ``jit``, ``fuse``; torch: ``compile``, ``shared_masks``).
+    ``device``: ``auto``, ``cpu`` or ``cuda``; the NumPy engine takes ``auto`` as the CPU and
+    ``cuda`` as CuPy (:mod:`nnscratch.numpy_engine.backend`).
     ``communicator`` (a :class:`~nnscratch.training.distributed.Communicator`, or None): build
     the engine as one rank of a data-parallel run (docs/distributed.md).
     """
@@ -111,7 +115,7 @@ def make_engine(name: str, spec: ModelSpec, initial: dict[str, np.ndarray], dtyp
             return DataParallelNumpyEngine(spec, initial, dtype=dtype, communicator=communicator, **options)
         from nnscratch.numpy_engine.model import NumpyEngine
 
-        return NumpyEngine(spec, initial, dtype=dtype, **options)
+        return NumpyEngine(spec, initial, dtype=dtype, device=device, **options)
     if name == "torch":
         require_torch()
         if communicator is not None:

@@ -12,6 +12,7 @@ INSTALL_TORCH = "pip install torch==2.13.0 then pip install 'nnscratch[torch]'"
 INSTALL_NUMBA = "pip install 'nnscratch[bench]'"
 INSTALL_ONNX = "pip install 'nnscratch[onnx]'"
 INSTALL_TENSORBOARD = "pip install 'nnscratch[tensorboard]'"
+INSTALL_CUPY = "pip install 'nnscratch[gpu]' (CuPy for CUDA 12: cupy-cuda12x)"
 
 
 class NNScratchError(Exception):

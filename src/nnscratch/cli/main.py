@@ -54,6 +54,9 @@ def _add_run_flags(p: argparse.ArgumentParser, default_out: str, finetune: bool 
                    help=f"seed of the initial weights, batch order and dropout masks (default: {d.seed})")
     g.add_argument("--dtype", choices=["float32", "float64"], help=f"floating-point type of both engines "
                    f"(default: {d.dtype})")
+    g.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
+                   help="mixed precision: fp16/bf16 products, float32 master weights, fp16 loss scaling "
+                        f"(default: {d.precision}; see docs/precision.md)")
     g.add_argument("--train-subset", type=int, metavar="N",
                    help="train on the first N training images (default: all)")
     g.add_argument("--label-smoothing", type=float, metavar="EPS",
@@ -87,7 +90,8 @@ def _add_run_flags(p: argparse.ArgumentParser, default_out: str, finetune: bool 
     r.add_argument("--overwrite", action="store_true",
                    help="replace a finished run at --out (default: refuse; an interrupted run is always replaced)")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"],
-                   help="device of the torch twin (default: auto = cuda if available)")
+                   help="device: the torch twin's (auto = cuda if available); the NumPy engine runs on the "
+                        "CPU unless cuda (needs CuPy: nnscratch[gpu]) (default: auto)")
     r.add_argument("--threads", type=int, default=None,
                    help="CPU threads for every engine (default, and at most: all usable cores; "
                         "more is capped, with a warning); with --augment one of them prepares the batches")

@@ -26,7 +26,7 @@ and ``allreduce_sum(array)`` (in place, the sum over the ranks).
 
 from __future__ import annotations
 
-import numpy as np
+from nnscratch.numpy_engine.backend import np  # host arrays: the ranks talk through torch.distributed
 
 from nnscratch.numpy_engine.layers import BatchNorm1d, Layer
 from nnscratch.numpy_engine.model import NumpyEngine
@@ -162,13 +162,12 @@ class DataParallelNumpyEngine(NumpyEngine):
         self.reduced = flat_gradients(layers, self.model.frozen, self.model.dtype, extra=2)
         self.flat_grad = self.reduced[:-2]
         self._grads = self.model.trainable_grads()  # the views of the flat buffer
-        self._share, self._correct_before = 1.0, 0
+        self._share = 1.0
 
     def _step(self, x: np.ndarray, y: np.ndarray, lr: float, masks, record: dict | None) -> None:
         """NumpyEngine's step on this rank's rows of the global batch (and of its dropout masks)."""
         rows = self.communicator.rows(len(y))
         self._share = (rows.stop - rows.start) / len(y)
-        self._correct_before = self._correct
         for norm in self._global_norms:
             norm.share = self._share
         if masks:
@@ -181,7 +180,7 @@ class DataParallelNumpyEngine(NumpyEngine):
         reduced = self.reduced
         self.flat_grad *= self._share
         reduced[-2] = self._share * loss
-        reduced[-1] = self._correct - self._correct_before
+        reduced[-1] = self._correct[-1]                      # this step's correct count (NumpyEngine._step)
         self.communicator.allreduce_sum(reduced)
-        self._correct = self._correct_before + int(round(float(reduced[-1])))
+        self._correct[-1] = int(round(float(reduced[-1])))
         return float(reduced[-2])

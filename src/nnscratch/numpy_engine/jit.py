@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
+from nnscratch.numpy_engine.backend import np  # numba compiles CPU code: NumPy arrays only
 
 from nnscratch.numpy_engine.layers import ReLU
 from nnscratch.numpy_engine.losses import SoftmaxCrossEntropy

@@ -24,10 +24,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 
-import numpy as np
-from scipy.special import erf
-
-from nnscratch.numpy_engine.blas import gemm
+from nnscratch.numpy_engine.backend import NUMPY, Backend, np, xp_of
 from nnscratch.numpy_engine.buffers import Buffers
 
 
@@ -52,11 +49,12 @@ class GradientSink:
 
     def put(self, name: str, grad: np.ndarray) -> None:
         """Hand over ``grad`` (a scratch array that may be overwritten) for parameter ``name``."""
+        xp = xp_of(grad)
         if self.keep is not None:
-            np.copyto(self.keep[name], grad)
+            xp.copyto(self.keep[name], grad)
         out = self.target[name]
         if self.beta == 0.0:
-            np.multiply(grad, self.alpha, out=out)
+            xp.multiply(grad, self.alpha, out=out)
             return
         if self.beta != 1.0:
             out *= self.beta
@@ -102,6 +100,11 @@ class Layer(ABC):
         a layer of your own may leave ``keep`` out, and then only lacks that. It may overwrite
         ``x`` (the layer before never needs its output again) and may return a reused scratch
         array, valid until the next ``forward``.
+    to(backend) -> self
+        Moves the arrays to a :class:`~nnscratch.numpy_engine.backend.Backend` (the base class
+        does it for ``params``, ``grads``, ``buffers`` and the scratch arrays). Write the layer's
+        math with ``xp = self.xp`` (``numpy`` or ``cupy``) and its products with
+        ``self.backend.gemm`` and it runs on either.
     backward(dout, need_dx) -> dx
         ``dout = dL/dy (N, D_out)`` of the last ``forward`` that kept -> ``dx = dL/dx (N, D_in)``; with
         ``need_dx=False`` (the first layer) it may skip ``dx`` and return None. Hands ``dL/dparam`` of every parameter to
@@ -115,7 +118,24 @@ class Layer(ABC):
         self.grads: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
         self.sink = GradientSink(self.grads)
+        self.backend: Backend = NUMPY    # where the arrays live and what computes on them (backend.py)
         self._scratch = Buffers(dtype)  # reused work arrays (see buffers.py); not state, never saved
+
+    @property
+    def xp(self):
+        """The array module of this layer's arrays (``numpy``, or ``cupy`` on a GPU)."""
+        return self.backend.xp
+
+    def to(self, backend: Backend) -> "Layer":
+        """Move ``params``, ``grads`` and ``buffers`` to ``backend`` (the same dicts, new arrays)
+        and start fresh scratch arrays there. Layers are built on the host and moved once, before
+        an optimizer takes their arrays."""
+        for arrays in (self.params, self.grads, self.buffers):
+            for name, a in arrays.items():
+                arrays[name] = backend.to_device(a)
+        self.backend = backend
+        self._scratch = Buffers(self.dtype, backend)
+        return self
 
     @abstractmethod
     def forward(self, x: np.ndarray, train: bool = True, keep: bool | None = None) -> np.ndarray:
@@ -158,7 +178,7 @@ class Dense(Layer):
         self._x: np.ndarray | None = None
 
     def forward(self, x: np.ndarray, train: bool = True, keep: bool | None = None) -> np.ndarray:
-        W, b = self.params["weight"], self.params.get("bias")
+        W, b, gemm = self.params["weight"], self.params.get("bias"), self.backend.gemm
         y = self._scratch.get("y", (x.shape[0], self.out_features))
         if b is None:
             gemm(x, W.T, out=y)
@@ -169,7 +189,7 @@ class Dense(Layer):
         return y
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
-        x, W = self._x, self.params["weight"]
+        x, W, gemm = self._x, self.params["weight"], self.backend.gemm
         dx = None
         if need_dx:  # first, while W still holds the weights the forward pass used
             dx = self._scratch.get("dx", x.shape)
@@ -206,16 +226,18 @@ class ReLU(Layer):
         self._mask: np.ndarray | None = None
 
     def forward(self, x: np.ndarray, train: bool = True, keep: bool | None = None) -> np.ndarray:
+        xp = self.xp
         positive = self._scratch.get("positive", x.shape, dtype=bool)
         mask = self._scratch.get("mask", x.shape)
-        np.greater(x, 0, out=positive)
-        np.copyto(mask, positive)        # True/False -> 1.0/0.0
-        np.multiply(x, mask, out=x)
+        xp.greater(x, 0, out=positive)
+        xp.copyto(mask, positive)        # True/False -> 1.0/0.0
+        xp.multiply(x, mask, out=x)
         self._mask = mask if (train if keep is None else keep) else None
         return x
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray:
-        np.multiply(dout, self._mask, out=dout)
+        xp = self.xp
+        xp.multiply(dout, self._mask, out=dout)
         return dout
 
 
@@ -238,7 +260,8 @@ class _Elementwise(Layer):
         raise NotImplementedError
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray:
-        np.multiply(dout, self._slope, out=dout)
+        xp = self.xp
+        xp.multiply(dout, self._slope, out=dout)
         return dout
 
 
@@ -254,14 +277,17 @@ class LeakyReLU(_Elementwise):
         self.negative_slope = negative_slope
 
     def _apply(self, x, slope):
+        xp = self.xp
         positive = self._scratch.get("positive", x.shape, dtype=bool)
-        np.greater(x, 0, out=positive)
+        xp.greater(x, 0, out=positive)
         if slope is not None:
             slope.fill(self.negative_slope)
             slope[positive] = 1.0
-            np.multiply(x, slope, out=x)
-        else:
-            np.multiply(x, self.negative_slope, out=x, where=~positive)
+            xp.multiply(x, slope, out=x)
+        else:  # (no ufunc where=: CuPy's ufuncs lack it; copyto's where= both have)
+            scaled = self._scratch.get("scaled", x.shape)
+            xp.multiply(x, self.negative_slope, out=scaled)
+            xp.copyto(x, scaled, where=~positive)
 
 
 class ELU(_Elementwise):
@@ -276,15 +302,18 @@ class ELU(_Elementwise):
         self.alpha = alpha
 
     def _apply(self, x, slope):
+        xp = self.xp
         negative = self._scratch.get("negative", x.shape, dtype=bool)
-        np.less_equal(x, 0, out=negative)
+        xp.less_equal(x, 0, out=negative)
         e = self._scratch.get("exp", x.shape)
-        np.exp(x, out=e, where=negative)
+        xp.minimum(x, 0, out=e)                  # exp only ever sees x <= 0 (never overflows)
         if slope is not None:
-            slope.fill(1.0)
-            np.multiply(e, self.alpha, out=slope, where=negative)      # a * exp(x)
-        np.expm1(x, out=x, where=negative)                             # exp(x) - 1, exact near 0
-        np.multiply(x, self.alpha, out=x, where=negative)
+            xp.exp(e, out=slope)
+            slope *= self.alpha                                         # a * exp(x) where x <= 0
+            xp.copyto(slope, 1.0, where=~negative)                      # 1 where x > 0
+        xp.expm1(e, out=e)                                              # exp(x) - 1, exact near 0
+        e *= self.alpha
+        xp.copyto(x, e, where=negative)          # (copyto's where=: CuPy's ufuncs have none)
 
 
 class GELU(_Elementwise):
@@ -309,20 +338,21 @@ class GELU(_Elementwise):
         self.approximate = approximate
 
     def _apply(self, x, slope):
+        xp = self.xp
         cdf = self._scratch.get("cdf", x.shape)
         if self.approximate == "tanh":
             t = self._scratch.get("t", x.shape)
-            np.multiply(x, x, out=t)
+            xp.multiply(x, x, out=t)
             t *= self._C * x
             t += x
             t *= self._K
-            np.tanh(t, out=t)                     # t = tanh(u)
-            np.add(t, 1.0, out=cdf)
+            xp.tanh(t, out=t)                     # t = tanh(u)
+            xp.add(t, 1.0, out=cdf)
             cdf *= 0.5                            # (1 + t) / 2
             if slope is not None:
-                np.multiply(t, t, out=slope)
-                np.subtract(1.0, slope, out=slope)           # 1 - t^2
-                np.multiply(x, x, out=t)
+                xp.multiply(t, t, out=slope)
+                xp.subtract(1.0, slope, out=slope)           # 1 - t^2
+                xp.multiply(x, x, out=t)
                 t *= 3 * self._C
                 t += 1.0
                 t *= self._K * 0.5                            # sqrt(2/pi) (1 + 3c x^2) / 2
@@ -330,18 +360,18 @@ class GELU(_Elementwise):
                 slope *= x
                 slope += cdf
         else:
-            np.multiply(x, 1.0 / math.sqrt(2.0), out=cdf)
-            erf(cdf, out=cdf)
+            xp.multiply(x, 1.0 / math.sqrt(2.0), out=cdf)
+            self.backend.erf(cdf, out=cdf)
             cdf += 1.0
             cdf *= 0.5                            # Phi(x)
             if slope is not None:
-                np.multiply(x, x, out=slope)
+                xp.multiply(x, x, out=slope)
                 slope *= -0.5
-                np.exp(slope, out=slope)
+                xp.exp(slope, out=slope)
                 slope *= 1.0 / math.sqrt(2.0 * math.pi)      # phi(x)
                 slope *= x
                 slope += cdf                                  # Phi(x) + x phi(x)
-        np.multiply(x, cdf, out=x)
+        xp.multiply(x, cdf, out=x)
 
 
 class Tanh(_Elementwise):
@@ -352,10 +382,11 @@ class Tanh(_Elementwise):
     """
 
     def _apply(self, x, slope):
-        np.tanh(x, out=x)
+        xp = self.xp
+        xp.tanh(x, out=x)
         if slope is not None:
-            np.multiply(x, x, out=slope)
-            np.subtract(1.0, slope, out=slope)
+            xp.multiply(x, x, out=slope)
+            xp.subtract(1.0, slope, out=slope)
 
 
 class Sigmoid(_Elementwise):
@@ -367,18 +398,19 @@ class Sigmoid(_Elementwise):
     """
 
     def _apply(self, x, slope):
+        xp = self.xp
         negative = self._scratch.get("negative", x.shape, dtype=bool)
-        np.less(x, 0, out=negative)
+        xp.less(x, 0, out=negative)
         e = self._scratch.get("exp", x.shape)
-        np.abs(x, out=e)
-        np.negative(e, out=e)
-        np.exp(e, out=e)                       # exp(-|x|), in (0, 1]
-        np.copyto(x, e)
-        np.copyto(x, 1.0, where=~negative)     # numerator: 1 for x >= 0, exp(x) for x < 0
+        xp.abs(x, out=e)
+        xp.negative(e, out=e)
+        xp.exp(e, out=e)                       # exp(-|x|), in (0, 1]
+        xp.copyto(x, e)
+        xp.copyto(x, 1.0, where=~negative)     # numerator: 1 for x >= 0, exp(x) for x < 0
         e += 1.0
         x /= e
         if slope is not None:
-            np.subtract(1.0, x, out=slope)
+            xp.subtract(1.0, x, out=slope)
             slope *= x
 
 
@@ -411,11 +443,13 @@ class Dropout(Layer):
 
     def set_keep(self, keep: np.ndarray) -> None:
         """Use ``keep`` (bool ``(N, D)``) for the next training forward pass."""
+        xp = self.xp
         mask = self._scratch.get("mask", keep.shape, order=None if self.in_place else "C")
-        np.divide(keep, self.dtype.type(1.0 - self.p), out=mask, dtype=self.dtype)
+        xp.divide(keep, self.dtype.type(1.0 - self.p), out=mask, dtype=self.dtype)
         self._mask = mask
 
     def forward(self, x: np.ndarray, train: bool = True, keep: bool | None = None) -> np.ndarray:
+        xp = self.xp
         self._masked = train and self.p != 0.0
         if not self._masked:
             return x
@@ -423,12 +457,13 @@ class Dropout(Layer):
             raise ValueError("Dropout needs this step's mask: call set_keep(keep) with a "
                              f"{x.shape} boolean array before a training forward pass")
         y = x if self.in_place else self._scratch.get("y", x.shape, order="C")
-        np.multiply(x, self._mask, out=y)
+        xp.multiply(x, self._mask, out=y)
         return y
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray:
+        xp = self.xp
         if self._masked:
-            np.multiply(dout, self._mask, out=dout)
+            xp.multiply(dout, self._mask, out=dout)
         return dout
 
 
@@ -473,6 +508,7 @@ class BatchNorm1d(Layer):
         self._batch_stats = True  # whether the last forward normalised with the batch's statistics
 
     def forward(self, x: np.ndarray, train: bool = True, keep: bool | None = None) -> np.ndarray:
+        xp = self.xp
         n = x.shape[0]
         self._batch_stats = train
         xhat = self._scratch.get("xhat", x.shape)
@@ -481,9 +517,9 @@ class BatchNorm1d(Layer):
                 raise ValueError("batch norm needs at least 2 samples per batch in training "
                                  f"(got a batch of {n})")
             mean = x.mean(axis=0)
-            np.subtract(x, mean, out=xhat)
-            var = np.einsum("ij,ij->j", xhat, xhat) / n           # biased variance, (D,)
-            inv_std = 1.0 / np.sqrt(var + self.eps)
+            xp.subtract(x, mean, out=xhat)
+            var = xp.einsum("ij,ij->j", xhat, xhat) / n           # biased variance, (D,)
+            inv_std = 1.0 / xp.sqrt(var + self.eps)
             xhat *= inv_std
             m, b = self.momentum, self.buffers
             b["running_mean"] *= 1.0 - m
@@ -493,31 +529,32 @@ class BatchNorm1d(Layer):
             b["num_batches_tracked"] += 1
             self._inv_std = inv_std
         else:
-            inv_std = 1.0 / np.sqrt(self.buffers["running_var"] + self.eps)
-            np.subtract(x, self.buffers["running_mean"], out=xhat)
+            inv_std = 1.0 / xp.sqrt(self.buffers["running_var"] + self.eps)
+            xp.subtract(x, self.buffers["running_mean"], out=xhat)
             xhat *= inv_std
             if keep:
                 self._inv_std = inv_std
         y = self._scratch.get("y", x.shape)
-        np.multiply(xhat, self.params["weight"], out=y)
+        xp.multiply(xhat, self.params["weight"], out=y)
         y += self.params["bias"]
         return y
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        xp = self.xp
         xhat, n = self._scratch.get("xhat", dout.shape), dout.shape[0]
         dx = None
         if need_dx and not self._batch_stats:  # evaluation: the affine map's own slope
             dx = self._scratch.get("dx", dout.shape)
-            np.multiply(dout, self.params["weight"] * self._inv_std, out=dx)
+            xp.multiply(dout, self.params["weight"] * self._inv_std, out=dx)
         elif need_dx:  # first, while gamma still holds the value the forward pass used
             g = self._scratch.get("dx", dout.shape)
-            np.multiply(dout, self.params["weight"], out=g)
-            sum_g, sum_gx = g.sum(axis=0), np.einsum("ij,ij->j", g, xhat)
+            xp.multiply(dout, self.params["weight"], out=g)
+            sum_g, sum_gx = g.sum(axis=0), xp.einsum("ij,ij->j", g, xhat)
             g *= n
             g -= sum_g
             g -= xhat * sum_gx
             g *= self._inv_std / n
             dx = g
-        self.sink.put("weight", np.einsum("ij,ij->j", dout, xhat))
+        self.sink.put("weight", xp.einsum("ij,ij->j", dout, xhat))
         self.sink.put("bias", dout.sum(axis=0))
         return dx

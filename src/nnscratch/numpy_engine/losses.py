@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
-
+from nnscratch.numpy_engine.backend import NUMPY, Backend, np
 from nnscratch.numpy_engine.buffers import Buffers
 
 
@@ -34,23 +33,29 @@ class SoftmaxCrossEntropy:
     lose precision in ``log`` of a tiny probability. The logits are left untouched.
     """
 
-    def __init__(self, dtype=np.float32, label_smoothing: float = 0.0) -> None:
-        self._scratch = Buffers(dtype)
+    def __init__(self, dtype=np.float32, label_smoothing: float = 0.0, backend: Backend = NUMPY) -> None:
+        self.backend = backend
+        self._scratch = Buffers(dtype, backend)
         self.label_smoothing = float(label_smoothing)
 
-    def forward_backward(self, z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-        """Return ``(loss, dL/dz)``; ``dL/dz`` is a reused buffer of the shape of ``z``."""
+    def forward_backward(self, z, y) -> tuple[float, object]:
+        """Return ``(loss, dL/dz)``; ``dL/dz`` is a reused buffer of the shape of ``z``.
+
+        The loss is a float64 scalar *of the backend*: on the CPU a ``numpy.float64`` (a Python
+        float), on the GPU a 0-d CuPy array that stays on the device (reading it would wait for
+        the GPU every step; the engine collects them and reads them once per epoch)."""
+        xp = self.backend.xp
         n = z.shape[0]
-        rows = np.arange(n)
+        rows = xp.arange(n)
         p = self._scratch.get("dz", z.shape)
-        np.subtract(z, z.max(axis=1, keepdims=True), out=p)  # z - m
+        xp.subtract(z, z.max(axis=1, keepdims=True), out=p)  # z - m
         eps = self.label_smoothing
         picked = p[rows, y]                                   # z_{i,y_i} - m_i
         if eps:                                               # (1 - eps) z_{i,y_i} + eps mean_j z_ij, less m_i
             picked = (1.0 - eps) * picked + eps * p.mean(axis=1)
-        np.exp(p, out=p)
+        xp.exp(p, out=p)
         sums = p.sum(axis=1, keepdims=True)                   # sum_j exp(z_ij - m_i)
-        loss = float(np.log(sums).sum() - picked.sum()) / n   # mean_i (lse_i - z_{i,y_i})
+        loss = (xp.log(sums).sum() - picked.sum()).astype(np.float64) / n  # mean_i (lse_i - z_{i,y_i})
         sums *= n
         p /= sums                                             # softmax(z) / N
         p[rows, y] -= (1.0 - eps) / n                         # - (1 - eps) onehot(y) / N

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-
-import numpy as np
 
 from nnscratch.errors import UsageError
 
 from nnscratch.numpy_engine import layers as layer_classes
+from nnscratch.numpy_engine.backend import NUMPY, Backend, backend_for, np
 from nnscratch.numpy_engine.layers import GradientSink
 from nnscratch.numpy_engine.losses import SoftmaxCrossEntropy
 from nnscratch.numpy_engine.optimizers import make_optimizer
+from nnscratch.numpy_engine.precision import PRECISIONS, LossScaler, LowPrecisionProducts
 from nnscratch.training.gradient_flow import dead_fraction, gradient_stats, layer_stats, update_stats
 from nnscratch.training.regularization import MaxNorm, add_penalty_gradient, clip_grad_norm, penalty
 from nnscratch.model.spec import ModelSpec
@@ -42,14 +43,17 @@ class Sequential:
     in front of it (that input dropout) get no backward pass and the first dense layer no ``dx``.
     """
 
-    def __init__(self, spec: ModelSpec, dtype=np.float32, freeze: int = 0) -> None:
+    def __init__(self, spec: ModelSpec, dtype=np.float32, freeze: int = 0, backend: Backend = NUMPY) -> None:
         # imported here: the registry holds this package's layer classes, so it imports them first
         from nnscratch.model.registry import LAYER_KINDS, dead_unit_layers, first_trainable_layer, frozen_layers
 
         self.spec = spec
         self.dtype = np.dtype(dtype)
+        self.backend = backend
         self.layers = [LAYER_KINDS[layer.kind].numpy_class(d_in, dtype=self.dtype, **layer.args)
                        for _, layer, d_in, _ in spec.walk()]
+        if backend is not NUMPY:  # built on the host, moved once (Layer.to)
+            self.layers = [layer.to(backend) for layer in self.layers]
         self.frozen = frozenset(frozen_layers(spec, freeze))
         self.first_trainable = first_trainable_layer(spec, freeze)
         # whether each layer runs in training mode during a training forward pass (all of them without freezing)
@@ -86,12 +90,13 @@ class Sequential:
         layer's output (``"0"`` -> ``(N, D)``; copies, since the layers reuse their buffers and a
         ReLU overwrites its input). A ReLU-family layer's dead units are counted on its input
         before it runs (it overwrites its input in place)."""
+        host = self.backend.to_host  # the statistics are NumPy code (on the CPU: no copy)
         for i, (layer, trains) in enumerate(zip(self.layers, self._trains)):
-            dead = dead_fraction(x) if i in self._dead_units else None
+            dead = dead_fraction(host(x)) if i in self._dead_units else None
             x = layer.forward(x, trains)
-            stats[str(i)] = layer_stats(self.spec.layers[i].kind, x, dead)
+            stats[str(i)] = layer_stats(self.spec.layers[i].kind, host(x), dead)
             if outputs is not None:
-                outputs[str(i)] = x.copy()
+                outputs[str(i)] = np.array(host(x))
         return x
 
     def backward(self, dlogits: np.ndarray, need_dx: bool = False) -> np.ndarray | None:
@@ -140,11 +145,12 @@ class Sequential:
             value = np.asarray(state[name])
             if value.shape != p.shape:
                 raise ValueError(f"{name}: shape {value.shape} does not fit {p.shape}")
-            p[...] = value
+            p[...] = self.backend.to_device(value)
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Copies of the parameters and buffers, named as torch's ``state_dict()``."""
-        return {name: p.copy() for name, p in {**self.named_params(), **self.named_buffers()}.items()}
+        """Copies of the parameters and buffers (NumPy arrays), named as torch's ``state_dict()``."""
+        return {name: np.array(self.backend.to_host(p)) for name, p in {**self.named_params(),
+                                                                        **self.named_buffers()}.items()}
 
 
 class NumpyEngine:
@@ -167,6 +173,18 @@ class NumpyEngine:
     (:mod:`nnscratch.training.gradient_flow`); on the fused path it has the layers keep the plain
     gradient as well (``GradientSink.keep``: one more product per parameter), so its weights are
     bit for bit those of :meth:`train_step`.
+
+    ``device``: ``cpu`` (NumPy + SciPy's BLAS) or ``cuda`` (CuPy + cuBLAS): the same layers on
+    another :class:`~nnscratch.numpy_engine.backend.Backend`. Batches and dropout masks come from
+    the caller as NumPy arrays and are moved here; the losses stay on the device until
+    :meth:`take_epoch_stats`.
+
+    ``precision``: ``fp32``, or ``fp16`` / ``bf16`` mixed precision (:mod:`.precision`): float32
+    master weights, every dense layer's products rounded to the low format
+    (:class:`~nnscratch.numpy_engine.precision.LowPrecisionProducts`) and, for fp16, dynamic loss
+    scaling (:class:`~nnscratch.numpy_engine.precision.LossScaler`, torch's ``GradScaler`` rule):
+    ``dL/dlogits`` times the scale, the gradients unscaled and checked, a step with a non-finite
+    gradient skipped. Mixed precision needs the gradients before the update, so it never fuses.
     """
 
     name = "numpy"
@@ -175,12 +193,28 @@ class NumpyEngine:
                  optimizer: str = "sgd", optimizer_options: dict | None = None,
                  label_smoothing: float = 0.0, l1: float = 0.0, l2: float = 0.0,
                  clip_grad_norm: float | None = None, fuse: bool = True, jit: bool = False,
-                 freeze: int = 0, max_norm: float | None = None) -> None:
+                 freeze: int = 0, max_norm: float | None = None, device: str = "cpu",
+                 precision: str = "fp32") -> None:
         from nnscratch.model.registry import dense_layers  # here: the registry imports this package's layers
 
-        self.model = Sequential(spec, dtype, freeze)
+        if precision not in PRECISIONS:
+            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision != "fp32" and np.dtype(dtype) != np.float32:
+            raise UsageError(f"--precision {precision} keeps float32 master weights: use --dtype float32")
+        self.backend = backend_for(device)
+        if self.backend.is_gpu and (jit or l1 or l2 or clip_grad_norm is not None or max_norm is not None):
+            raise UsageError("--engine numpy --device cuda runs without --jit, --l1, --l2, --clip-grad-norm "
+                             "and --max-norm (their code is CPU-only); leave them out or use --device cpu")
+        self.precision = precision
+        self.model = Sequential(spec, dtype, freeze, self.backend)
         self.model.load_state_dict(initial)
-        self.loss = SoftmaxCrossEntropy(dtype, label_smoothing)
+        self.loss = SoftmaxCrossEntropy(dtype, label_smoothing, self.backend)
+        if precision != "fp32":  # every dense layer's products in the low format (the only products there are)
+            products = LowPrecisionProducts(self.backend, precision)
+            low = dataclasses.replace(self.backend, gemm=products)
+            for layer in self.model.layers:
+                layer.backend = low
+        self.scaler = LossScaler() if precision == "fp16" else None
         if jit:  # the Numba experiment (see numpy_engine/jit.py): same math, compiled element-wise loops
             from nnscratch.numpy_engine.jit import JitReLU, JitSoftmaxCrossEntropy
 
@@ -194,7 +228,7 @@ class NumpyEngine:
         self.optimizer = build(optimizer, self.model.trainable_params(), **(optimizer_options or {}))
         self.l1, self.l2, self.clip_grad_norm = l1, l2, clip_grad_norm
         # the fused path is plain SGD on the loss's own gradient: a penalty or clipping needs the gradient first
-        self.fused = fuse and self.optimizer.fused and not (l1 or l2 or clip_grad_norm)
+        self.fused = fuse and self.optimizer.fused and not (l1 or l2 or clip_grad_norm) and precision == "fp32"
         self._sinks: list[GradientSink] = []   # the fused path's sinks, whose alpha is -lr
         self._sink_grads: list[dict[str, np.ndarray]] = []  # their layers' grads (a recorded step keeps dL/dp there)
         self._sink_lr: float | None = None
@@ -216,8 +250,8 @@ class NumpyEngine:
                          if isinstance(layer, layer_classes.Dropout)}
         self.training = True
         self.steps = 0
-        self._losses: list[float] = []
-        self._correct = 0
+        self._losses: list = []   # per step: a float64 scalar of the backend (on the GPU it stays there)
+        self._correct: list = []  # per step: the correct count, likewise
 
     # -- modes, as torch.nn.Module has them
     def train(self, mode: bool = True) -> "NumpyEngine":
@@ -253,6 +287,9 @@ class NumpyEngine:
         """The step of :meth:`train_step`; with ``record`` (a dict) also :meth:`train_step_recorded`'s figures."""
         if not self.training:
             raise RuntimeError("train_step needs training mode: call engine.train() first")
+        if self.backend.is_gpu:  # the loop's host arrays (batch, labels, masks drawn by NumPy) to the device
+            x, y = self.backend.to_device(x), self.backend.to_device(y)
+            masks = {i: self.backend.to_device(m) for i, m in (masks or {}).items()}
         if self._dropout:
             for i, layer in self._dropout.items():
                 layer.set_keep(masks[i])
@@ -263,9 +300,11 @@ class NumpyEngine:
             logits = self.model.forward_recorded(x, record["layers"], outputs)
             before, work = self._recording_buffers()
             for name, p in self.optimizer.params.items():
-                np.copyto(before[name], p)
-        self._correct += int(np.count_nonzero(logits.argmax(axis=1) == y))
+                self.backend.xp.copyto(before[name], p)
+        self._correct.append(self.backend.xp.count_nonzero(logits.argmax(axis=1) == y))
         loss, dlogits = self.loss.forward_backward(logits, y)
+        if self.scaler is not None:  # backward of (scale * loss): see precision.LossScaler
+            dlogits *= self.scaler.scale
         if self.fused:
             if lr != self._sink_lr:
                 for sink in self._sinks:
@@ -279,20 +318,25 @@ class NumpyEngine:
         else:
             self.model.backward(dlogits)
             loss = self.reduce_gradients(loss)  # data-parallel: the global batch's (data_parallel.py); else as is
+            found_inf = self.scaler is not None and self.scaler.unscale_and_check(self._grads, self.backend.xp)
             if self.l1 or self.l2:  # loss + l1 sum|p| + l2 sum p^2, before the update
                 params = self.optimizer.params
                 loss += penalty(params, self.l1, self.l2)
                 add_penalty_gradient(params, self._grads, self.l1, self.l2)
             if record is not None:  # the gradient of the training loss, before clipping
                 self._record_gradients(record, work)
-            if self.clip_grad_norm is not None:
+            if self.clip_grad_norm is not None and not found_inf:
                 clip_grad_norm(self._grads, self.clip_grad_norm)
-            self.optimizer.step(self._grads, lr)
+            if not found_inf:  # a step with an overflowed gradient is skipped (GradScaler.step)
+                self.optimizer.step(self._grads, lr)
+            if self.scaler is not None:
+                self.scaler.update(found_inf)
         if self._max_norm is not None:
             self._max_norm.apply()
         if record is not None:
+            host = self.backend.to_host
             for name, p in self.optimizer.params.items():
-                record["params"][name].update(update_stats(before[name], p, work[name]))
+                record["params"][name].update(update_stats(host(before[name]), host(p), host(work[name])))
         self.steps += 1
         self._losses.append(loss)
 
@@ -304,17 +348,19 @@ class NumpyEngine:
 
     def _record_gradients(self, record: dict, work: dict[str, np.ndarray]) -> None:
         """The gradient statistics of a recorded step (and, when it keeps arrays, copies of the gradients)."""
-        record["params"] = {name: gradient_stats(g, work[name]) for name, g in self._grads.items()}
+        host = self.backend.to_host
+        record["params"] = {name: gradient_stats(host(g), host(work[name])) for name, g in self._grads.items()}
         if "arrays" in record:
-            record["arrays"]["gradients"] = {name: g.copy() for name, g in self._grads.items()}
+            record["arrays"]["gradients"] = {name: np.array(host(g)) for name, g in self._grads.items()}
 
     def _recording_buffers(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Per trainable parameter: an array for its value before a recorded step and a scratch
         array for the statistics; made at the first recorded step, then reused."""
         if self._recording is None:
             params = self.optimizer.params
-            self._recording = ({n: np.empty_like(p) for n, p in params.items()},
-                               {n: np.empty_like(p) for n, p in params.items()})
+            xp = self.backend.xp
+            self._recording = ({n: xp.empty_like(p) for n, p in params.items()},
+                               {n: xp.empty_like(p) for n, p in params.items()})
         return self._recording
 
     def _backward_keeping_gradients(self, dlogits: np.ndarray) -> None:
@@ -329,16 +375,33 @@ class NumpyEngine:
                 sink.keep = None
 
     def take_epoch_stats(self) -> tuple[np.ndarray, int]:
-        """``(losses of the steps since the last call, correct training predictions among them)``."""
-        losses, correct = np.array(self._losses, dtype=np.float64), self._correct
-        self._losses, self._correct = [], 0
+        """``(losses of the steps since the last call, correct training predictions among them)``:
+        the one read from the device (on the GPU) for all those steps."""
+        if self.backend.is_gpu and self._losses:
+            xp = self.backend.xp
+            losses = self.backend.to_host(xp.stack(self._losses)).astype(np.float64)
+            correct = int(self.backend.to_host(xp.stack(self._correct).sum()))
+        else:
+            losses, correct = np.array(self._losses, dtype=np.float64), int(sum(self._correct))
+        self._losses, self._correct = [], []
         return losses, correct
+
+    def take_precision_stats(self) -> dict | None:
+        """``{"loss_scale": S, "skipped_steps": steps skipped since the last call}`` under fp16
+        loss scaling (bf16: the scale is 1 and nothing is skipped); None in fp32."""
+        if self.precision == "fp32":
+            return None
+        if self.scaler is None:
+            return {"loss_scale": 1.0, "skipped_steps": 0}
+        return {"loss_scale": float(self.scaler.scale), "skipped_steps": self.scaler.take_skipped()}
 
     def predict_logits(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """Logits for every row of ``x``, in evaluation mode (running statistics, no dropout)."""
         out = np.empty((x.shape[0], self.model.spec.num_classes), dtype=self.model.dtype)
+        backend = self.backend
         for start in range(0, x.shape[0], batch_size):
-            out[start:start + batch_size] = self.model.forward(x[start:start + batch_size], train=False)
+            chunk = backend.to_device(x[start:start + batch_size])
+            out[start:start + batch_size] = backend.to_host(self.model.forward(chunk, train=False))
         return out
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -347,8 +410,9 @@ class NumpyEngine:
 
     def state(self) -> dict[str, np.ndarray]:
         """Everything training needs to resume exactly: the model, ``optimizer.*``, ``engine.steps``."""
+        scaler = self.scaler.state() if self.scaler is not None else {}
         return {**self.model.state_dict(), **{f"optimizer.{k}": v for k, v in self.optimizer.state().items()},
-                "engine.steps": np.array(self.steps, dtype=np.int64)}
+                "engine.steps": np.array(self.steps, dtype=np.int64), **scaler}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         """The inverse of :meth:`state`."""
@@ -360,6 +424,8 @@ class NumpyEngine:
             raise ValueError(f"the state is at step {steps} but holds no {type(opt).__name__} state")
         self.model.load_state_dict(model)
         self.optimizer.load_state(optimizer)
+        if self.scaler is not None:
+            self.scaler.load_state(state)
         self.steps = steps
         if self.optimizer.steps:  # the optimizer has stepped once per engine step (SGD's state has no count)
             self.optimizer.steps = self.steps

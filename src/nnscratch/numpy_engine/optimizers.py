@@ -7,7 +7,8 @@ correction, same weight-decay coupling, same first-step rules, same state names.
 Contract (the engine relies on exactly this):
 
 * ``Optimizer(params, **hyperparameters)``: ``params`` maps names (``"0.weight"``, ``"0.bias"``,
-  ...) to the *live* float32/float64 arrays; ``step`` updates them **in place** and keeps their
+  ...) to the *live* floating-point arrays, NumPy's or CuPy's (all of one array module, ``self.xp``;
+  mixed precision keeps them float32); ``step`` updates them **in place** and keeps their
   dtype. An invalid hyperparameter raises :class:`~nnscratch.errors.ParameterError` naming it
   (``betas must both be in [0, 1), got (0.9, 1.0)``; the settings layer turns that into the flag).
 * ``step(grads, lr)``: one update. ``grads`` has the same keys and shapes as ``params`` and is
@@ -35,9 +36,8 @@ from __future__ import annotations
 
 import inspect
 
-import numpy as np
-
 from nnscratch.errors import ParameterError
+from nnscratch.numpy_engine.backend import np, xp_of
 
 
 def _require(ok: bool, parameter: str, problem: str) -> None:
@@ -78,15 +78,16 @@ class Optimizer:
     _has_step_state: bool = True
 
     def __init__(self, params: dict[str, np.ndarray]) -> None:
+        self.xp = xp_of(next(iter(params.values()))) if params else np  # numpy, or cupy on a GPU
         for name, p in params.items():
-            if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
-                raise ValueError(f"parameter {name!r} must be a float32 or float64 NumPy array, "
+            if xp_of(p) is not self.xp or not isinstance(p, self.xp.ndarray) or p.dtype.kind != "f":
+                raise ValueError(f"parameter {name!r} must be a floating-point array of {self.xp.__name__}, "
                                  f"got {type(p).__name__} {getattr(p, 'dtype', '')}")
         self.params = dict(params)
         self.steps = 0
-        self._state = {name: {key: np.zeros_like(p) for key in self._state_keys()}
+        self._state = {name: {key: self.xp.zeros_like(p) for key in self._state_keys()}
                        for name, p in self.params.items()}
-        self._work = {name: np.empty_like(p) for name, p in self.params.items()}
+        self._work = {name: self.xp.empty_like(p) for name, p in self.params.items()}
 
     def _state_keys(self) -> tuple[str, ...]:
         """Torch's names of the per-parameter state arrays (``step`` is handled by the base)."""
@@ -124,7 +125,7 @@ class Optimizer:
         for arrays in self._state.values():
             for a in arrays.values():
                 tiny = np.finfo(a.dtype).tiny
-                np.copyto(a, 0, where=np.abs(a) < tiny)
+                self.xp.copyto(a, 0, where=self.xp.abs(a) < tiny)
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -141,7 +142,7 @@ class Optimizer:
             if self._has_step_state:
                 out[f"{name}.step"] = np.array(self.steps, dtype=np.float32)
             for key, a in arrays.items():
-                out[f"{name}.{key}"] = a.copy()
+                out[f"{name}.{key}"] = np.array(self._host(a))
         return out
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
@@ -167,7 +168,7 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__} state has wrong shapes: {', '.join(wrong)}")
         steps = self._steps_from(state, step_names)
         for full, (name, key) in expected.items():
-            np.copyto(self._state[name][key], state[full], casting="same_kind")
+            self.xp.copyto(self._state[name][key], self.xp.asarray(state[full]), casting="same_kind")
         self.steps = steps
 
     def _steps_from(self, state: dict[str, np.ndarray], step_names: list[str]) -> int:
@@ -179,6 +180,10 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__} state has unusable step counts {sorted(values)}: "
                              "they must be one whole number >= 0 for all parameters")
         return int(values.pop())
+
+    def _host(self, a) -> np.ndarray:
+        """``a`` as a NumPy array (a copy from the GPU; ``a`` itself on the CPU)."""
+        return a if self.xp is np else self.xp.asnumpy(a)
 
     def _reset(self) -> None:
         self.steps = 0
@@ -227,26 +232,27 @@ class SGD(Optimizer):
         return ("momentum_buffer",) if self.momentum != 0 else ()
 
     def _update(self, p, g, s, work, lr):
+        xp = self.xp
         if self.weight_decay != 0:                   # g <- g + λ θ
-            np.multiply(p, self.weight_decay, out=work)
+            xp.multiply(p, self.weight_decay, out=work)
             g += work
         if self.momentum != 0:
             b = s["momentum_buffer"]
             if self.steps == 1:                      # b_1 <- g_1
-                np.copyto(b, g)
+                xp.copyto(b, g)
             else:                                    # b <- μ b + (1 - τ) g
                 b *= self.momentum
                 if self.dampening != 0:
-                    np.multiply(g, 1.0 - self.dampening, out=work)
+                    xp.multiply(g, 1.0 - self.dampening, out=work)
                     b += work
                 else:
                     b += g
             if self.nesterov:                        # g <- g + μ b
-                np.multiply(b, self.momentum, out=work)
+                xp.multiply(b, self.momentum, out=work)
                 g += work
             else:                                    # g <- b
                 g = b
-        np.multiply(g, lr, out=work)                 # θ <- θ - γ g
+        xp.multiply(g, lr, out=work)                 # θ <- θ - γ g
         p -= work
 
 
@@ -289,30 +295,31 @@ class Adam(Optimizer):
         return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if self.amsgrad else ())
 
     def _update(self, p, g, s, work, lr):
+        xp = self.xp
         beta1, beta2 = self.betas
         m, v = s["exp_avg"], s["exp_avg_sq"]
         if self.weight_decay != 0:
             if self._decoupled:                      # θ <- θ (1 - γ λ)
                 p *= 1.0 - lr * self.weight_decay
             else:                                    # g <- g + λ θ
-                np.multiply(p, self.weight_decay, out=work)
+                xp.multiply(p, self.weight_decay, out=work)
                 g += work
         v *= beta2                                   # v <- β2 v + (1 - β2) g²
-        np.multiply(g, g, out=work)
+        xp.multiply(g, g, out=work)
         work *= 1.0 - beta2
         v += work
         g -= m                                       # m <- m + (1 - β1)(g - m); g is spent after this
         g *= 1.0 - beta1
         m += g
         if self.amsgrad:                             # v^max <- max(v^max, v)
-            v = np.maximum(s["max_exp_avg_sq"], v, out=s["max_exp_avg_sq"])
+            v = xp.maximum(s["max_exp_avg_sq"], v, out=s["max_exp_avg_sq"])
         bias_correction1 = 1.0 - beta1 ** self.steps
         bias_correction2 = 1.0 - beta2 ** self.steps
         step_size = lr / bias_correction1
-        denom = np.sqrt(v, out=work)                 # denom <- sqrt(v) / sqrt(1 - β2^t) + ε
+        denom = xp.sqrt(v, out=work)                 # denom <- sqrt(v) / sqrt(1 - β2^t) + ε
         denom /= bias_correction2 ** 0.5
         denom += self.eps
-        np.divide(m, denom, out=work)                # θ <- θ - step_size m / denom
+        xp.divide(m, denom, out=work)                # θ <- θ - step_size m / denom
         work *= step_size
         p -= work
 
@@ -385,32 +392,33 @@ class RMSprop(Optimizer):
                 + (("grad_avg",) if self.centered else ()))
 
     def _update(self, p, g, s, work, lr):
+        xp = self.xp
         alpha = self.alpha
         v = s["square_avg"]
         if self.weight_decay != 0:                   # g <- g + λ θ
-            np.multiply(p, self.weight_decay, out=work)
+            xp.multiply(p, self.weight_decay, out=work)
             g += work
         v *= alpha                                   # v <- α v + (1 - α) g²
-        np.multiply(g, g, out=work)
+        xp.multiply(g, g, out=work)
         work *= 1.0 - alpha
         v += work
         if self.centered:
             ga = s["grad_avg"]                       # g^ave <- g^ave + (1 - α)(g - g^ave)
-            np.subtract(g, ga, out=work)
+            xp.subtract(g, ga, out=work)
             work *= 1.0 - alpha
             ga += work
-            np.multiply(ga, ga, out=work)            # denom <- sqrt(v - g^ave²) + ε
-            np.subtract(v, work, out=work)
-            denom = np.sqrt(work, out=work)
+            xp.multiply(ga, ga, out=work)            # denom <- sqrt(v - g^ave²) + ε
+            xp.subtract(v, work, out=work)
+            denom = xp.sqrt(work, out=work)
         else:                                        # denom <- sqrt(v) + ε
-            denom = np.sqrt(v, out=work)
+            denom = xp.sqrt(v, out=work)
         denom += self.eps
-        np.divide(g, denom, out=work)                # work <- g / denom
+        xp.divide(g, denom, out=work)                # work <- g / denom
         if self.momentum > 0:
             b = s["momentum_buffer"]                 # b <- μ b + g / denom;  θ <- θ - γ b
             b *= self.momentum
             b += work
-            np.multiply(b, lr, out=work)
+            xp.multiply(b, lr, out=work)
         else:                                        # θ <- θ - γ g / denom
             work *= lr
         p -= work

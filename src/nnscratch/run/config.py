@@ -64,7 +64,7 @@ _OPTIMIZER_FLAGS = {"name": "optimizer"}
 _SCHEDULE_FLAGS = {"name": "lr_schedule", "base_lr": "lr"} | {
     parameter: key for key, parameters in SCHEDULE_PARAMETERS.items() for parameter in parameters}
 #: Settings left out of the echoed command line while they have their default value.
-_QUIET_DEFAULTS = ("jit", "augment", "val_size", "standardize", "verify", "image_size", "color", "strict", "label_column",
+_QUIET_DEFAULTS = ("jit", "precision", "augment", "val_size", "standardize", "verify", "image_size", "color", "strict", "label_column",
                    "image_shape", "classes", "freeze", "reset_head", "momentum", "dampening", "nesterov", "betas", "eps", "alpha", "centered",
                    "amsgrad", "weight_decay", "lr_schedule_unit", "warmup_steps", "warmup_start_factor",
                    "lr_step_size", "lr_gamma", "lr_milestones", "t_max", "min_lr", "max_lr", "step_size_up",
@@ -151,6 +151,7 @@ class RunConfig:
     early_stopping_min_delta: float = 0.0
     seed: int = 0
     dtype: str = "float32"
+    precision: str = "fp32"   # fp16 | bf16: mixed precision (float32 master weights; docs/precision.md)
     train_subset: int | None = None
     device: str = "auto"
     threads: int | None = None
@@ -194,6 +195,9 @@ class RunConfig:
             raise UsageError(f"--freeze {self.freeze} is more than the network's {len(self.hidden)} hidden dense "
                              f"layer(s) (--hidden {' '.join(map(str, self.hidden))}); the output layer always "
                              f"trains: freeze at most {len(self.hidden)}")
+        if self.precision != "fp32" and self.dtype != "float32":
+            raise UsageError(f"--precision {self.precision} keeps float32 master weights: it needs --dtype float32 "
+                             f"(got --dtype {self.dtype})")
         if self.reset_head and not self.finetune_from:
             raise UsageError("--reset-head replaces the output layer of the model a run starts from: "
                              "it needs --from PATH (nnscratch finetune)")
@@ -475,6 +479,7 @@ def check_value(key: str, value: Any) -> str | None:
         "seed": lambda: None if _is_int(value) and 0 <= value <= MAX_SEED else
         f"must be a whole number from 0 to 2**63 - 1 ({MAX_SEED}), got {value!r}",
         "dtype": lambda: choice(tuple(DTYPES)),
+        "precision": lambda: choice(("fp32", "fp16", "bf16")),
         "train_subset": lambda: integer(1, optional=True),
         "device": lambda: choice(("auto", "cpu", "cuda")),
         "threads": lambda: integer(1, optional=True),
@@ -506,7 +511,7 @@ _COMMAND_LINE_ONLY = ("out", "overwrite", "quiet", "config", "resume", "distribu
 _OTHER_NAMES = {"learning_rate": "lr", "num_epochs": "epochs", "n_epochs": "epochs", "hidden_sizes": "hidden",
                 "hidden_layers": "hidden", "hidden_layer_sizes": "hidden", "batchnorm": "batch_norm",
                 "bn": "batch_norm", "smoothing": "label_smoothing", "initializer": "init",
-                "initialization": "init", "precision": "dtype"}
+                "initialization": "init", "amp": "precision", "mixed_precision": "precision"}
 
 
 _FLOAT_KEYS = tuple(f.name for f in fields(RunConfig) if "float" in str(f.type) and "tuple" not in str(f.type))

@@ -130,7 +130,8 @@ def build_engines(cfg: RunConfig, plan: RunPlan) -> dict:
     for name in cfg.engines:
         options: dict = {"label_smoothing": cfg.label_smoothing, "optimizer": cfg.optimizer,
                          "optimizer_options": cfg.optimizer_options(), "l1": cfg.l1, "l2": cfg.l2,
-                         "clip_grad_norm": cfg.clip_grad_norm, "freeze": cfg.freeze, "max_norm": cfg.max_norm}
+                         "clip_grad_norm": cfg.clip_grad_norm, "freeze": cfg.freeze, "max_norm": cfg.max_norm,
+                         "precision": cfg.precision}
         if name == "numpy" and cfg.jit:
             options["jit"] = True
         if name == "torch":
@@ -476,8 +477,12 @@ def check_engines(cfg: RunConfig) -> None:
         from nnscratch.torch_engine import resolve_device
 
         resolve_device(cfg.device)
-    elif cfg.device == "cuda":
-        raise UsageError("--device cuda applies to the torch engine; the NumPy engine runs on the CPU")
+    if "numpy" in cfg.engines and cfg.device == "cuda":  # a GPU and CuPy, or one line saying which is missing
+        if no_cuda_device():
+            raise UsageError("--engine numpy --device cuda: this machine has no NVIDIA GPU driver; use --device cpu")
+        from nnscratch.numpy_engine.backend import cupy_backend
+
+        cupy_backend()
     if cfg.jit:
         if "numpy" not in cfg.engines:
             raise UsageError("--jit applies to the NumPy engine only")

@@ -21,11 +21,17 @@ from nnscratch.numpy_engine.optimizers import OPTIMIZERS
 from nnscratch.training.gradient_flow import dead_fraction, gradient_stats, layer_stats, update_stats
 
 _TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
+#: ``--precision`` -> the dtype of torch.autocast (None: no autocast).
+_AUTOCAST_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def _host(t: torch.Tensor) -> np.ndarray:
-    """A tensor's values as a NumPy array (a view of CPU memory: copy it to keep it)."""
-    return t.detach().cpu().numpy()
+    """A tensor's values as a NumPy array (a view of CPU memory: copy it to keep it). Autocast's
+    float16/bfloat16 activations come as float32 (NumPy has no bfloat16)."""
+    t = t.detach()
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.float()
+    return t.cpu().numpy()
 
 
 class SharedMaskDropout(nn.Module):
@@ -93,6 +99,12 @@ class TorchEngine:
     through torch's own ``weight.renorm_(p=2, dim=0, maxnorm=C)`` (rows, i.e. each unit's incoming
     weights, with norm over ``C`` scaled to ``C / (norm + 1e-7)`` times themselves), the twin of
     :class:`nnscratch.training.regularization.MaxNorm`.
+
+    ``precision="fp16"|"bf16"``: torch's own mixed precision: the forward pass and the loss under
+    ``torch.autocast(dtype=float16/bfloat16)`` (float32 master weights), and for fp16 a
+    ``torch.amp.GradScaler`` with its defaults (``scale(loss).backward()``, ``unscale_`` before
+    clipping and the gradient statistics, ``step``, ``update``). Whether a step was skipped is read
+    from the scale (it only falls on a skipped step): one read of the scale per step.
     """
 
     name = "torch"
@@ -101,7 +113,8 @@ class TorchEngine:
                  device: str = "cpu", compile: bool = False, optimizer: str = "sgd",
                  optimizer_options: dict | None = None, label_smoothing: float = 0.0,
                  l1: float = 0.0, l2: float = 0.0, clip_grad_norm: float | None = None,
-                 shared_masks: bool = True, freeze: int = 0, max_norm: float | None = None) -> None:
+                 shared_masks: bool = True, freeze: int = 0, max_norm: float | None = None,
+                 precision: str = "fp32") -> None:
         from nnscratch.model.registry import dead_unit_layers, dense_layers, frozen_layers
 
         self.device = resolve_device(device)
@@ -133,6 +146,15 @@ class TorchEngine:
         self._max_norm_weights = [self.model[i].weight for i in dense_layers(spec) if i not in frozen]
         self._forward = torch.compile(self.model) if compile else self.model
         self._shared = {i: m for i, m in enumerate(self.model) if isinstance(m, SharedMaskDropout)}
+        if precision not in _AUTOCAST_DTYPES:
+            raise UsageError(f"--precision must be one of {', '.join(_AUTOCAST_DTYPES)}, got {precision!r}")
+        if precision != "fp32" and self.dtype != torch.float32:
+            raise UsageError(f"--precision {precision} keeps float32 master weights: use --dtype float32")
+        self.precision = precision
+        self._autocast = _AUTOCAST_DTYPES[precision]
+        self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
+        self._scale_seen = self.scaler.get_scale() if self.scaler is not None else 1.0
+        self._skipped = 0
         self.steps = 0
         self._losses: list[torch.Tensor] = []
         self._correct = torch.zeros((), dtype=torch.int64, device=self.device)
@@ -188,19 +210,24 @@ class TorchEngine:
         xb, yb = self._tensor(x), self._tensor(y)
         self.optimizer.param_groups[0]["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        if record is None:
-            logits = self._forward(xb)
-        else:
-            logits = self._forward_recorded(xb, record["layers"], record["arrays"]["outputs"] if "arrays" in record
-                                            else None)
-        loss = self.loss_fn(logits, yb)
+        with torch.autocast(self.device.type, dtype=self._autocast, enabled=self._autocast is not None):
+            if record is None:
+                logits = self._forward(xb)
+            else:
+                logits = self._forward_recorded(xb, record["layers"], record["arrays"]["outputs"]
+                                                if "arrays" in record else None)
+            loss = self.loss_fn(logits, yb)
         if self.l1 or self.l2:  # the same penalty as the NumPy engine's, over every trainable parameter
             params = self._trainable
             if self.l1:
                 loss = loss + self.l1 * sum(p.abs().sum() for p in params)
             if self.l2:
                 loss = loss + self.l2 * sum(p.pow(2).sum() for p in params)
-        loss.backward()
+        if self.scaler is None:
+            loss.backward()
+        else:  # GradScaler: backward of scale * loss, then the true gradients back before anyone reads them
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
         if record is not None:  # the gradient of the training loss, before clipping; the weights before the step
             record["params"] = {n: gradient_stats(_host(p.grad)) for n, p in self._named_trainable}
             if "arrays" in record:
@@ -208,7 +235,14 @@ class TorchEngine:
             before = {n: _host(p).copy() for n, p in self._named_trainable}
         if self.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self._trainable, self.clip_grad_norm)
-        self.optimizer.step()
+        if self.scaler is None:
+            self.optimizer.step()
+        else:  # skipped when a gradient is not finite; the scale halves then, and grows after 2000 clean steps
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            scale = self.scaler.get_scale()
+            self._skipped += scale < self._scale_seen
+            self._scale_seen = scale
         if self.max_norm is not None:
             with torch.no_grad():
                 for weight in self._max_norm_weights:
@@ -227,6 +261,14 @@ class TorchEngine:
         self._losses = []
         self._correct.zero_()
         return losses, correct
+
+    def take_precision_stats(self) -> dict | None:
+        """``{"loss_scale", "skipped_steps" since the last call}`` under mixed precision, else None
+        (the NumPy engine's :meth:`~nnscratch.numpy_engine.model.NumpyEngine.take_precision_stats`)."""
+        if self.precision == "fp32":
+            return None
+        skipped, self._skipped = self._skipped, 0
+        return {"loss_scale": float(self._scale_seen), "skipped_steps": int(skipped)}
 
     @torch.inference_mode()
     def predict_logits(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
@@ -252,7 +294,10 @@ class TorchEngine:
         names = dict(zip((id(p) for p in self.model.parameters()), (n for n, _ in self.model.named_parameters())))
         opt = {f"optimizer.{names[id(p)]}.{key}": value.detach().cpu().numpy().copy()
                for p, st in self.optimizer.state.items() for key, value in st.items() if torch.is_tensor(value)}
-        return {**self.state_dict(), **opt, "engine.steps": np.array(self.steps, dtype=np.int64)}
+        scaler = {} if self.scaler is None else {  # the NumPy engine's names (precision.LossScaler.state)
+            "engine.loss_scale": np.array(self.scaler.get_scale(), dtype=np.float32),
+            "engine.growth_tracker": np.array(self.scaler.state_dict()["_growth_tracker"], dtype=np.int64)}
+        return {**self.state_dict(), **opt, "engine.steps": np.array(self.steps, dtype=np.int64), **scaler}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.load_state_dict({k: v for k, v in state.items() if not k.startswith(("optimizer.", "engine."))})
@@ -267,3 +312,8 @@ class TorchEngine:
                 pname, sname = key[len("optimizer."):].rsplit(".", 1)
                 self.optimizer.state[params[pname]][sname] = torch.from_numpy(np.array(value)).to(self.device)
         self.steps = int(state.get("engine.steps", 0))
+        if self.scaler is not None and "engine.loss_scale" in state:
+            self.scaler.load_state_dict({**self.scaler.state_dict(),
+                                         "scale": float(np.asarray(state["engine.loss_scale"])),
+                                         "_growth_tracker": int(np.asarray(state["engine.growth_tracker"]))})
+            self._scale_seen = self.scaler.get_scale()

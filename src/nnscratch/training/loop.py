@@ -26,7 +26,9 @@ class EpochRecord:
     wall time of the epoch's optimisation steps. ``gradient_flow`` is what the epoch's
     :class:`~nnscratch.training.events.GradientFlow` said (``steps``, ``params``, ``layers``), or
     None when the run does not record it (then :func:`record_dict` leaves the key out; a record
-    written before the field existed loads as None)."""
+    written before the field existed loads as None). ``loss_scale`` and ``skipped_steps``: under
+    mixed precision (``--precision fp16|bf16``) the loss scale at the epoch's end and the steps
+    skipped in it for a gradient that was not finite (bf16: 1.0 and 0); None, and left out, in fp32."""
 
     epoch: int
     train_loss: float
@@ -36,12 +38,15 @@ class EpochRecord:
     val_f1: float
     time_s: float
     gradient_flow: dict | None = None
+    loss_scale: float | None = None
+    skipped_steps: int | None = None
 
 
 def record_dict(record: EpochRecord) -> dict:
     """``record`` as a plain dict, without ``gradient_flow`` when it has none (the form of
     ``metrics.json``'s history and of :class:`~nnscratch.training.events.EpochEnd`'s record)."""
-    return {k: v for k, v in asdict(record).items() if not (k == "gradient_flow" and v is None)}
+    return {k: v for k, v in asdict(record).items()
+            if not (k in ("gradient_flow", "loss_scale", "skipped_steps") and v is None)}
 
 
 @dataclass

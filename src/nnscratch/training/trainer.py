@@ -320,8 +320,10 @@ class Trainer:
             self._emit(Evaluation(self.engine.name, epoch, "val", stats["loss"], stats["accuracy"], stats["f1"]))
         else:
             stats = {"loss": math.nan, "accuracy": math.nan, "f1": math.nan}
+        take_precision = getattr(self.engine, "take_precision_stats", None)  # optional in the Engine contract
+        precision = (take_precision() if take_precision else None) or {}
         record = EpochRecord(epoch, float(np.average(losses, weights=sizes)), self._epoch_correct / self.n_train,
-                             stats["loss"], stats["accuracy"], stats["f1"], self._epoch_time, flow)
+                             stats["loss"], stats["accuracy"], stats["f1"], self._epoch_time, flow, **precision)
         self.cursor.end_epoch(record.val_loss)
         best, stop = None, False
         if self.early_stopping is not None:

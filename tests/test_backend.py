@@ -1,0 +1,157 @@
+"""The one array backend of the NumPy engine (issue 24, item 1).
+
+* "One place": no module of ``nnscratch.numpy_engine`` but ``backend.py`` imports NumPy or SciPy
+  (checked by reading the package's sources), and the layers' products go through the backend's
+  ``gemm`` (a counting backend sees every one).
+* The CPU backend's ``gemm`` is ``alpha * a @ b + beta * out`` for every memory order.
+* ``--device cuda`` without a GPU or without CuPy is one line naming what is missing (exit 2).
+* The losses stay backend scalars until the engine's ``take_epoch_stats``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import assert_one_line_error, run_cli, skip_where_cuda_may_exist
+from nnscratch.errors import UsageError
+from nnscratch.model.registry import dropout_layers, initial_state
+from nnscratch.model.spec import mlp_spec
+from nnscratch.numpy_engine import backend as backend_module
+from nnscratch.numpy_engine.backend import NUMPY, backend_for, numpy_gemm
+from nnscratch.numpy_engine.model import NumpyEngine
+from nnscratch.training.streams import init_rng
+
+PACKAGE = Path(backend_module.__file__).parent
+IMPORT = re.compile(r"^\s*(import|from)\s+(numpy|scipy|cupy|cupyx)\b", re.MULTILINE)
+
+
+def test_only_the_backend_imports_numpy_or_scipy():
+    importers = sorted(p.name for p in PACKAGE.glob("*.py") if IMPORT.search(p.read_text(encoding="utf-8")))
+    assert importers == ["backend.py"]
+    assert len(list(PACKAGE.glob("*.py"))) >= 9  # the package was really read
+
+
+def test_every_product_of_the_layers_goes_through_the_backends_gemm():
+    calls = []
+
+    def counting_gemm(a, b, out, alpha=1.0, beta=0.0):
+        calls.append((a.shape, b.shape))
+        return numpy_gemm(a, b, out, alpha, beta)
+
+    counting = dataclasses.replace(NUMPY, gemm=counting_gemm)
+    spec = mlp_spec(input_dim=6, hidden=(5,), num_classes=3)
+    initial = initial_state(spec, init_rng(0))
+    engine = NumpyEngine(spec, initial, np.float64)
+    reference = NumpyEngine(spec, initial, np.float64)
+    for layer in engine.model.layers:
+        layer.to(counting)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((4, 6)), rng.integers(0, 3, 4)
+    engine.train_step(x, y, 0.1)
+    reference.train_step(x, y, 0.1)
+    # forward: 2 products; backward: dW, db of both layers and dx of the second
+    assert len(calls) == 2 + 5
+    for name, value in reference.state_dict().items():
+        np.testing.assert_array_equal(engine.state_dict()[name], value)
+
+
+@pytest.mark.parametrize("orders", ["CCC", "FFF", "CFC", "FCF"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_cpu_gemm_is_alpha_a_b_plus_beta_out_in_any_order(orders, dtype):
+    rng = np.random.default_rng(1)
+    a = np.asarray(rng.standard_normal((5, 7)), dtype=dtype, order=orders[0])
+    b = np.asarray(rng.standard_normal((7, 3)), dtype=dtype, order=orders[1])
+    out = np.asarray(rng.standard_normal((5, 3)), dtype=dtype, order=orders[2])
+    expected = -0.5 * (a.astype(np.float64) @ b) + 2.0 * out
+    NUMPY.gemm(a, b, out, alpha=-0.5, beta=2.0)
+    np.testing.assert_allclose(out, expected, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_the_cpu_backend_keeps_host_arrays_as_they_are():
+    a = np.arange(6.0).reshape(2, 3)
+    assert NUMPY.to_device(a) is a and NUMPY.to_host(a) is a
+    assert NUMPY.order_for(64) == "F" and NUMPY.order_for(1024) == "C"
+    assert backend_for("cpu") is NUMPY and backend_for("auto") is NUMPY
+    assert not NUMPY.is_gpu
+
+
+def test_the_loss_stays_a_backend_scalar_until_the_epoch_is_drained():
+    spec = mlp_spec(input_dim=6, hidden=(5,), num_classes=3)
+    engine = NumpyEngine(spec, initial_state(spec, init_rng(0)), np.float32)
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        engine.train_step(rng.standard_normal((4, 6)).astype(np.float32), rng.integers(0, 3, 4), 0.1)
+    assert all(isinstance(loss, np.float64) for loss in engine._losses)  # a 0-d CuPy array on the GPU
+    losses, correct = engine.take_epoch_stats()
+    assert losses.dtype == np.float64 and losses.shape == (3,) and 0 <= correct <= 12
+    assert engine._losses == [] and engine._correct == []
+
+
+def test_cuda_without_cupy_is_one_line_with_the_install_hint(monkeypatch):
+    monkeypatch.setattr(backend_module, "_CUPY", None)
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy raises ImportError
+    with pytest.raises(UsageError) as exc:
+        backend_for("cuda")
+    message = str(exc.value)
+    assert "needs CuPy" in message and "nnscratch[gpu]" in message and "\n" not in message
+
+
+def test_the_cli_refuses_the_numpy_engine_on_a_missing_gpu(tmp_path):
+    skip_where_cuda_may_exist()
+    proc = run_cli(["train", "--engine", "numpy", "--device", "cuda", "--out", str(tmp_path / "run"), "--quiet"],
+                   cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "--engine numpy --device cuda" in assert_one_line_error(proc.stderr, proc.stdout)
+    assert not (tmp_path / "run").exists()
+
+
+#: NumPy dressed as a device: the GPU code paths of the engine (moving the loop's arrays, losses
+#: kept as backend scalars and stacked once per epoch, row-major buffers, host copies for the
+#: statistics) run on the CPU, so they are tested here even where no GPU is (tests/test_gpu.py
+#: runs them on a real one).
+PRETEND_DEVICE = dataclasses.replace(NUMPY, name="cuda", column_major_rows=0, is_gpu=True)
+
+
+def test_options_whose_code_is_cpu_only_are_refused_on_the_gpu(monkeypatch):
+    monkeypatch.setattr("nnscratch.numpy_engine.model.backend_for", lambda device: PRETEND_DEVICE)
+    spec = mlp_spec(input_dim=6, hidden=(5,), num_classes=3)
+    with pytest.raises(UsageError, match="--device cuda runs without --jit, --l1"):
+        NumpyEngine(spec, initial_state(spec, init_rng(0)), np.float32, device="cuda", l2=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_the_device_code_paths_give_the_cpu_numbers(monkeypatch, precision):
+    from nnscratch.training.streams import EpochOrders
+    from nnscratch.training.trainer import fit
+
+    spec = mlp_spec(input_dim=30, hidden=(24, 16), num_classes=4, dropout=0.2, batch_norm=True)
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((96, 30)).astype(np.float32), rng.integers(0, 4, 96)
+    results = []
+    for device in ("cpu", "cuda"):
+        monkeypatch.setattr("nnscratch.numpy_engine.model.backend_for",
+                            lambda d: PRETEND_DEVICE if d == "cuda" else NUMPY)
+        engine = NumpyEngine(spec, initial_state(spec, init_rng(0)), np.float32, device=device,
+                             precision=precision, optimizer="adam")
+        history = fit(engine, (x, y), (x[:40], y[:40]), orders=[EpochOrders(0, 96).order(e) for e in range(2)],
+                      batch_size=16, num_classes=4, lr=0.01, epochs=2, gradient_flow=2,
+                      dropout=dropout_layers(spec))
+        results.append((history, engine.state_dict(), engine.predict_logits(x[:10])))
+    (cpu, cpu_state, cpu_logits), (dev, dev_state, dev_logits) = results
+    # row- against column-major buffers: another summation order, which fp16's rounding magnifies
+    rtol = 1e-5 if precision == "fp32" else 2e-3
+    np.testing.assert_allclose(dev.step_loss, cpu.step_loss, rtol=rtol)
+    np.testing.assert_allclose([e.train_accuracy for e in dev.epochs], [e.train_accuracy for e in cpu.epochs],
+                               atol=0 if precision == "fp32" else 2 / 96)  # fp16: a near tie may flip
+    assert dev.epochs[-1].gradient_flow is not None
+    assert (dev.epochs[-1].loss_scale, dev.epochs[-1].skipped_steps) == \
+        (cpu.epochs[-1].loss_scale, cpu.epochs[-1].skipped_steps)
+    np.testing.assert_allclose(dev_logits, cpu_logits, rtol=20 * rtol, atol=20 * rtol)
+    for name, value in cpu_state.items():
+        np.testing.assert_allclose(dev_state[name], value, rtol=20 * rtol, atol=20 * rtol, err_msg=name)
