@@ -34,6 +34,15 @@ def test_the_gelu_config_is_the_readmes_deeper_net():
     assert cfg == replace(RunConfig(), hidden=(512, 256), activation="gelu", batch_norm=True, dropout=0.2)
 
 
+def test_the_long_config_is_best_toml_with_weight_decay_and_80_epochs():
+    """configs/best-long.toml is what its comment says: best.toml, weight decay 5e-4, 80 epochs."""
+    from dataclasses import replace
+
+    best = resolve_config(REPO / "configs" / "best.toml", {}, ("numpy",))
+    long = resolve_config(REPO / "configs" / "best-long.toml", {}, ("numpy",))
+    assert long == replace(best, weight_decay=5e-4, epochs=80)
+
+
 def test_file_values_then_flags_override(tmp_path):
     path = _write(tmp_path, 'hidden = [512, 256]\nactivation = "gelu"\nbatch_norm = true\ndropout = 0.2\n'
                             'lr = 1\nepochs = 3\n')
