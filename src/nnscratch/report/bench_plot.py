@@ -14,7 +14,8 @@ import numpy as np  # noqa: E402
 from nnscratch.report.plots import save_figure  # noqa: E402
 
 COLORS = {"numpy-float32": "#1f77b4", "numpy-float64": "#9ecae1", "numpy-float32-jit": "#17becf",
-          "torch-eager": "#d62728", "torch-compile": "#ff9896", "sklearn": "#7f7f7f"}
+          "torch-eager": "#d62728", "torch-compile": "#ff9896", "jax-jit": "#2ca02c", "sklearn": "#7f7f7f",
+          "numpy-float32+augment": "#ff7f0e"}
 
 
 def plot_benchmark(result: dict, path: str) -> None:
