@@ -24,6 +24,7 @@ TINY = {
     "gradient_flow.py": ["20", "1", "640"],
     "augment.py": ["1", "--train-subset", "512", "--repeats", "2"],
     "precision.py": ["256", "1", "numpy"],
+    "twin_overhead.py": ["--rounds", "1", "--train-subset", "640", "--dropout", "0.2"],
 }
 
 
@@ -34,7 +35,7 @@ def test_every_script_has_a_tiny_run():
 @pytest.mark.parametrize("script", sorted(TINY))
 def test_the_script_runs(script, tmp_path, request):
     if script in ("engines.py", "checkpoints.py", "transfer.py", "gradient_flow.py", "augment.py", "max_norm.py",
-                  "precision.py"):
+                  "precision.py", "twin_overhead.py"):
         request.getfixturevalue("mnist")  # the real MNIST files (skip or fail as conftest says)
     elif script != "keep_overhead.py":
         optional_import("torch")
@@ -59,5 +60,7 @@ def test_the_script_runs(script, tmp_path, request):
         assert "median numpy fp16:" in proc.stdout and "median numpy bf16:" in proc.stdout, proc.stdout
     elif script == "augment.py":
         assert "elastic recipe (scipy)" in proc.stdout and "augmented (default)" in proc.stdout, proc.stdout
+    elif script == "twin_overhead.py":
+        assert "784-533-10, batch 64, dropout 0.2, 640 images" in proc.stdout and "twin / plain = " in proc.stdout
     else:
         assert "numpy-float32" in proc.stdout, proc.stdout
