@@ -106,12 +106,7 @@ class GlobalBatchNorm1d(BatchNorm1d):
         var = squares / n                                            # biased variance of the global batch
         inv_std = 1.0 / np.sqrt(var + self.eps)
         xhat *= inv_std
-        m, b = self.momentum, self.buffers
-        b["running_mean"] *= 1.0 - m
-        b["running_mean"] += m * mean
-        b["running_var"] *= 1.0 - m
-        b["running_var"] += (m * n / (n - 1)) * var
-        b["num_batches_tracked"] += 1
+        self._track(mean, var, n)
         self._inv_std, self._n = inv_std, n
         y = self._scratch.get("y", x.shape)
         np.multiply(xhat, self.params["weight"], out=y)

@@ -507,6 +507,16 @@ class BatchNorm1d(Layer):
         self._inv_std: np.ndarray | None = None
         self._batch_stats = True  # whether the last forward normalised with the batch's statistics
 
+    def _track(self, mean, var, n: int) -> None:
+        """The running statistics, as torch keeps them: ``r <- (1 - m) r + m * batch``, the batch's
+        variance made unbiased (``* n / (n - 1)``) for ``running_var``; one more batch tracked."""
+        m, b = self.momentum, self.buffers
+        b["running_mean"] *= 1.0 - m
+        b["running_mean"] += m * mean
+        b["running_var"] *= 1.0 - m
+        b["running_var"] += (m * n / (n - 1)) * var
+        b["num_batches_tracked"] += 1
+
     def forward(self, x: np.ndarray, train: bool = True, keep: bool | None = None) -> np.ndarray:
         xp = self.xp
         n = x.shape[0]
@@ -521,12 +531,7 @@ class BatchNorm1d(Layer):
             var = xp.einsum("ij,ij->j", xhat, xhat) / n           # biased variance, (D,)
             inv_std = 1.0 / xp.sqrt(var + self.eps)
             xhat *= inv_std
-            m, b = self.momentum, self.buffers
-            b["running_mean"] *= 1.0 - m
-            b["running_mean"] += m * mean
-            b["running_var"] *= 1.0 - m
-            b["running_var"] += (m * n / (n - 1)) * var
-            b["num_batches_tracked"] += 1
+            self._track(mean, var, n)
             self._inv_std = inv_std
         else:
             inv_std = 1.0 / xp.sqrt(self.buffers["running_var"] + self.eps)
