@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from pathlib import Path
 
@@ -27,6 +28,9 @@ def start_server(runs_dir: Path, host: str = "127.0.0.1", port: int = 0, flag: s
         raise UsageError(f"{flag} {port} is not a port number; give one in 1-65535 (or 0: a free one)")
     try:
         server = make_server(runs_dir, host, port)
+    except socket.gaierror as exc:  # the host name, not the port, is the problem
+        raise UsageError(f"--host {host}: no such address here ({exc.strerror or exc}); "
+                         "use --host 127.0.0.1 (the default) or an address of this machine") from None
     except OSError as exc:
         raise UsageError(f"{flag} {port}: cannot listen on {host}:{port} ({exc.strerror or exc}); "
                          f"choose another port, or {flag} 0 for a free one") from None

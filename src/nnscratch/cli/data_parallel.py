@@ -59,6 +59,11 @@ def per_process_config(cfg):
     comm = distributed.active()
     if comm is None:
         return cfg
+    if "numpy" in cfg.engines and cfg.device == "cuda":
+        from nnscratch.errors import UsageError
+
+        raise UsageError("--distributed trains the NumPy engine on the CPU only (its data-parallel buffers are "
+                         "host memory): use --device cpu, or --engine torch --device cuda")
     return dataclasses.replace(cfg, threads=threads_per_process(cfg.threads, comm.local_world_size))
 
 

@@ -98,7 +98,8 @@ def _add_run_flags(p: argparse.ArgumentParser, default_out: str, finetune: bool 
     r.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
                    help="NumPy engine: Numba-compiled element-wise kernels (needs numba; see docs/performance.md)")
     r.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
-    add_distributed_flags(r)
+    if trains:
+        add_distributed_flags(r)
     r.add_argument("--gradient-flow", action=argparse.BooleanOptionalAction, default=None,
                    help="per-layer gradient, update and activation statistics every epoch, in metrics.json and "
                         "{engine}_gradient_flow.png (default: on; see docs/gradient-flow.md)")

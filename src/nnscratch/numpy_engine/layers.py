@@ -166,6 +166,10 @@ class Dense(Layer):
     update ``W -= lr * dW`` (one pass over ``W`` fewer than storing ``dW`` first). When the sink
     also keeps the plain gradient (``sink.keep``: a step that records its gradient flow), ``dW``
     and ``db`` are computed into it as well, by the same products with ``alpha = 1, beta = 0``.
+
+    Every product goes through ``self.backend.gemm`` (:mod:`.backend`): BLAS on the CPU, cuBLAS on
+    a GPU, and under ``--precision fp16|bf16`` a gemm that rounds its operands and result to that
+    format (:class:`~nnscratch.numpy_engine.precision.LowPrecisionProducts`).
     """
 
     def __init__(self, in_features: int, dtype=np.float32, *, out_features: int, bias: bool = True) -> None:

@@ -88,6 +88,11 @@ def data_parallel(processes: int, data_dir: str | None, n: int, batch_size: int,
                                 start_new_session=True)
         try:
             output, _ = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            from nnscratch.errors import NNScratchError
+
+            raise NNScratchError(f"bench --distributed: the {processes} torchrun processes did not finish within "
+                                 f"{timeout_s:g} s; try a smaller --train-subset or fewer --epochs") from None
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, 9)
