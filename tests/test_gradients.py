@@ -18,7 +18,7 @@ import pytest
 from helpers import optional_import
 from nnscratch.analysis.gradcheck import numerical_gradient, rel_error
 from nnscratch.numpy_engine import Dense, NumpyEngine, ReLU, Sequential, SoftmaxCrossEntropy
-from nnscratch.numpy_engine.blas import gemm
+from nnscratch.numpy_engine.backend import numpy_gemm as gemm
 from nnscratch.model.registry import initial_state
 from nnscratch.model.spec import ModelSpec, mlp_spec
 

@@ -210,7 +210,7 @@ def elastic_field(rng: np.random.Generator, n: int, shape: tuple[int, int], alph
     z *= np.float32(2 * alpha)
     z -= np.float32(alpha)                                  # alpha Z, Z ~ U(-1, 1)
     # one small product per image and axis: each far below the size at which BLAS would start its
-    # thread pool (another pool than the engine's, which would fight it for the cores: blas.py)
+    # thread pool (another pool than the engine's, which would fight it for the cores: backend.py)
     return np.matmul(np.matmul(p_h, z), _transposed_basis(shape[1], float(sigma)))
 
 
@@ -266,7 +266,7 @@ class Warper:
         u, v = np.meshgrid(np.arange(W, dtype=np.float32) - (W - 1) / 2, np.arange(H, dtype=np.float32) - (H - 1) / 2)
         self.grid = np.stack([u.ravel(), v.ravel(), np.ones(H * W, np.float32)])        # (3, H W)
         # rows of coordinates per product: each under 2^18 multiplications, the size below which
-        # OpenBLAS stays in the calling thread (NumPy's pool would fight the engine's: blas.py)
+        # OpenBLAS stays in the calling thread (NumPy's pool would fight the engine's: backend.py)
         self.chunk = max(1, 2 ** 18 // (3 * H * W))
         # where row y0, column x0 of image b sits in the flat padded batch: b Hp Wp + (y0 + 1) Wp + x0 + 1
         self.origin = (np.arange(n, dtype=np.float32) * Hp * Wp + Wp + 1)[:, None, None]

@@ -13,7 +13,7 @@ Gradient clipping is ``torch.nn.utils.clip_grad_norm_`` with ``norm_type=2``. Ma
 (:class:`MaxNorm`) is ``torch.renorm``'s rule, applied to the weights after the update.
 
 None of these functions touches BLAS (sums go through NumPy's own loops, squares through
-``einsum``), so they never wake a second BLAS thread pool (see ``numpy_engine/blas.py``).
+``einsum``), so they never wake a second BLAS thread pool (see ``numpy_engine/backend.py``).
 """
 
 from __future__ import annotations
