@@ -141,38 +141,26 @@ def read_jsonl(path: str | Path) -> Iterator[dict]:
 def follow_jsonl(path: str | Path, offset: int = 0) -> tuple[list[dict], int]:
     """``(events, next_offset)``: the complete events written after byte ``offset``, and where the
     next call should start (just after the last complete line). Call it again with ``next_offset``
-    to get only what was written since; a line still being written is read once it is whole."""
-    with open(path, "rb") as f:
-        f.seek(offset)
-        data = f.read()
-    end = data.rfind(b"\n") + 1  # what follows the last newline is unfinished
-    events = []
-    for line in data[:end].split(b"\n"):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue
-        if isinstance(obj, dict):
-            events.append(obj)
-    return events, offset + end
+    to get only what was written since; a line still being written is read once it is whole.
+    Lines that are not JSON objects are left out (:func:`read_jsonl_chunk` names them)."""
+    events, next_offset, _ = read_jsonl_chunk(path, offset, max_bytes=None)
+    return events, next_offset
 
 
 def read_jsonl_chunk(path: str | Path, offset: int = 0,
-                     max_bytes: int = 16 << 20) -> tuple[list[dict], int, list[str]]:
-    """Like :func:`follow_jsonl`, for a reader that must say what it skipped (the dashboard):
-    ``(events, next_offset, problems)``, reading at most ``max_bytes`` from byte ``offset``.
+                     max_bytes: int | None = 16 << 20) -> tuple[list[dict], int, list[str]]:
+    """The events written after byte ``offset``, for a reader that must say what it skipped (the
+    dashboard): ``(events, next_offset, problems)``, reading at most ``max_bytes`` (None: all).
 
     ``problems`` names each complete line that is not a JSON object (``"byte 1234: not JSON"``).
     A last line without its newline is left for the next call, unless it alone fills
     ``max_bytes``: then it is skipped (a problem too) and the next call starts inside it."""
     with open(path, "rb") as f:
         f.seek(offset)
-        data = f.read(max_bytes)
+        data = f.read(-1 if max_bytes is None else max_bytes)
     end = data.rfind(b"\n") + 1  # what follows the last newline is unfinished
     problems: list[str] = []
-    if end == 0 and len(data) >= max_bytes:
+    if end == 0 and max_bytes is not None and len(data) >= max_bytes:
         return [], offset + len(data), [f"byte {offset}: a line longer than {max_bytes:,} bytes, skipped"]
     events, at = [], offset
     for line in data[:end].split(b"\n")[:-1]:
