@@ -172,14 +172,41 @@ def test_jit_engine_with_an_optimizer_trains_like_the_plain_engine(optimizer, op
     spec = mlp_spec(input_dim=30, hidden=(20, 16), num_classes=10)
     initial = initial_state(spec, np.random.default_rng(7))
     orders = [np.random.default_rng(8).permutation(700) for _ in range(2)]
-    engines = [NumpyEngine(spec, initial, np.float64, optimizer=optimizer, optimizer_options=options, jit=jit)
-               for jit in (False, True)]
+    engines = [NumpyEngine(spec, initial, np.float64, optimizer=optimizer, optimizer_options=options, jit=jit,
+                           compiled_updates=jit) for jit in (False, True)]
+    assert type(engines[0].optimizer) is OPTIMIZERS[optimizer]   # the NumPy reference
     assert type(engines[1].optimizer) is JIT_OPTIMIZERS[optimizer]
     runs = [fit(engine, (x, y), None, orders=orders, batch_size=64, num_classes=10, lr=0.01) for engine in engines]
     np.testing.assert_allclose(runs[1].step_loss, runs[0].step_loss, rtol=ENGINE_RTOL)
     assert runs[0].step_loss[-1] < runs[0].step_loss[0]
     _assert_same(engines[0].model.named_params(), engines[0].optimizer.state(),
                  engines[1].model.named_params(), engines[1].optimizer.state(), ENGINE_RTOL)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("optimizer, options", [("sgd", {"momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}),
+                                                ("sgd", {"momentum": 0.9}), ("sgd", {"weight_decay": 1e-3}),
+                                                ("adamw", {"weight_decay": 1e-2}), ("rmsprop", {"momentum": 0.5})])
+def test_default_engine_compiles_the_update_and_keeps_the_numpy_numbers(optimizer, options, dtype):
+    """Without ``--jit`` the engine still makes a non-fused update in one compiled pass
+    (``compiled_updates``, the default): its whole run, weights and state, equals the NumPy
+    reference's bit for bit, in float32 as in float64; plain SGD keeps the fused path."""
+    rng = np.random.default_rng(10)
+    x, y = rng.random((500, 30)).astype(dtype), rng.integers(0, 10, 500)
+    spec = mlp_spec(input_dim=30, hidden=(24, 12), num_classes=10)
+    initial = initial_state(spec, np.random.default_rng(11))
+    orders = [np.random.default_rng(12).permutation(500) for _ in range(2)]
+    engines = [NumpyEngine(spec, initial, dtype, optimizer=optimizer, optimizer_options=options,
+                           compiled_updates=compiled) for compiled in (False, True)]
+    assert type(engines[0].optimizer) is OPTIMIZERS[optimizer]
+    assert type(engines[1].optimizer) is JIT_OPTIMIZERS[optimizer]
+    runs = [fit(engine, (x, y), None, orders=orders, batch_size=64, num_classes=10, lr=0.05, seed=3)
+            for engine in engines]
+    np.testing.assert_array_equal(runs[1].step_loss, runs[0].step_loss)
+    _assert_same(engines[0].model.named_params(), engines[0].optimizer.state(),
+                 engines[1].model.named_params(), engines[1].optimizer.state())
+    plain = NumpyEngine(spec, initial, dtype)
+    assert plain.fused and type(plain.optimizer) is OPTIMIZERS["sgd"]
 
 
 def test_jit_engine_with_label_smoothing_keeps_the_smoothing_loss():

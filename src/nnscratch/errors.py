@@ -9,7 +9,7 @@ exits with :attr:`NNScratchError.exit_code`: 2 for bad usage or input, 1 for fai
 
 #: How to install what an optional feature needs: the one place each install line is spelt.
 INSTALL_TORCH = "pip install torch==2.13.0 then pip install 'nnscratch[torch]'"
-INSTALL_NUMBA = "pip install 'nnscratch[bench]'"
+INSTALL_NUMBA = "pip install numba"
 INSTALL_ONNX = "pip install 'nnscratch[onnx]'"
 INSTALL_TENSORBOARD = "pip install 'nnscratch[tensorboard]'"
 INSTALL_CUPY = "pip install 'nnscratch[gpu]' (CuPy for CUDA 12: cupy-cuda12x)"

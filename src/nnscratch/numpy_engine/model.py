@@ -153,6 +153,16 @@ class Sequential:
                                                                         **self.named_buffers()}.items()}
 
 
+def compiled_optimizer(name: str, params: dict, **hyperparameters):
+    """The Numba-compiled twin of optimizer ``name`` (:mod:`nnscratch.numpy_engine.jit`: one pass
+    over memory, the NumPy class's numbers bit for bit), or None where Numba cannot be imported."""
+    try:
+        from nnscratch.numpy_engine.jit import make_jit_optimizer
+    except ImportError:
+        return None
+    return make_jit_optimizer(name, params, **hyperparameters)
+
+
 class NumpyEngine:
     """The hand-written engine behind the engine contract (:class:`nnscratch.engines.Engine`).
 
@@ -194,7 +204,7 @@ class NumpyEngine:
                  label_smoothing: float = 0.0, l1: float = 0.0, l2: float = 0.0,
                  clip_grad_norm: float | None = None, fuse: bool = True, jit: bool = False,
                  freeze: int = 0, max_norm: float | None = None, device: str = "cpu",
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", compiled_updates: bool = True) -> None:
         from nnscratch.model.registry import dense_layers  # here: the registry imports this package's layers
 
         if precision not in PRECISIONS:
@@ -222,10 +232,11 @@ class NumpyEngine:
                                  for layer in self.model.layers]
             if not label_smoothing:
                 self.loss = JitSoftmaxCrossEntropy(dtype)
-        build = make_optimizer
-        if jit:  # the optimizers' Numba twins (same numbers, one pass over memory)
-            from nnscratch.numpy_engine.jit import make_jit_optimizer as build
-        self.optimizer = build(optimizer, self.model.trainable_params(), **(optimizer_options or {}))
+        self.optimizer = make_optimizer(optimizer, self.model.trainable_params(), **(optimizer_options or {}))
+        if not self.optimizer.fused and (jit or compiled_updates) and not self.backend.is_gpu:
+            # the update in one compiled pass over memory: the same numbers, bit for bit (jit.py)
+            compiled = compiled_optimizer(optimizer, self.model.trainable_params(), **(optimizer_options or {}))
+            self.optimizer = compiled or self.optimizer
         self.l1, self.l2, self.clip_grad_norm = l1, l2, clip_grad_norm
         # the fused path is plain SGD on the loss's own gradient: a penalty or clipping needs the gradient first
         self.fused = fuse and self.optimizer.fused and not (l1 or l2 or clip_grad_norm) and precision == "fp32"
@@ -421,7 +432,7 @@ class NumpyEngine:
         steps = int(state.get("engine.steps", 0))
         opt = self.optimizer
         if steps and not optimizer and not self.fused and (opt._state_keys() or opt._has_step_state):
-            raise ValueError(f"the state is at step {steps} but holds no {type(opt).__name__} state")
+            raise ValueError(f"the state is at step {steps} but holds no {opt.torch_class} state")
         self.model.load_state_dict(model)
         self.optimizer.load_state(optimizer)
         if self.scaler is not None:

@@ -27,9 +27,11 @@ NumPy's ``out=`` / in-place operators. Measured (2-core AMD EPYC, 1.86M float32 
 784-1024-1024-10): Adam 6.2 ms per step (13 element-wise passes), against 17.9 ms for the same
 formulas written as plain NumPy expressions and 4.1 ms for torch's single-tensor Adam; plain SGD's
 ``step`` 1.1 ms; no allocation at all (``tracemalloc`` peak under 1 kB). Every one of those passes
-is a rounding of its own, so NumPy cannot do the same numbers in fewer; ``--jit`` runs the Numba
-twins of these classes (``numpy_engine/jit.py``): one pass, same numbers (how much faster:
-docs/performance.md, "Optimizer updates").
+is a rounding of its own, so NumPy cannot do the same numbers in fewer. The engine therefore runs
+the Numba twins of these classes (``numpy_engine/jit.py``: one pass, the same numbers bit for bit)
+by default, and these NumPy classes are their readable reference (``tests/test_jit.py``), used
+on a GPU, without numba, and with ``NumpyEngine(compiled_updates=False)`` (how much faster:
+docs/performance.md, "Optimizer updates" and "Numba").
 """
 
 from __future__ import annotations
@@ -159,13 +161,13 @@ class Optimizer:
         missing = sorted((set(expected) | set(step_names)) - set(state))
         unexpected = sorted(set(state) - set(expected) - set(step_names))
         if missing or unexpected:
-            raise ValueError(f"{type(self).__name__} state does not match its parameters: "
+            raise ValueError(f"{self.torch_class} state does not match its parameters: "
                              f"missing {missing}, unexpected {unexpected}")
         wrong = [f"{full} {np.shape(state[full])} (expected {self._state[name][key].shape})"
                  for full, (name, key) in expected.items()
                  if np.shape(state[full]) != self._state[name][key].shape]
         if wrong:
-            raise ValueError(f"{type(self).__name__} state has wrong shapes: {', '.join(wrong)}")
+            raise ValueError(f"{self.torch_class} state has wrong shapes: {', '.join(wrong)}")
         steps = self._steps_from(state, step_names)
         for full, (name, key) in expected.items():
             self.xp.copyto(self._state[name][key], self.xp.asarray(state[full]), casting="same_kind")
@@ -177,7 +179,7 @@ class Optimizer:
             return 1
         values = {float(np.asarray(state[n]).reshape(())) for n in step_names}
         if len(values) != 1 or not all(v >= 0 and v == int(v) for v in values):
-            raise ValueError(f"{type(self).__name__} state has unusable step counts {sorted(values)}: "
+            raise ValueError(f"{self.torch_class} state has unusable step counts {sorted(values)}: "
                              "they must be one whole number >= 0 for all parameters")
         return int(values.pop())
 
