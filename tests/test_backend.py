@@ -73,6 +73,27 @@ def test_the_cpu_gemm_is_alpha_a_b_plus_beta_out_in_any_order(orders, dtype):
     np.testing.assert_allclose(out, expected, rtol=1e-5 if dtype == np.float32 else 1e-12)
 
 
+def test_the_cpu_erf_is_scipys_in_float64_and_within_5e_7_of_it_in_float32():
+    """float32 erf is a compiled rational approximation (numpy_erf): checked against SciPy's
+    float64 erf (the oracle) on a dense grid, in place, in Fortran order; float64 and strided
+    float32 arrays take SciPy itself."""
+    import scipy.special
+
+    x = np.linspace(-7, 7, 1_400_001)
+    exact = scipy.special.erf(x)
+    ours = NUMPY.erf(x.astype(np.float32))
+    assert ours.dtype == np.float32
+    assert np.abs(ours - exact).max() < 5e-7
+    assert np.all(np.abs(ours) <= 1) and ours[0] == -1 and ours[-1] == 1 and NUMPY.erf(np.float32([0]))[0] == 0
+    assert np.array_equal(ours, -NUMPY.erf(-x.astype(np.float32)))          # odd, exactly
+    assert np.array_equal(NUMPY.erf(x), exact)                             # float64: SciPy's, bit for bit
+    f = np.asfortranarray(x[:1_400_000].astype(np.float32).reshape(1000, 1400))
+    expected = NUMPY.erf(np.ascontiguousarray(f))
+    assert NUMPY.erf(f, out=f) is f and np.array_equal(f, expected)        # in place, any order
+    strided = x.astype(np.float32)[::3]
+    assert np.array_equal(NUMPY.erf(strided), scipy.special.erf(strided))
+
+
 def test_the_cpu_backend_keeps_host_arrays_as_they_are():
     a = np.arange(6.0).reshape(2, 3)
     assert NUMPY.to_device(a) is a and NUMPY.to_host(a) is a
