@@ -34,13 +34,14 @@ def test_the_gelu_config_is_the_readmes_deeper_net():
     assert cfg == replace(RunConfig(), hidden=(512, 256), activation="gelu", batch_norm=True, dropout=0.2)
 
 
-def test_the_long_config_is_best_toml_with_weight_decay_and_80_epochs():
-    """configs/best-long.toml is what its comment says: best.toml, weight decay 5e-4, 80 epochs."""
+def test_the_long_config_is_best_toml_at_batch_128_and_80_epochs():
+    """configs/best-long.toml is what its comment says: best.toml at batch 128, lr 0.05, 80 epochs."""
     from dataclasses import replace
 
     best = resolve_config(REPO / "configs" / "best.toml", {}, ("numpy",))
     long = resolve_config(REPO / "configs" / "best-long.toml", {}, ("numpy",))
-    assert long == replace(best, weight_decay=5e-4, epochs=80)
+    assert best.weight_decay == 5e-4
+    assert long == replace(best, batch_size=128, lr=0.05, epochs=80)
 
 
 def test_file_values_then_flags_override(tmp_path):
