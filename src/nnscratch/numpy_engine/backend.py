@@ -188,7 +188,7 @@ def numpy_erf(x: numpy.ndarray, out: numpy.ndarray | None = None) -> numpy.ndarr
     ``P`` of degree 6 and ``Q`` of degree 4 (Eigen's rational approximation, coefficients above),
     clipped to [-1, 1] (it overshoots 1 by a unit in the last place near 4), in one compiled loop. Why: SciPy computes float32 erf through its float64 routine, one element
     at a time: 536 us for a 64x512 batch against 40 us here (2-core AMD EPYC), and GELU's erf was a
-    third of the GELU + batch-norm network's epoch. Accuracy (tests/test_backend.py, SciPy's
+    quarter of the GELU + batch-norm network's epoch (profiled). Accuracy (tests/test_backend.py, SciPy's
     float64 erf the oracle, 2 million points on [-6, 6]): at most 4.5e-7 absolute, a few float32
     units in the last place; torch's own float32 GELU uses such an approximation too (Sleef).
     """
