@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from nnscratch import api
-from nnscratch.data.augment import (PRESETS, Augmentation, Draw, Warper, elastic_field, elastic_field_reference,
+from nnscratch.data.augment import (PRESETS, Augmentation, Draw, Warper, _compiled_warp, elastic_field, elastic_field_reference,
                                     field_basis, inverse_matrices, parse_augment, smoothing_matrix)
 from nnscratch.errors import ParameterError, RunInterrupted, UsageError
 from nnscratch.training.augmented import THREAD_NAME, AugmentedBatches, Prefetcher, augment_rng
@@ -39,16 +39,25 @@ def _augmenter_threads() -> list[threading.Thread]:
 # ------------------------------------------------------------------------------ the transforms
 
 
-def test_a_shifted_dot_lands_where_it_should():
-    out = Warper().warp(_dot(), _draw(shift=(3, -2)))  # (x, y): 3 to the right, 2 up
+@pytest.fixture(params=["compiled", "numpy"])
+def new_warper(request):
+    """The transform tests run on both resampling paths: the compiled loop (the default) and the
+    whole-batch NumPy reference."""
+    if request.param == "compiled":
+        assert _compiled_warp(), "numba, a dependency, is missing: the compiled warp is not tested"
+    return lambda: Warper(compiled=request.param == "compiled")
+
+
+def test_a_shifted_dot_lands_where_it_should(new_warper):
+    out = new_warper().warp(_dot(), _draw(shift=(3, -2)))  # (x, y): 3 to the right, 2 up
     assert out[0, 8, 15] == 255 and out.sum() == 255
 
 
-def test_random_shifts_are_whole_pixel_copies_with_background_coming_in():
+def test_random_shifts_are_whole_pixel_copies_with_background_coming_in(new_warper):
     rng = np.random.default_rng(1)
     images = rng.integers(1, 256, (16, 20, 24, 1), dtype=np.uint8)   # no zero pixel inside
     draw = Augmentation(shift=3).draw(np.random.default_rng(2), 16, images.shape[1:])
-    out = Warper().warp(images, draw)
+    out = new_warper().warp(images, draw)
     for image, result, (tx, ty) in zip(images, out, draw.shift.astype(int)):
         assert abs(tx) <= 3 and abs(ty) <= 3
         expected = np.zeros_like(image)                                 # np.roll, without the wrap-around
@@ -58,31 +67,31 @@ def test_random_shifts_are_whole_pixel_copies_with_background_coming_in():
     assert len({tuple(t) for t in draw.shift}) > 5  # the shifts do vary
 
 
-def test_a_quarter_turn_is_numpys_rot90_and_a_centred_square_stays_itself():
+def test_a_quarter_turn_is_numpys_rot90_and_a_centred_square_stays_itself(new_warper):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (3, 28, 28), dtype=np.uint8)
-    np.testing.assert_array_equal(Warper().warp(images, _draw(3, theta=90)), np.rot90(images, 1, axes=(1, 2)))
+    np.testing.assert_array_equal(new_warper().warp(images, _draw(3, theta=90)), np.rot90(images, 1, axes=(1, 2)))
     square = np.zeros((1, 28, 28), np.uint8)
     square[0, 8:20, 8:20] = 200
-    np.testing.assert_array_equal(Warper().warp(square, _draw(theta=90)), square)
-    np.testing.assert_array_equal(Warper().warp(square, _draw(theta=-90)), square)
+    np.testing.assert_array_equal(new_warper().warp(square, _draw(theta=90)), square)
+    np.testing.assert_array_equal(new_warper().warp(square, _draw(theta=-90)), square)
 
 
-def test_a_mirror_is_the_image_read_backwards_and_colour_channels_travel_together():
+def test_a_mirror_is_the_image_read_backwards_and_colour_channels_travel_together(new_warper):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(Warper().warp(images, _draw(2, f=-1)), images[:, :, ::-1])
-    turned = Warper().warp(images, _draw(2, theta=-90))
+    np.testing.assert_array_equal(new_warper().warp(images, _draw(2, f=-1)), images[:, :, ::-1])
+    turned = new_warper().warp(images, _draw(2, theta=-90))
     np.testing.assert_array_equal(turned, np.rot90(images, -1, axes=(1, 2)))
 
 
-def test_zoom_and_shear_move_a_dot_by_the_formula():
+def test_zoom_and_shear_move_a_dot_by_the_formula(new_warper):
     # 29 x 29: the centre is pixel (14, 14). Zoom 2: a dot 2 to the right of it lands 4 to the right,
     # the pixels beside it read half of it (bilinear: 127.5, rounded half up).
-    out = Warper().warp(_dot(29, 14, 16), _draw(s=2.0))
+    out = new_warper().warp(_dot(29, 14, 16), _draw(s=2.0))
     assert out[0, 14, 18] == 255 and out[0, 14, 17] == out[0, 14, 19] == 128
     # shear 45 degrees: x' = x + tan(45) y, so a dot 3 below the centre moves 3 to the right
-    out = Warper().warp(_dot(29, 17, 14), _draw(phi=45.0))
+    out = new_warper().warp(_dot(29, 17, 14), _draw(phi=45.0))
     assert out[0, 17, 17] == 255 and out.sum() == 255
 
 
@@ -98,7 +107,7 @@ def test_the_inverse_matrices_invert_the_forward_transform():
         np.testing.assert_allclose(inverse[k] @ forward, np.eye(2), atol=1e-12)
 
 
-def test_the_bilinear_resampling_equals_scipys_map_coordinates():
+def test_the_bilinear_resampling_equals_scipys_map_coordinates(new_warper):
     """Random images, random warps with elastic fields: each pixel is scipy's order-1 spline with
     zeros outside (``mode="grid-constant"``), rounded; float32 against float64 may differ by one
     where a value sits on a rounding boundary."""
@@ -108,7 +117,7 @@ def test_the_bilinear_resampling_equals_scipys_map_coordinates():
     images = rng.integers(0, 256, (8, 28, 28), dtype=np.uint8)
     aug = Augmentation(rotate=30, shift=3, scale=0.3, shear=10, elastic=(34, 4), hflip=0.5)
     draw = aug.draw(rng, 8, images.shape[1:])
-    out = Warper().warp(images, draw)
+    out = new_warper().warp(images, draw)
     c = 13.5
     v, u = np.mgrid[0:28, 0:28] - c
     for k in range(8):
@@ -118,6 +127,27 @@ def test_the_bilinear_resampling_equals_scipys_map_coordinates():
         expected = np.floor(map_coordinates(images[k].astype(float), [y, x], order=1, mode="grid-constant") + 0.5)
         diff = np.abs(out[k].astype(int) - expected)
         assert diff.max() <= 1 and np.mean(diff) < 0.01
+
+
+def test_the_compiled_warp_is_the_numpy_reference_to_a_grey_level():
+    """Every transform at once, gray and colour: the same pixels up to the float32 rounding of the
+    coordinates (a value next to a rounding boundary may round the other way)."""
+    rng = np.random.default_rng(5)
+    aug = Augmentation(rotate=30, shift=3, scale=0.3, shear=10, elastic=(34, 4), hflip=0.5)
+    for shape in ((64, 28, 28), (64, 28, 28, 1), (16, 32, 32, 3), (8, 20, 24)):
+        images = rng.integers(0, 256, shape, dtype=np.uint8)
+        draw = aug.draw(rng, shape[0], shape[1:])
+        compiled, reference = Warper().warp(images, draw), Warper(compiled=False).warp(images, draw)
+        assert compiled.shape == reference.shape == shape and compiled.dtype == np.uint8
+        diff = np.abs(compiled.astype(int) - reference)
+        assert diff.max() <= 1 and np.mean(diff > 0) < 1e-3, (shape, diff.max(), np.mean(diff > 0))
+    out = np.full((64, 28, 28), 7, np.uint8)             # into a given array, reused scratch
+    warper = Warper()
+    for _ in range(2):
+        draw = aug.draw(rng, 64, (28, 28))
+        images = rng.integers(0, 256, (64, 28, 28), dtype=np.uint8)
+        assert warper.warp(images, draw, out) is out
+        assert np.abs(out.astype(int) - Warper(compiled=False).warp(images, draw)).max() <= 1
 
 
 def test_zero_strength_returns_the_input_itself():
