@@ -3,7 +3,8 @@
 * "One place": no module of ``nnscratch.numpy_engine`` but ``backend.py`` imports NumPy or SciPy
   (checked by reading the package's sources), and the layers' products go through the backend's
   ``gemm`` (a counting backend sees every one).
-* The CPU backend's ``gemm`` is ``alpha * a @ b + beta * out`` for every memory order.
+* The CPU backend's ``gemm`` is ``alpha * a @ b + beta * out`` for every memory order; called from
+  compiled code, it is SciPy's wrapper bit for bit and lets other threads run during a product.
 * ``--device cuda`` without a GPU or without CuPy is one line naming what is missing (exit 2).
 * The losses stay backend scalars until the engine's ``take_epoch_stats``.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +73,69 @@ def test_the_cpu_gemm_is_alpha_a_b_plus_beta_out_in_any_order(orders, dtype):
     expected = -0.5 * (a.astype(np.float64) @ b) + 2.0 * out
     NUMPY.gemm(a, b, out, alpha=-0.5, beta=2.0)
     np.testing.assert_allclose(out, expected, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_the_compiled_gemm_is_scipys_wrapper_bit_for_bit():
+    """The backend's product (BLAS called from compiled code) against SciPy's f2py wrapper of the
+    same BLAS: every memory order, both dtypes, shapes down to one row and K = 1, beta 0 over NaN."""
+    assert backend_module._compile_gemm(), "numba, a dependency, is missing: the compiled gemm is not tested"
+    assert NUMPY.gemm is backend_module.cpu_gemm
+    rng = np.random.default_rng(2)
+    for dtype in (np.float32, np.float64):
+        for m, k, n in ((64, 784, 533), (1, 9, 4), (6, 1, 5), (3, 4, 1), (130, 70, 257)):
+            for orders in ("CCC", "FFF", "CFC", "FCF", "CCF", "FFC"):
+                for alpha, beta in ((1.0, 0.0), (-0.05, 1.0), (0.5, -2.0)):
+                    a = np.asarray(rng.standard_normal((m, k)), dtype, order=orders[0])
+                    b = np.asarray(rng.standard_normal((k, n)), dtype, order=orders[1])
+                    out = np.asarray(rng.standard_normal((m, n)), dtype, order=orders[2])
+                    if beta == 0.0:
+                        out[...] = np.nan                 # ignored, as BLAS specifies
+                    reference = out.copy(order="A")
+                    assert NUMPY.gemm(a, b, out, alpha, beta) is out
+                    numpy_gemm(a, b, reference, alpha, beta)
+                    np.testing.assert_array_equal(out, reference, err_msg=f"{dtype} {m, k, n} {orders}")
+    with pytest.raises(ValueError, match="shapes"):
+        NUMPY.gemm(np.ones((3, 4)), np.ones((5, 2)), np.empty((3, 2)))
+    with pytest.raises(ValueError, match="strided"):
+        NUMPY.gemm(np.ones((3, 8))[:, ::2], np.ones((4, 2)), np.empty((3, 2)))
+    with pytest.raises(ValueError, match="dtype"):
+        NUMPY.gemm(np.ones((3, 4), np.float32), np.ones((4, 2)), np.empty((3, 2)))
+
+
+def test_the_compiled_gemm_lets_other_threads_run_during_a_product():
+    """SciPy's wrapper holds the GIL for the whole product; the backend's call does not. A thread
+    makes one product of ~0.1 s (one BLAS thread) while this one records the time in a loop:
+    beside SciPy's wrapper it cannot run in the product's middle, beside ours it runs there."""
+    import threading
+
+    from threadpoolctl import threadpool_limits
+
+    a = np.asfortranarray(np.random.default_rng(0).standard_normal((1000, 1000)))
+    out = np.empty_like(a)
+
+    def ticks_inside(gemm) -> int:
+        span, done = [], threading.Event()
+
+        def product():
+            span.append(time.perf_counter())
+            gemm(a, a, out)
+            span.append(time.perf_counter())
+            done.set()
+
+        ticks = []
+        worker = threading.Thread(target=product)
+        worker.start()
+        while not done.is_set():
+            ticks.append(time.perf_counter())
+        worker.join()
+        start, end = span
+        middle = (start + 0.2 * (end - start), end - 0.2 * (end - start))
+        return sum(middle[0] < t < middle[1] for t in ticks)
+
+    with threadpool_limits(1):
+        NUMPY.gemm(a, a, out)
+        assert ticks_inside(numpy_gemm) == 0      # the control: the GIL held for the whole product
+        assert ticks_inside(NUMPY.gemm) > 100     # ours: this thread kept running beside it
 
 
 def test_the_cpu_erf_is_scipys_in_float64_and_within_5e_7_of_it_in_float32():
