@@ -253,7 +253,8 @@ class Warper:
       from a zero-padded float copy, the blend in place.
 
     Measured per batch of 64 MNIST images with the MNIST preset's draw (2-core AMD EPYC VM, one
-    thread, another run busy on the other core): NumPy 453 us, compiled 262 us (the loop alone 221). In the NumPy
+    thread): compiled 269 us quiet (the loop alone 221), NumPy 350 quiet; beside a busy core, 262
+    against 453 (docs/augmentation.md#cost). In the NumPy
     path, reusing the arrays instead of a dozen fresh 200 kB temporaries per call made it 4x faster
     (their pages are mapped and zeroed anew each time), and the coordinates as products instead of
     broadcast arithmetic 5x faster for that step (25 against 125 us). One warper per thread.
