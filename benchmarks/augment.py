@@ -39,11 +39,11 @@ images = np.ascontiguousarray(data.train_images[:64])
 rows = {name: preset.only(name) for name in ("rotate", "shift", "scale", "elastic")}
 rows.update({"shear=5": Augmentation(shear=5.0), "hflip=0.5": Augmentation(hflip=0.5), "preset": preset})
 SCIPY = ("elastic recipe (scipy)", "resampling (scipy)")
-best = {name: float("inf") for name in [*rows, "resampling (ours)", *SCIPY]}
-warper, rng = Warper(), np.random.default_rng(0)
+best = {name: float("inf") for name in [*rows, "resampling (ours)", "resampling (ours, NumPy)", *SCIPY]}
+warper, reference, rng = Warper(), Warper(compiled=False), np.random.default_rng(0)
 draw = preset.draw(rng, 64, images.shape[1:])
 warper.warp(images, draw)
-xy = warper._source(draw, 64, 28, 28).copy()            # where each output pixel reads: x, y
+xy = reference._source(draw, 64, 28, 28).copy()            # where each output pixel reads: x, y
 where = np.stack([np.broadcast_to(np.arange(64, dtype=np.float32)[:, None, None], (64, 28, 28)), xy[:, 1], xy[:, 0]])
 
 
@@ -58,7 +58,8 @@ with threadpool_limits(1):
     for _ in range(options.repeats):  # taking turns, the best of all repeats
         for name, aug in rows.items():
             t = time.perf_counter(); aug.apply(images, rng, warper); best[name] = min(best[name], time.perf_counter() - t)
-        for name, work in (("resampling (ours)", lambda: warper.warp(images, draw)), (SCIPY[1], scipy_resampling),
+        for name, work in (("resampling (ours)", lambda: warper.warp(images, draw)),
+                           ("resampling (ours, NumPy)", lambda: reference.warp(images, draw)), (SCIPY[1], scipy_resampling),
                            (SCIPY[0], lambda: elastic_field_reference(rng.uniform(-1, 1, (64, 2, 28, 28)), 34.0, 4.0))):
             t = time.perf_counter(); work(); best[name] = min(best[name], time.perf_counter() - t)
 if options.repeats:

@@ -150,6 +150,56 @@ def test_the_compiled_warp_is_the_numpy_reference_to_a_grey_level():
         assert np.abs(out.astype(int) - Warper(compiled=False).warp(images, draw)).max() <= 1
 
 
+def test_one_warper_serves_batches_of_any_size_and_shape_in_turn():
+    """Scratch arrays are kept between calls: a smaller, a larger, a colour and another shape of
+    batch on the same warper each give what a fresh warper gives."""
+    rng = np.random.default_rng(6)
+    aug = Augmentation(rotate=20, shift=2, scale=0.2, elastic=(34, 4))
+    warper = Warper()
+    for shape in ((64, 28, 28, 1), (8, 28, 28, 1), (128, 28, 28, 1), (16, 32, 32, 3), (4, 28, 28, 1), (5, 20, 24)):
+        images = rng.integers(0, 256, shape, dtype=np.uint8)
+        draw = aug.draw(rng, shape[0], shape[1:])
+        np.testing.assert_array_equal(warper.warp(images, draw), Warper().warp(images, draw), err_msg=str(shape))
+
+
+def test_without_numba_the_warp_is_the_numpy_reference(monkeypatch):
+    from nnscratch.data import augment
+
+    rng = np.random.default_rng(7)
+    images = rng.integers(0, 256, (8, 28, 28), dtype=np.uint8)
+    draw = Augmentation(rotate=20, elastic=(34, 4)).draw(rng, 8, (28, 28))
+    monkeypatch.setattr(augment, "_warp_kernel", False)  # as _compiled_warp leaves it where numba is missing
+    np.testing.assert_array_equal(Warper().warp(images, draw), Warper(compiled=False).warp(images, draw))
+
+
+def test_a_nan_coordinate_reads_the_background_on_both_paths():
+    """A NaN in a field (a Draw built by hand; specs cap alpha so that fields stay finite) reads 0
+    there and leaves every other pixel as it was, never an index outside the image. In a
+    subprocess: an out-of-bounds read would crash the interpreter, not fail an assertion."""
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np
+from nnscratch.data.augment import Augmentation, Draw, Warper
+rng = np.random.default_rng(0)
+images = rng.integers(1, 256, (4, 27, 28), dtype=np.uint8)
+draw = Augmentation(rotate=10).draw(rng, 4, (27, 28))
+clean = Draw(draw.inverse, draw.shift, np.zeros((4, 2, 27, 28), np.float32))
+field = clean.field.copy()
+field[0, 0, 5, 6] = field[1, 1, 7, 8] = np.nan
+field[2, :, 9, 10] = np.nan
+for compiled in (True, False):
+    out = Warper(compiled=compiled).warp(images, Draw(draw.inverse, draw.shift, field))
+    expected = Warper(compiled=compiled).warp(images, clean)
+    hit = np.isnan(field).any(axis=1)
+    assert (out[hit] == 0).all() and np.array_equal(out[~hit], expected[~hit]), compiled
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
 def test_zero_strength_returns_the_input_itself():
     images = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
     for aug in (Augmentation(), Augmentation(rotate=0, elastic=(0.0, 4.0)), parse_augment("none")):
@@ -219,6 +269,7 @@ def test_specs_are_read_written_and_presets_resolved():
     ("scale=1", r"scale=1: must be in \[0, 1\)"),
     ("elastic=34", "elastic=34: takes alpha:sigma like 34:4"),
     ("elastic=34:0", r"sigma must be a number in \(0, 100\]"),
+    ("elastic=3e38:4", r"alpha must be a number in \[0, 10000\] pixels"),
     ("hflip=2", r"hflip=2: must be in \[0, 1\]"),
     ("rotate=1,rotate=2", "rotate is given twice"),
     ("shift=2,auto", "'auto' can only come first"),
@@ -227,7 +278,7 @@ def test_specs_are_read_written_and_presets_resolved():
 def test_a_bad_spec_is_one_line_naming_the_mistake(spec, message):
     with pytest.raises(ParameterError, match=message):
         parse_augment(spec, "folder:/x")
-    with pytest.raises(UsageError, match="^--augment (elastic=34:0: )?" + message):
+    with pytest.raises(UsageError, match=r"^--augment (elastic=(34:0|3e\+?38:4): )?" + message):
         api.config(augment=spec, dataset="folder:/x")
 
 

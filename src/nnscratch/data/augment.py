@@ -182,6 +182,10 @@ def smoothing_matrix(n: int, sigma: float) -> np.ndarray:
     return g
 
 
+#: The largest elastic ``alpha`` (pixels) a spec may ask for: far beyond any image (Simard: 34 on
+#: 28 pixels), and small enough that the field stays finite in float32.
+MAX_ELASTIC_ALPHA = 1e4
+
 #: The share of an elastic field's variance its eigenbasis may leave out (see the module docstring).
 ELASTIC_TOLERANCE = 1e-5
 
@@ -253,8 +257,7 @@ class Warper:
       from a zero-padded float copy, the blend in place.
 
     Measured per batch of 64 MNIST images with the MNIST preset's draw (2-core AMD EPYC VM, one
-    thread): compiled 269 us quiet (the loop alone 221), NumPy 350 quiet; beside a busy core, 262
-    against 453 (docs/augmentation.md#cost). In the NumPy
+    thread, taking turns): compiled 287 us (the loop alone 221), NumPy 542 (docs/augmentation.md#cost). In the NumPy
     path, reusing the arrays instead of a dozen fresh 200 kB temporaries per call made it 4x faster
     (their pages are mapped and zeroed anew each time), and the coordinates as products instead of
     broadcast arithmetic 5x faster for that step (25 against 125 us). One warper per thread.
@@ -366,6 +369,8 @@ class Warper:
         else:
             np.clip(xy[:, 0], -1, W, out=xy[:, 0])
             np.clip(xy[:, 1], -1, H, out=xy[:, 1])
+        if np.isnan(xy.sum()):                             # (a hand-made Draw's) NaN reads 0, not an index
+            np.copyto(xy, -1, where=np.isnan(xy))
         whole = self.whole[:n]
         np.floor(xy, out=whole)
         xy -= whole                                        # the fractions wx, wy
@@ -421,9 +426,10 @@ def _warp_gray(padded, m, field, u, v, out):  # pragma: no cover - runs compiled
     after, flat; ``m`` ``(n, 2, 3)`` float32: :meth:`Warper.affine` in padded coordinates (+1);
     ``field`` ``(n, 2, H, W)`` float32 (zeros without elastic); ``u``, ``v``: the centred columns and
     rows; ``out`` ``(n, H, W)`` uint8. Per row: the coordinates ``x = m00 u + (m01 v + m02) +
-    Delta_x`` (and y), clipped to the padded image ``[0, W + 1]`` (so ``x0 = int(x)`` is the floor),
-    their flat index and fractions; then the four neighbours' gathers; then the blend. Three loops
-    rather than one: the first and last run in SIMD (8 pixels at a time), the gathers do not.
+    Delta_x`` (and y), clipped to the padded image, ``[0, W + 1]`` and ``[0, H + 1]`` (so that
+    ``x0 = int(x)`` is the floor; NaN becomes 0), their flat index and fractions; then the four
+    neighbours' gathers; then the blend. Three loops rather than one: fused, it took 291 against
+    221 us per batch (docs/augmentation.md#cost).
     """
     n, H, W = out.shape
     Wp = W + 3
@@ -439,8 +445,10 @@ def _warp_gray(padded, m, field, u, v, out):  # pragma: no cover - runs compiled
             for k in range(W):                                   # steps 1 and 2
                 x = m[i, 0, 0] * u[k] + x_row + field[i, 0, r, k]
                 y = m[i, 1, 0] * u[k] + y_row + field[i, 1, r, k]
-                x = zero if x < zero else (x_max if x > x_max else x)
-                y = zero if y < zero else (y_max if y > y_max else y)
+                x = x if x > zero else zero              # NaN too (a comparison with NaN is false):
+                y = y if y > zero else zero              # never an index outside the padded copy
+                x = x if x < x_max else x_max
+                y = y if y < y_max else y_max
                 x0, y0 = np.int32(x), np.int32(y)
                 wx[k], wy[k] = x - x0, y - y0
                 index[k] = y0 * Wp + x0                      # within the image: int32 suffices
@@ -576,8 +584,8 @@ def _check(name: str, value) -> str | None:
         alpha, sigma = (float(v) for v in value)
     except (TypeError, ValueError):
         return "takes alpha:sigma like 34:4"
-    if not (math.isfinite(alpha) and alpha >= 0):
-        return "alpha must be a number >= 0"
+    if not (math.isfinite(alpha) and 0 <= alpha <= MAX_ELASTIC_ALPHA):
+        return f"alpha must be a number in [0, {MAX_ELASTIC_ALPHA:g}] pixels"
     if not (math.isfinite(sigma) and 0 < sigma <= 100):
         return "sigma must be a number in (0, 100] pixels"
     return None

@@ -193,6 +193,16 @@ def _compile_gemm():
 
     @numba.njit(nogil=True, cache=True)
     def gemm(address, a, b, out, alpha, beta):
+        if a.shape[0] != out.shape[0] or b.shape[1] != out.shape[1] or a.shape[1] != b.shape[0]:
+            raise ValueError("gemm shapes do not match: a (M, K), b (K, N), out (M, N)")
+        if out.size == 0:
+            return out
+        if a.shape[1] == 0:                    # K = 0: a @ b is zeros (BLAS ignores out when beta = 0)
+            if beta == 0:
+                out[...] = 0
+            else:
+                out *= beta
+            return out
         if out.flags.f_contiguous:
             c, left, right = out, a, b
         elif out.flags.c_contiguous:           # a C-ordered out is a Fortran-ordered out.T = b.T a.T
@@ -203,8 +213,6 @@ def _compile_gemm():
                 not (right.flags.f_contiguous or right.flags.c_contiguous):
             raise ValueError("gemm operands must be C- or Fortran-contiguous (got a strided view)")
         m, n = c.shape
-        if left.shape[0] != m or right.shape[1] != n or right.shape[0] != left.shape[1]:
-            raise ValueError("gemm shapes do not match: a (M, K), b (K, N), out (M, N)")
         # every argument by address: the two flags, six sizes and two scalars in small arrays; a
         # C-ordered operand is its Fortran-ordered transpose with the flag 'T' (84), else 'N' (78)
         flags, sizes, scalars = numpy.empty(2, numpy.uint8), numpy.empty(6, numpy.int32), numpy.empty(2, out.dtype)
@@ -218,6 +226,7 @@ def _compile_gemm():
         f, s, x = flags.ctypes.data, sizes.ctypes.data, scalars.ctypes.data
         _call_blas(address, f, f + 1, s, s + 4, s + 8, x, left.ctypes.data, s + 12, right.ctypes.data, s + 16,
                    x + out.itemsize, c.ctypes.data, s + 20)
+        flags[0], sizes[0], scalars[0] = 0, 0, 0  # used after the call: numba frees none of them before it
         return out
 
     get_name = ctypes.pythonapi.PyCapsule_GetName
