@@ -75,10 +75,33 @@ def test_the_cpu_gemm_is_alpha_a_b_plus_beta_out_in_any_order(orders, dtype):
     np.testing.assert_allclose(out, expected, rtol=1e-5 if dtype == np.float32 else 1e-12)
 
 
-def test_the_compiled_gemm_is_scipys_wrapper_bit_for_bit():
+@pytest.fixture
+def gil_free_products(monkeypatch):
+    """The backend's products through the compiled call for one test (as after release_gil_in_products)."""
+    compiled = backend_module._compile_gemm()
+    assert compiled, "numba, a dependency, is missing: the compiled gemm is not tested"
+    monkeypatch.setattr(backend_module, "_compiled_gemm", compiled)
+
+
+def test_products_hold_the_gil_until_a_batch_thread_asks_them_not_to(monkeypatch):
+    """The default is SciPy's wrapper (no numba import, no compiled code to load, for runs without
+    a thread beside the engine); the augmentation's thread turns the compiled call on."""
+    monkeypatch.setattr(backend_module, "_compiled_gemm", False)
+    assert NUMPY.gemm is backend_module.cpu_gemm and not backend_module._compiled_gemm
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 16), dtype=np.uint8)
+    from nnscratch.data.augment import Augmentation
+    from nnscratch.training.augmented import AugmentedBatches
+
+    batches = AugmentedBatches(pixels, (4, 4, 1), Augmentation(shift=1), 0, 4, prefetch=2)
+    with batches.epoch(0, np.arange(8)) as rows:
+        rows(0)
+        assert backend_module._compiled_gemm
+    assert backend_module.release_gil_in_products()
+
+
+def test_the_compiled_gemm_is_scipys_wrapper_bit_for_bit(gil_free_products):
     """The backend's product (BLAS called from compiled code) against SciPy's f2py wrapper of the
     same BLAS: every memory order, both dtypes, shapes down to one row and K = 1, beta 0 over NaN."""
-    assert backend_module._compile_gemm(), "numba, a dependency, is missing: the compiled gemm is not tested"
     assert NUMPY.gemm is backend_module.cpu_gemm
     rng = np.random.default_rng(2)
     for dtype in (np.float32, np.float64):
@@ -112,7 +135,7 @@ def test_without_numba_the_cpu_gemm_is_scipys_wrapper(monkeypatch):
     np.testing.assert_allclose(out, 0.5 * (a @ b) + reference, rtol=1e-12, atol=1e-12)
 
 
-def test_the_compiled_gemm_lets_other_threads_run_during_a_product():
+def test_the_compiled_gemm_lets_other_threads_run_during_a_product(gil_free_products):
     """SciPy's wrapper holds the GIL for the whole product; the backend's call does not. A thread
     makes one product of ~0.1 s (one BLAS thread) while this one records the time in a loop:
     beside SciPy's wrapper it cannot run in the product's middle, beside ours it runs there."""

@@ -124,10 +124,10 @@ def numpy_gemm(a: numpy.ndarray, b: numpy.ndarray, out: numpy.ndarray, alpha: fl
     3. **Memory order matters for small products.** SciPy's wrappers silently copy any operand that
        is not Fortran-ordered. We never let that happen: a C-ordered matrix is handed over as its
        (Fortran-ordered) transpose with the ``trans`` flag set, which costs nothing.
-    4. **The GIL is released.** SciPy's Python wrapper holds it for the whole product, so a thread
-       preparing batches beside the engine waited for every product. Where numba is installed, the
-       backend calls the same BLAS function from compiled code without the GIL instead
-       (:func:`cpu_gemm`, :func:`_compile_gemm`), no slower: the seed step 1,099 against 1,098 us.
+    4. **The GIL, when another thread needs it.** SciPy's Python wrapper holds it for the whole
+       product, so a thread preparing batches beside the engine waited for every product. Once
+       that thread starts, the backend calls the same BLAS function from compiled code without
+       the GIL instead (:func:`release_gil_in_products`, :func:`cpu_gemm`).
 
     Parameters
     ----------
@@ -151,7 +151,8 @@ def numpy_gemm(a: numpy.ndarray, b: numpy.ndarray, out: numpy.ndarray, alpha: fl
 
 
 def _compile_gemm():
-    """:func:`numpy_gemm` as a compiled call without the GIL, or False without numba.
+    """:func:`numpy_gemm` as a compiled call without the GIL, or False without numba
+    (:func:`release_gil_in_products` turns it on).
 
     Why: SciPy's Python wrapper (``scipy.linalg.blas.sgemm``, made by f2py) holds Python's GIL for
     the whole product. Measured on the 2-core AMD EPYC VM (1000 x 1000 float32, one BLAS thread):
@@ -245,17 +246,29 @@ def _compile_gemm():
 
 
 _call_blas: Any = None  # the intrinsic of _compile_gemm
-_compiled_gemm: Any = None  # compiled on the first product (None: not yet; False: numba missing)
+_compiled_gemm: Any = False  # the GIL-free call once release_gil_in_products() turned it on
+
+
+def release_gil_in_products() -> bool:
+    """From now on, make the CPU backend's products without holding the GIL (:func:`_compile_gemm`),
+    so that another thread runs during them; True if so, False without numba.
+
+    Called by the thread that prepares augmented batches (``training/augmented.py``) when it
+    starts. Not the default: the products are the same bit for bit and no faster for the engine
+    alone (the seed step 1,099.5 against 1,098.0 us), and importing numba and loading the compiled
+    call cost each process about 0.6 s at its first product, which a short run or a test pays.
+    """
+    global _compiled_gemm
+    if not _compiled_gemm:
+        _compiled_gemm = _compile_gemm()
+    return bool(_compiled_gemm)
 
 
 def cpu_gemm(a: numpy.ndarray, b: numpy.ndarray, out: numpy.ndarray, alpha: float = 1.0,
              beta: float = 0.0) -> numpy.ndarray:
-    """The CPU backend's product, :func:`numpy_gemm`'s contract: where numba is installed, the
-    same BLAS function called without the GIL (:func:`_compile_gemm`), else :func:`numpy_gemm`
-    itself. numba is imported on the first product, not with this module."""
-    global _compiled_gemm
-    if _compiled_gemm is None:
-        _compiled_gemm = _compile_gemm()
+    """The CPU backend's product, :func:`numpy_gemm`'s contract: by :func:`numpy_gemm` (SciPy's
+    wrapper, holding the GIL) until :func:`release_gil_in_products`, then by the same BLAS
+    function called without the GIL."""
     if _compiled_gemm:
         return _compiled_gemm(a, b, out, alpha, beta)
     return numpy_gemm(a, b, out, alpha, beta)

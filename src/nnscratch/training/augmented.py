@@ -190,6 +190,9 @@ class AugmentedBatches:
             if self.prefetch <= 0 or (memo is not None and self._filled[start:].all()):
                 yield produce  # made here, or all in the memo already (the twin's epoch): no thread needed
                 return
+            from nnscratch.numpy_engine.backend import release_gil_in_products
+
+            release_gil_in_products()  # else the thread would wait through each of the engine's products
             with Prefetcher(produce, range(start, self.steps_per_epoch), self.prefetch) as prefetcher:
                 yield prefetcher.get
 
