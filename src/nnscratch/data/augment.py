@@ -250,15 +250,16 @@ class Warper:
     pixel differs by at most one grey level; ``tests/test_augment.py``):
 
     * ``compiled=True`` (the default, where numba is installed): :func:`_warp_gray`, one
-      compiled loop over the rows of every image, steps 1-4 for one output row at a time in
-      a few row-long scratch arrays. Channels (CIFAR-10) are warped as gray planes with their image's transform.
+      compiled loop over the rows of every image, steps 1-4 for one output row at a time in a
+      few row-long scratch arrays. Channels (CIFAR-10) are warped as gray planes, each with its
+      image's transform.
     * ``compiled=False`` (and without numba): whole-batch NumPy, the reference (:meth:`_source`,
       :meth:`_bilinear`): the coordinates as small matrix products, ``floor``, four ``take``
       from a zero-padded float copy, the blend in place.
 
     Measured per batch of 64 MNIST images with the MNIST preset's draw (2-core AMD EPYC VM, one
-    thread, taking turns): compiled 287 us (the loop alone 221), NumPy 542 (docs/augmentation.md#cost). In the NumPy
-    path, reusing the arrays instead of a dozen fresh 200 kB temporaries per call made it 4x faster
+    thread, taking turns): compiled 287 us (the loop alone 221), NumPy 542
+    (docs/augmentation.md#cost). In the NumPy path, reusing the arrays instead of a dozen fresh 200 kB temporaries per call made it 4x faster
     (their pages are mapped and zeroed anew each time), and the coordinates as products instead of
     broadcast arithmetic 5x faster for that step (25 against 125 us). One warper per thread.
     """
@@ -304,7 +305,6 @@ class Warper:
         m[:, :, 2] += 1                                    # in the padded copy, pixel (0, 0) is at (1, 1)
         field = draw.field
         if C > 1:                                          # each channel a gray plane, its image's transform
-            images = images.transpose(0, 3, 1, 2)
             m = np.repeat(m, C, axis=0)
             field = None if field is None else np.repeat(field, C, axis=0)
         planes = n * C
@@ -317,7 +317,8 @@ class Warper:
             self.centred_u = np.arange(W, dtype=np.float32) - np.float32((W - 1) / 2)
             self.centred_v = np.arange(H, dtype=np.float32) - np.float32((H - 1) / 2)
         padded = self.gray_padded[:planes]
-        padded[:, 1:H + 1, 1:W + 1] = images.reshape(planes, H, W)
+        planes_view = padded.reshape(n, C, H + 3, W + 3)[:, :, 1:H + 1, 1:W + 1]
+        planes_view[...] = images.transpose(0, 3, 1, 2)    # (n, H, W, C) -> n C planes, in one copy
         field = self.no_field[:planes] if field is None else np.ascontiguousarray(field, np.float32)
         direct = C == 1 and out.flags.c_contiguous
         result = out.reshape(planes, H, W) if direct else self.gray_out[:planes]
