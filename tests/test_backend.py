@@ -101,7 +101,7 @@ def test_products_hold_the_gil_until_a_batch_thread_asks_them_not_to(monkeypatch
 
 def test_the_compiled_gemm_is_scipys_wrapper_bit_for_bit(gil_free_products):
     """The backend's product (BLAS called from compiled code) against SciPy's f2py wrapper of the
-    same BLAS: every memory order, both dtypes, shapes down to one row and K = 1, beta 0 over NaN."""
+    same BLAS: every memory order, both dtypes, shapes down to one row, K = 1 and K = 0, beta 0 over NaN."""
     assert NUMPY.gemm is backend_module.cpu_gemm
     rng = np.random.default_rng(2)
     for dtype in (np.float32, np.float64):
@@ -130,7 +130,7 @@ def test_without_numba_the_cpu_gemm_is_scipys_wrapper(monkeypatch):
     a, b = rng.standard_normal((5, 7)), np.asfortranarray(rng.standard_normal((7, 3)))
     out = rng.standard_normal((5, 3))
     reference = out.copy()
-    monkeypatch.setattr(backend_module, "_compiled_gemm", False)  # as _compile_gemm leaves it without numba
+    monkeypatch.setattr(backend_module, "_compiled_gemm", False)  # the default; and where numba is missing
     assert backend_module.cpu_gemm(a, b, out, 0.5, 1.0) is out
     np.testing.assert_allclose(out, 0.5 * (a @ b) + reference, rtol=1e-12, atol=1e-12)
 
