@@ -259,7 +259,8 @@ class Warper:
 
     Measured per batch of 64 MNIST images with the MNIST preset's draw (2-core AMD EPYC VM, one
     thread, taking turns): compiled 287 us, NumPy 542 (the loop alone: 221 beside a busy core)
-    (docs/augmentation.md#cost). In the NumPy path, reusing the arrays instead of a dozen fresh 200 kB temporaries per call made it 4x faster
+    (docs/augmentation.md#cost). In the NumPy path, reusing the arrays instead of a dozen fresh
+    200 kB temporaries per call made it 4x faster
     (their pages are mapped and zeroed anew each time), and the coordinates as products instead of
     broadcast arithmetic 5x faster for that step (25 against 125 us). One warper per thread.
     """
