@@ -206,8 +206,31 @@ def _results(metrics: Mapping[str, Any]) -> list[str]:
     rows.append(["Test errors", *(_errors(r) for r in engines.values())])
     rows.append(["Training time",
                  *(format_duration(r.get("train_time_s")) for r in engines.values())])
+    plain = engines.get("torch", {}).get("plain_torch")
+    if plain:
+        rows.append(["Training time, PyTorch's own loop (see below)",
+                     *(format_duration(plain["train_time_s"]) if e == "torch" else _DASH for e in engines)])
     title = "## Results" + (f" (seed {seed})" if seed is not None else "")
-    return [title, "", *_table(["Metric", *map(engine_label, engines)], rows), ""]
+    return [title, "", *_table(["Metric", *map(engine_label, engines)], rows), "", *_plain_torch_note(plain)]
+
+
+def _plain_torch_note(plain: Mapping[str, Any] | None) -> list[str]:
+    """What the row "PyTorch's own loop" measured, and why the twin's time differs from it."""
+    if not plain:
+        return []
+    ratio = plain["twin_step_s"] / plain["step_s"] if plain["step_s"] > 0 else float("nan")
+    why = ("The twin is slower because it is trained as the NumPy engine is, so that both compute the same "
+           "numbers: each batch handed over from NumPy, the run's dropout masks applied, every step's loss "
+           "and correct count kept for the history, events sent to the live outputs." if ratio > 1 else
+           "The twin is not slower here: applying the run's dropout masks costs it less than `nn.Dropout` "
+           "drawing its own.")
+    steps = plain.get("twin_steps")
+    over = f" over the twin's {steps:,} steps" if steps else ""
+    return [f"PyTorch's own loop: the twin's network, initial weights, optimizer and batch size, trained by "
+            f"the loop of PyTorch's tutorials (tensors preloaded, `nn.Dropout`'s own masks, the loss read "
+            f"once) for {plain['steps']:,} steps after training: {plain['step_s'] * 1e3:.2f} ms a step against "
+            f"the twin's {plain['twin_step_s'] * 1e3:.2f} ms (twin / plain = {ratio:.2f}); the row is that "
+            f"time{over}. {why} (docs/performance.md: the twin's harness)", ""]
 
 
 def _errors(result: Mapping[str, Any]) -> str:

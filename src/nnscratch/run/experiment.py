@@ -315,6 +315,37 @@ def assemble_metrics(cfg: RunConfig, plan: RunPlan, data: Dataset, arrays: Split
     return metrics
 
 
+#: The most training rows the plain PyTorch loop preloads (a step's cost does not depend on which),
+#: and the most bytes they may take (large images: fewer rows, at least one batch).
+PLAIN_TORCH_ROWS, PLAIN_TORCH_BYTES = 8192, 64 * 2 ** 20
+
+
+def plain_torch_figure(cfg: RunConfig, plan: RunPlan, arrays: SplitArrays, twin: EngineResult) -> dict:
+    """PyTorch at its best on this run's work, beside the twin's time: a plain loop
+    (:func:`~nnscratch.torch_engine.plain_loop.time_plain_loop`), measured after training, for at
+    most as many steps as the twin made. ``{"step_s", "steps", "batch_size", "twin_step_s",
+    "twin_steps", "train_time_s"}``, the last the plain loop's time for the twin's number of steps."""
+    from nnscratch.data.preprocess import scale_pixels
+    from nnscratch.torch_engine.plain_loop import time_plain_loop
+
+    n_steps = max(1, len(twin.history.step_loss))
+    row_bytes = arrays.x_train.shape[1] * cfg.np_dtype.itemsize
+    m = min(len(arrays.y_train), max(cfg.batch_size, min(PLAIN_TORCH_ROWS, PLAIN_TORCH_BYTES // row_bytes)))
+    rows = scale_pixels(arrays.x_train[:m], np.empty((m, arrays.x_train.shape[1]), dtype=cfg.np_dtype))
+    transform = arrays.train_transform()
+    if transform is not None:
+        transform(rows)
+    figure = time_plain_loop(plan.spec, plan.initial, rows, arrays.y_train[:m], batch_size=cfg.batch_size,
+                             lr=cfg.lr, dtype=cfg.np_dtype, max_steps=min(200, n_steps), seed=cfg.seed,
+                             device=cfg.device,
+                             label_smoothing=cfg.label_smoothing, optimizer=cfg.optimizer,
+                             optimizer_options=cfg.optimizer_options(), l1=cfg.l1, l2=cfg.l2,
+                             clip_grad_norm=cfg.clip_grad_norm, freeze=cfg.freeze, max_norm=cfg.max_norm,
+                             precision=cfg.precision)
+    twin_step_s = twin.history.train_time_s / n_steps
+    return figure | {"twin_step_s": twin_step_s, "twin_steps": n_steps, "train_time_s": figure["step_s"] * n_steps}
+
+
 def write_outputs(out_dir: Path, cfg: RunConfig, plan: RunPlan, metrics: dict, data: Dataset, arrays: SplitArrays,
                   results: dict[str, EngineResult]) -> list[Path]:
     """Models, ``metrics.json``, figures and ``report.md`` into ``out_dir`` (each written atomically).
@@ -557,6 +588,13 @@ def run_experiment(cfg: RunConfig, out_dir: str | os.PathLike | RunFolder | None
                 for sink in sinks:
                     sink.close()
             metrics = assemble_metrics(cfg, plan, data, arrays, results)
+            if "torch" in results and distributed.active() is None:
+                try:
+                    metrics["engines"]["torch"]["plain_torch"] = plain_torch_figure(cfg, plan, arrays,
+                                                                                    results["torch"])
+                except Exception as exc:  # noqa: BLE001 - a figure for the report: never lose the trained run
+                    note(f"PyTorch's own loop could not be timed beside the twin ({type(exc).__name__}: {exc}); "
+                         "the report leaves it out")
             if folder is not None:
                 write_run_folder(folder, cfg, plan, metrics, data, arrays, results)
         except (KeyboardInterrupt, Terminated, RunInterrupted, CheckpointWriteError) as stop:

@@ -1,0 +1,111 @@
+"""Issue 25, item 3: PyTorch at its best beside the twin (``torch_engine/plain_loop.py``).
+
+Oracle: the twin itself. The plain loop must do the twin's work, so one of its steps, from the
+same state on the same rows, must give the twin's weights and optimizer state bit for bit (float64,
+no dropout: the plain loop draws torch's own masks, the twin takes the run's), for every option the
+loop passes through: momentum, weight decay, an L2 penalty, clipping, max-norm, label smoothing,
+frozen layers, batch norm, Adam.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from helpers import optional_import
+from nnscratch.model.registry import initial_state
+from nnscratch.model.spec import mlp_spec
+
+torch = optional_import("torch")
+
+from nnscratch.torch_engine.model import TorchEngine  # noqa: E402
+from nnscratch.torch_engine.plain_loop import PlainLoop, time_plain_loop  # noqa: E402
+
+N, D, C = 40, 12, 4
+
+CASES = {
+    "sgd": (mlp_spec(D, (9,), C), dict(optimizer="sgd")),
+    "nesterov, decay, l2, clipping, max-norm, smoothing": (
+        mlp_spec(D, (9, 7), C),
+        dict(optimizer="sgd", optimizer_options={"momentum": 0.9, "nesterov": True, "weight_decay": 1e-3},
+             l2=1e-3, clip_grad_norm=0.5, max_norm=1.0, label_smoothing=0.1)),
+    "adam, batch norm, frozen first layer": (mlp_spec(D, (9, 7), C, activation="gelu", batch_norm=True),
+                                            dict(optimizer="adam", freeze=1)),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_plain_step_is_the_twins_step_bit_for_bit(case):
+    spec, options = CASES[case]
+    rng = np.random.default_rng(3)
+    rows, labels = rng.standard_normal((N, D)), rng.integers(0, C, N)
+    initial = initial_state(spec, np.random.default_rng(0))
+    plain = PlainLoop(spec, initial, rows, labels, lr=0.05, dtype=np.float64, **options)
+    twin = TorchEngine(spec, initial, np.float64, **options)
+    twin.train()
+    for idx in (np.arange(0, 16), np.arange(16, 32), rng.permutation(N)[:16]):
+        plain.step(torch.from_numpy(idx))
+        twin.train_step(rows[idx], labels[idx], 0.05)
+    a, b = plain.engine.state(), twin.state()
+    assert a.keys() == b.keys()
+    del a["engine.steps"], b["engine.steps"]   # the twin's step counter (the plain loop keeps none)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    losses, _ = twin.take_epoch_stats()
+    assert float(plain.total) == pytest.approx(float(np.sum(losses)), rel=1e-15)
+
+
+def test_the_timing_keeps_to_its_limits():
+    spec = mlp_spec(D, (9,), C)
+    rng = np.random.default_rng(0)
+    rows, labels = rng.random((N, D), dtype=np.float32), rng.integers(0, C, N)
+    figure = time_plain_loop(spec, initial_state(spec, np.random.default_rng(0)), rows, labels,
+                             batch_size=64, lr=0.01, max_steps=3)
+    assert figure["batch_size"] == N           # never a batch larger than the rows
+    assert figure["steps"] == 3
+    assert 0 < figure["step_s"] < 10
+    figure = time_plain_loop(spec, initial_state(spec, np.random.default_rng(0)), rows, labels,
+                             batch_size=8, lr=0.01, max_steps=10 ** 6, budget_s=0.0)
+    assert figure["steps"] == 1                # the time budget spent: one step measured, then stop
+
+
+def test_a_comparison_reports_pytorchs_own_loop(mnist, tmp_path):
+    from nnscratch import api
+    from nnscratch.report.results_table import results_table
+
+    run = api.compare(epochs=1, train_subset=640, batch_size=64, data=mnist, out=tmp_path / "run")
+    plain = run.metrics["engines"]["torch"]["plain_torch"]
+    assert "plain_torch" not in run.metrics["engines"]["numpy"]
+    steps = len(run.history["torch"]["step_loss"])
+    assert plain["twin_steps"] == steps == 10 and plain["steps"] <= steps
+    assert plain["twin_step_s"] == pytest.approx(run.history["torch"]["train_time_s"] / steps)
+    assert plain["train_time_s"] == pytest.approx(plain["step_s"] * steps)
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "| Training time, PyTorch's own loop (see below) | — |" in report
+    assert f"{plain['step_s'] * 1e3:.2f} ms a step" in report
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["engines"]["torch"]["plain_torch"] == plain
+    assert "PyTorch's own loop" in results_table(run.metrics)
+
+
+def test_a_numpy_run_has_no_pytorch_figure(mnist):
+    from nnscratch import api
+
+    run = api.train(engine="numpy", epochs=1, train_subset=256, data=mnist)
+    assert "plain_torch" not in run.metrics["engines"]["numpy"]
+
+
+def test_a_failed_timing_never_loses_the_run(mnist, tmp_path, monkeypatch, capsys):
+    from nnscratch import api
+    from nnscratch.torch_engine import plain_loop
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("no room for the rows")
+
+    monkeypatch.setattr(plain_loop, "time_plain_loop", out_of_memory)
+    run = api.train(engine="torch", epochs=1, train_subset=256, data=mnist, out=tmp_path / "run")
+    assert "plain_torch" not in run.metrics["engines"]["torch"]
+    assert (tmp_path / "run" / "report.md").exists() and (tmp_path / "run" / "torch_model.safetensors").exists()
+    assert "PyTorch's own loop could not be timed beside the twin (MemoryError: no room for the rows)" \
+        in capsys.readouterr().err
