@@ -208,29 +208,34 @@ def _results(metrics: Mapping[str, Any]) -> list[str]:
                  *(format_duration(r.get("train_time_s")) for r in engines.values())])
     plain = engines.get("torch", {}).get("plain_torch")
     if plain:
-        rows.append(["Training time, PyTorch's own loop (see below)",
-                     *(format_duration(plain["train_time_s"]) if e == "torch" else _DASH for e in engines)])
+        rows.append(["Training time, PyTorch's own loop (estimate, see below)",
+                     *(format_duration(plain["estimated_train_time_s"]) if e == "torch" else _DASH
+                       for e in engines)])
     title = "## Results" + (f" (seed {seed})" if seed is not None else "")
-    return [title, "", *_table(["Metric", *map(engine_label, engines)], rows), "", *_plain_torch_note(plain)]
+    dropout = any(layer.get("kind") == "dropout" for layer in metrics.get("architecture", []))
+    return [title, "", *_table(["Metric", *map(engine_label, engines)], rows), "",
+            *_plain_torch_note(plain, dropout)]
 
 
-def _plain_torch_note(plain: Mapping[str, Any] | None) -> list[str]:
-    """What the row "PyTorch's own loop" measured, and why the twin's time differs from it."""
+def _plain_torch_note(plain: Mapping[str, Any] | None, dropout: bool) -> list[str]:
+    """What the row "PyTorch's own loop" measured, and what the twin does that this loop does not."""
     if not plain:
         return []
     ratio = plain["twin_step_s"] / plain["step_s"] if plain["step_s"] > 0 else float("nan")
-    why = ("The twin is slower because it is trained as the NumPy engine is, so that both compute the same "
-           "numbers: each batch handed over from NumPy, the run's dropout masks applied, every step's loss "
-           "and correct count kept for the history, events sent to the live outputs." if ratio > 1 else
-           "The twin is not slower here: applying the run's dropout masks costs it less than `nn.Dropout` "
-           "drawing its own.")
-    steps = plain.get("twin_steps")
-    over = f" over the twin's {steps:,} steps" if steps else ""
+    harness = ["each batch handed over from NumPy",
+               *(["the run's dropout masks applied (the loop draws its own)"] if dropout else []),
+               "every step's loss and correct count kept for the history",
+               *([f"{plain['recorded_steps']:,} of its steps also recording the gradient flow"]
+                 if plain.get("recorded_steps") else []),
+               "events sent to the live outputs"]
+    steps = plain["steps"]
     return [f"PyTorch's own loop: the twin's network, initial weights, optimizer and batch size, trained by "
             f"the loop of PyTorch's tutorials (tensors preloaded, `nn.Dropout`'s own masks, the loss read "
-            f"once) for {plain['steps']:,} steps after training: {plain['step_s'] * 1e3:.2f} ms a step against "
-            f"the twin's {plain['twin_step_s'] * 1e3:.2f} ms (twin / plain = {ratio:.2f}); the row is that "
-            f"time{over}. {why} (docs/performance.md: the twin's harness)", ""]
+            f"once), timed after training for {steps:,} step{'s' if steps != 1 else ''} after a warm-up: "
+            f"{plain['step_s'] * 1e3:.2f} ms a step against the twin's {plain['twin_step_s'] * 1e3:.2f} ms "
+            f"averaged over its {plain['twin_steps']:,} (twin / plain = {ratio:.2f}); the row is that time "
+            f"times the twin's steps. What the twin does that this loop does not, so that it computes the NumPy "
+            f"engine's numbers: {'; '.join(harness)} (docs/performance.md, the twin's harness).", ""]
 
 
 def _errors(result: Mapping[str, Any]) -> str:

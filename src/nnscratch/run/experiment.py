@@ -30,7 +30,7 @@ import numpy as np
 from nnscratch.run.config import RunConfig
 from nnscratch.data import Dataset, load_dataset
 from nnscratch.data.common import note
-from nnscratch.data.preprocess import ChannelStats, channel_stats, standardize, to_features
+from nnscratch.data.preprocess import ChannelStats, channel_stats, scale_pixels, standardize, to_features
 from nnscratch.engines import make_engine
 from nnscratch.errors import DataError, OutputError, RunInterrupted, Terminated, UsageError
 from nnscratch.files.atomic import write_json
@@ -320,13 +320,27 @@ def assemble_metrics(cfg: RunConfig, plan: RunPlan, data: Dataset, arrays: Split
 PLAIN_TORCH_ROWS, PLAIN_TORCH_BYTES = 8192, 64 * 2 ** 20
 
 
+def plain_torch_skipped(cfg: RunConfig, resume: dict | None) -> str | None:
+    """Why a run with the torch twin gets no "PyTorch's own loop" figure (None: it gets one)."""
+    from nnscratch.data.augment import parse_augment
+
+    if distributed.active() is not None:
+        return "a data-parallel run"
+    if resume:
+        return "a resumed run (its time spans sessions)"
+    if parse_augment(cfg.augment, cfg.dataset).active:
+        return "an augmented run (the plain loop does not augment)"
+    return None
+
+
 def plain_torch_figure(cfg: RunConfig, plan: RunPlan, arrays: SplitArrays, twin: EngineResult) -> dict:
     """PyTorch at its best on this run's work, beside the twin's time: a plain loop
     (:func:`~nnscratch.torch_engine.plain_loop.time_plain_loop`), measured after training, for at
-    most as many steps as the twin made. ``{"step_s", "steps", "batch_size", "twin_step_s",
-    "twin_steps", "train_time_s"}``, the last the plain loop's time for the twin's number of steps."""
-    from nnscratch.data.preprocess import scale_pixels
-    from nnscratch.torch_engine.plain_loop import time_plain_loop
+    most as many steps as the twin made (after its warm-up). Returns ``{"step_s", "steps",
+    "batch_size", "twin_step_s", "twin_steps", "recorded_steps", "estimated_train_time_s"}``: the
+    last is the plain loop's step time times the twin's steps; ``recorded_steps`` the twin's steps
+    that also recorded the gradient flow (slower ones)."""
+    from nnscratch.torch_engine.plain_loop import MAX_STEPS, time_plain_loop
 
     n_steps = max(1, len(twin.history.step_loss))
     row_bytes = arrays.x_train.shape[1] * cfg.np_dtype.itemsize
@@ -336,14 +350,34 @@ def plain_torch_figure(cfg: RunConfig, plan: RunPlan, arrays: SplitArrays, twin:
     if transform is not None:
         transform(rows)
     figure = time_plain_loop(plan.spec, plan.initial, rows, arrays.y_train[:m], batch_size=cfg.batch_size,
-                             lr=cfg.lr, dtype=cfg.np_dtype, max_steps=min(200, n_steps), seed=cfg.seed,
-                             device=cfg.device,
-                             label_smoothing=cfg.label_smoothing, optimizer=cfg.optimizer,
+                             lr=cfg.lr, dtype=cfg.np_dtype, max_steps=min(MAX_STEPS, n_steps), seed=cfg.seed,
+                             device=cfg.device, label_smoothing=cfg.label_smoothing, optimizer=cfg.optimizer,
                              optimizer_options=cfg.optimizer_options(), l1=cfg.l1, l2=cfg.l2,
                              clip_grad_norm=cfg.clip_grad_norm, freeze=cfg.freeze, max_norm=cfg.max_norm,
                              precision=cfg.precision)
-    twin_step_s = twin.history.train_time_s / n_steps
-    return figure | {"twin_step_s": twin_step_s, "twin_steps": n_steps, "train_time_s": figure["step_s"] * n_steps}
+    steps_per_epoch = -(-len(arrays.y_train) // cfg.batch_size)
+    recorded = (min(cfg.gradient_flow_samples, steps_per_epoch) * len(twin.history.records())
+                if cfg.gradient_flow else 0)
+    return figure | {"twin_step_s": twin.history.train_time_s / n_steps, "twin_steps": n_steps,
+                     "recorded_steps": min(recorded, n_steps), "estimated_train_time_s": figure["step_s"] * n_steps}
+
+
+def add_plain_torch(metrics: dict, cfg: RunConfig, plan: RunPlan, arrays: SplitArrays,
+                    results: dict[str, EngineResult], resume: dict | None) -> None:
+    """``metrics["engines"]["torch"]["plain_torch"]`` (:func:`plain_torch_figure`) when the run
+    trained the twin and nothing in :func:`plain_torch_skipped` applies. The run is trained
+    already: a failure here, or Ctrl-C / SIGTERM during it, only leaves the figure out (one note
+    on stderr), the outputs are written all the same."""
+    if "torch" not in results or plain_torch_skipped(cfg, resume):
+        return
+    try:
+        metrics["engines"]["torch"]["plain_torch"] = plain_torch_figure(cfg, plan, arrays, results["torch"])
+    except (KeyboardInterrupt, Terminated):
+        note("stopped while timing PyTorch's own loop beside the twin: the report leaves it out; "
+             "writing the trained run")
+    except Exception as exc:  # noqa: BLE001 - a figure for the report: never lose the trained run
+        note(f"PyTorch's own loop could not be timed beside the twin ({type(exc).__name__}: {exc}); "
+             "the report leaves it out")
 
 
 def write_outputs(out_dir: Path, cfg: RunConfig, plan: RunPlan, metrics: dict, data: Dataset, arrays: SplitArrays,
@@ -588,13 +622,8 @@ def run_experiment(cfg: RunConfig, out_dir: str | os.PathLike | RunFolder | None
                 for sink in sinks:
                     sink.close()
             metrics = assemble_metrics(cfg, plan, data, arrays, results)
-            if "torch" in results and distributed.active() is None:
-                try:
-                    metrics["engines"]["torch"]["plain_torch"] = plain_torch_figure(cfg, plan, arrays,
-                                                                                    results["torch"])
-                except Exception as exc:  # noqa: BLE001 - a figure for the report: never lose the trained run
-                    note(f"PyTorch's own loop could not be timed beside the twin ({type(exc).__name__}: {exc}); "
-                         "the report leaves it out")
+            engines = None  # the trained engines' memory back before another model is built (results keep copies)
+            add_plain_torch(metrics, cfg, plan, arrays, results, resume)
             if folder is not None:
                 write_run_folder(folder, cfg, plan, metrics, data, arrays, results)
         except (KeyboardInterrupt, Terminated, RunInterrupted, CheckpointWriteError) as stop:

@@ -37,6 +37,8 @@ from nnscratch.torch_engine.model import TorchEngine
 BUDGET_S = 1.5
 #: Steps run first and not measured (the allocator and BLAS buffers settle, lazy set-up happens).
 WARMUP_STEPS = 5
+#: The most steps measured.
+MAX_STEPS = 200
 
 
 class PlainLoop:
@@ -55,7 +57,7 @@ class PlainLoop:
         self.x = torch.from_numpy(np.ascontiguousarray(rows)).to(device=engine.device, dtype=engine.dtype)
         self.y = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(engine.device)
         self.total = torch.zeros((), dtype=torch.float64, device=engine.device)
-        self._scaler = torch.amp.GradScaler(engine.device.type) if engine.precision == "fp16" else None
+        self._scaler = engine.scaler  # fp16: torch's GradScaler, as the twin has it (None otherwise)
         self._autocast = ((lambda: torch.autocast(engine.device.type, dtype=engine._autocast))
                           if engine._autocast is not None else contextlib.nullcontext)
 
@@ -91,7 +93,7 @@ class PlainLoop:
 
 
 def time_plain_loop(spec, initial: dict[str, np.ndarray], rows: np.ndarray, labels: np.ndarray, *,
-                    batch_size: int, lr: float, dtype=np.float32, max_steps: int = 200,
+                    batch_size: int, lr: float, dtype=np.float32, max_steps: int = MAX_STEPS,
                     budget_s: float = BUDGET_S, seed: int = 0, **engine_options) -> dict:
     """Seconds per step of the plain loop on ``rows`` ``(N, D)`` (model inputs, already scaled)
     and ``labels``, in full batches of ``batch_size`` in a random order (``seed``).
