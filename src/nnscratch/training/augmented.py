@@ -18,8 +18,7 @@ drained so that it is not stuck on a full one, and joined. An exception in the t
 in the training thread at the batch it could not make. With ``prefetch=0`` each batch is made in
 the training thread when the step asks for it (the same bytes). A run chooses with
 :func:`prefetch_plan`: on two cores or fewer the batches are made in the training thread, since
-there the thread cost more than it hid (docs/augmentation.md#cost, measured: the seed network's
-augmented epoch 1.5x the plain one made in the training thread, 2.6x with the thread).
+there the thread did not pay (docs/augmentation.md#cost has the measurements).
 
 **Once.** With ``share=True`` (a comparison) the epoch's augmented pixels are kept in one
 ``(N, D)`` uint8 array, the *epoch memo* (47 MB for 60,000 MNIST images): the first engine's
@@ -50,9 +49,9 @@ THREAD_NAME = "nnscratch-augment"
 
 
 #: The fewest CPU threads of a run with which a thread prepares the batches ahead (below: the
-#: training thread makes them). On two cores, measured (docs/augmentation.md#cost), the thread
-#: lost: it needs the GIL for each of its ~60 NumPy calls a batch and mostly got it only while the
-#: engine waited for it, and the BLAS thread it takes from the engine is most of an epoch's speed.
+#: training thread makes them). On two cores, measured (docs/augmentation.md#cost), the thread gains
+#: no more than the noise: beside it the engine keeps one BLAS thread, and one BLAS thread alone costs
+#: the seed network's epoch about as much as making the batches in the training thread does.
 PREFETCH_MIN_THREADS = 3
 
 
