@@ -9,7 +9,8 @@ Both sides train the same network (``nn.Sequential`` of ``nn.Linear`` / ``nn.ReL
 plain SGD (no momentum: the seed configuration), the same batch size and batch order, float32,
 the same thread count, taking turns epoch by epoch (a slow spell of a shared machine hits both):
 
-* **plain**: the loop of PyTorch's own tutorials, everything preloaded as tensors:
+* **plain**: the loop of PyTorch's own tutorials, everything preloaded as tensors (the one the
+  reports time beside the twin, :class:`~nnscratch.torch_engine.plain_loop.PlainLoop`):
   ``for idx in batches: opt.zero_grad(); loss = F.cross_entropy(model(x[idx]), y[idx]);
   loss.backward(); opt.step()``; the loss summed on the device, read once per epoch.
 * **twin**: one :func:`nnscratch.api.train` run with ``engine="torch"``, i.e. the
@@ -44,42 +45,34 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import torch
-    from torch import nn
 
     from nnscratch import api
     from nnscratch.data import load_dataset
+    from nnscratch.model.registry import initial_state
+    from nnscratch.model.spec import mlp_spec
     from nnscratch.threads import set_threads
+    from nnscratch.torch_engine.plain_loop import PlainLoop
+    from nnscratch.training.streams import init_rng
 
     threads = set_threads(args.threads)
     data = load_dataset("mnist", None, progress=False)
     settings = dict(hidden=args.hidden, dropout=args.dropout, batch_size=args.batch_size,
                     train_subset=args.train_subset, lr=0.01, threads=threads, gradient_flow=True)
     n = args.train_subset or 50_000
-    x = torch.from_numpy(data.train_images[:n].reshape(n, -1).astype(np.float32) / 255.0)
-    y = torch.from_numpy(data.train_labels[:n].astype(np.int64))
     widths = [784, *args.hidden, 10]
-    layers: list[nn.Module] = []
-    for i, (d_in, d_out) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(nn.Linear(d_in, d_out))
-        if i < len(widths) - 2:
-            layers += [nn.ReLU()] + ([nn.Dropout(args.dropout)] if args.dropout else [])
-    model = nn.Sequential(*layers)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, foreach=True)
-    loss_fn = nn.CrossEntropyLoss()
+    # the loop the reports time (torch_engine/plain_loop.py): the twin's model from the run's initial
+    # weights, nn.Dropout's own masks, the rows preloaded as tensors, the loss read once per epoch
+    spec = mlp_spec(784, tuple(args.hidden), 10, dropout=args.dropout)
+    loop = PlainLoop(spec, initial_state(spec, init_rng(0)), data.train_images[:n].reshape(n, -1) / np.float32(255),
+                     data.train_labels[:n], lr=0.01)
     rng = np.random.default_rng(0)
 
     def plain_epoch() -> float:
         order = torch.from_numpy(rng.permutation(n))
-        total = torch.zeros(())
         t = time.perf_counter()
         for start in range(0, n, args.batch_size):
-            idx = order[start:start + args.batch_size]
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x[idx]), y[idx])
-            loss.backward()
-            opt.step()
-            total += loss.detach()
-        float(total)  # read once per epoch
+            loop.step(order[start:start + args.batch_size])
+        float(loop.total)  # read once per epoch
         return time.perf_counter() - t
 
     # One twin run of rounds + 1 epochs; after each of its epochs (on_epoch) a plain epoch runs, so

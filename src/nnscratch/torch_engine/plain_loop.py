@@ -54,8 +54,10 @@ class PlainLoop:
         engine.train()
         for group in engine.optimizer.param_groups:
             group["lr"] = lr
-        self.x = torch.from_numpy(np.ascontiguousarray(rows)).to(device=engine.device, dtype=engine.dtype)
-        self.y = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(engine.device)
+        # contiguous and writable (torch wants both; a copy only where the arrays are not)
+        self.x = torch.from_numpy(np.require(rows, requirements=("C", "W"))).to(device=engine.device,
+                                                                              dtype=engine.dtype)
+        self.y = torch.from_numpy(np.require(labels, np.int64, ("C", "W"))).to(engine.device)
         self.total = torch.zeros((), dtype=torch.float64, device=engine.device)
         self._scaler = engine.scaler  # fp16: torch's GradScaler, as the twin has it (None otherwise)
         self._autocast = ((lambda: torch.autocast(engine.device.type, dtype=engine._autocast))
