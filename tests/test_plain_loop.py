@@ -92,6 +92,7 @@ def test_a_comparison_reports_pytorchs_own_loop(mnist, tmp_path):
     assert f"{plain['step_s'] * 1e3:.2f} ms a step" in report
     assert "4 of its steps also recording the gradient flow" in report
     assert "dropout masks" not in report           # this network has no dropout
+    assert "its epochs in turn with the NumPy engine's" in report
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["engines"]["torch"]["plain_torch"] == plain
     assert "PyTorch's own loop (est.)" in results_table(run.metrics)
 
@@ -110,6 +111,7 @@ def test_every_kind_of_network_gets_the_figure(mnist, tmp_path):
     report = (tmp_path / "run" / "report.md").read_text()
     note = next(line for line in report.splitlines() if line.startswith("PyTorch's own loop:"))
     assert "the run's dropout masks applied" in note and "gradient flow" not in note
+    assert "in turn" not in note                   # the twin trained alone
 
 
 @pytest.mark.parametrize("why", ["augmented", "resumed"])

@@ -214,11 +214,12 @@ def _results(metrics: Mapping[str, Any]) -> list[str]:
     title = "## Results" + (f" (seed {seed})" if seed is not None else "")
     dropout = any(layer.get("kind") == "dropout" for layer in metrics.get("architecture", []))
     return [title, "", *_table(["Metric", *map(engine_label, engines)], rows), "",
-            *_plain_torch_note(plain, dropout)]
+            *_plain_torch_note(plain, dropout, in_turn="numpy" in engines)]
 
 
-def _plain_torch_note(plain: Mapping[str, Any] | None, dropout: bool) -> list[str]:
-    """What the row "PyTorch's own loop" measured, and what the twin does that this loop does not."""
+def _plain_torch_note(plain: Mapping[str, Any] | None, dropout: bool, in_turn: bool = False) -> list[str]:
+    """What the row "PyTorch's own loop" measured, and what the twin does that this loop does not
+    (``in_turn``: a comparison, whose engines train epoch by epoch in turn)."""
     if not plain:
         return []
     ratio = plain["twin_step_s"] / plain["step_s"] if plain["step_s"] > 0 else float("nan")
@@ -227,7 +228,8 @@ def _plain_torch_note(plain: Mapping[str, Any] | None, dropout: bool) -> list[st
                "every step's loss and correct count kept for the history",
                *([f"{plain['recorded_steps']:,} of its steps also recording the gradient flow"]
                  if plain.get("recorded_steps") else []),
-               "events sent to the live outputs"]
+               "events sent to the live outputs",
+               *(["its epochs in turn with the NumPy engine's"] if in_turn else [])]
     steps = plain["steps"]
     return [f"PyTorch's own loop: the twin's network, initial weights, optimizer and batch size, trained by "
             f"the loop of PyTorch's tutorials (tensors preloaded, `nn.Dropout`'s own masks, the loss read "
