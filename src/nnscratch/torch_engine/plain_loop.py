@@ -102,8 +102,9 @@ def time_plain_loop(spec, initial: dict[str, np.ndarray], rows: np.ndarray, labe
 
     ``engine_options`` are the twin's (:class:`~nnscratch.torch_engine.model.TorchEngine`'s
     ``optimizer``, ``optimizer_options``, ``label_smoothing``, ``l1``, ``l2``, ``clip_grad_norm``,
-    ``freeze``, ``max_norm``, ``precision``, ``device``). Runs :data:`WARMUP_STEPS`, then steps until
-    ``max_steps`` or ``budget_s`` seconds, whichever comes first (at least one). Returns
+    ``freeze``, ``max_norm``, ``precision``, ``device``). Runs :data:`WARMUP_STEPS` (fewer once they
+    have taken a third of ``budget_s``), then steps until ``max_steps`` or ``budget_s`` seconds,
+    whichever comes first (at least one). Returns
     ``{"step_s", "steps", "batch_size"}``: the mean over the measured steps.
     """
     loop = PlainLoop(spec, initial, rows, labels, lr=lr, dtype=dtype, **engine_options)
@@ -118,9 +119,12 @@ def time_plain_loop(spec, initial: dict[str, np.ndarray], rows: np.ndarray, labe
                 yield order[start:start + batch_size]
 
     source = batches()
-    for _ in range(WARMUP_STEPS):
+    start = time.perf_counter()
+    for _ in range(WARMUP_STEPS):  # a large network's slow steps: fewer of them, within a third of the budget
         loop.step(next(source))
-    float(loop.total)  # waits for the warm-up (a GPU runs asynchronously)
+        float(loop.total)  # waits for the step (a GPU runs asynchronously)
+        if time.perf_counter() - start >= budget_s / 3:
+            break
     steps, start = 0, time.perf_counter()
     while steps < max(1, max_steps):
         loop.step(next(source))
