@@ -17,6 +17,7 @@ import pytest
 from helpers import optional_import
 from nnscratch.model.registry import initial_state
 from nnscratch.model.spec import mlp_spec
+from nnscratch.report.markdown import render_report
 
 torch = optional_import("torch")
 
@@ -75,11 +76,11 @@ def test_the_timing_keeps_to_its_limits():
     assert figure["steps"] == 1                # the time budget spent: one step measured, then stop
 
 
-def test_a_comparison_reports_pytorchs_own_loop(mnist, tmp_path):
+def test_a_comparison_reports_pytorchs_own_loop(mnist):
     from nnscratch import api
     from nnscratch.report.results_table import results_table
 
-    run = api.compare(epochs=1, train_subset=640, batch_size=64, data=mnist, out=tmp_path / "run")
+    run = api.compare(epochs=1, train_subset=640, batch_size=64, data=mnist)
     plain = run.metrics["engines"]["torch"]["plain_torch"]
     assert "plain_torch" not in run.metrics["engines"]["numpy"]
     steps = len(run.history["torch"]["step_loss"])
@@ -87,28 +88,27 @@ def test_a_comparison_reports_pytorchs_own_loop(mnist, tmp_path):
     assert plain["recorded_steps"] == 4          # gradient flow: 4 sampled steps an epoch, 1 epoch
     assert plain["twin_step_s"] == pytest.approx(run.history["torch"]["train_time_s"] / steps)
     assert plain["estimated_train_time_s"] == pytest.approx(plain["step_s"] * steps)
-    report = (tmp_path / "run" / "report.md").read_text()
+    report = render_report(run.metrics, [])
     assert "| Training time, PyTorch's own loop (estimate, see below) | — |" in report
     assert f"{plain['step_s'] * 1e3:.2f} ms a step" in report
     assert "4 of its steps also recording the gradient flow" in report
     assert "dropout masks" not in report           # this network has no dropout
     assert "its epochs in turn with the NumPy engine's" in report
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["engines"]["torch"]["plain_torch"] == plain
     assert "PyTorch's own loop (est.)" in results_table(run.metrics)
 
 
-def test_every_kind_of_network_gets_the_figure(mnist, tmp_path):
+def test_every_kind_of_network_gets_the_figure(mnist):
     """Input and hidden dropout, batch norm, GELU, momentum, smoothing, clipping and max-norm in
     float64, in one run: the figure is there (a failure inside the timing would only leave it out)."""
     from nnscratch import api
 
-    run = api.train(engine="torch", epochs=1, train_subset=256, data=mnist, out=tmp_path / "run", hidden=[32, 16],
+    run = api.train(engine="torch", epochs=1, train_subset=256, data=mnist, hidden=[32, 16],
                     dropout=0.2, input_dropout=0.1, batch_norm=True, activation="gelu", optimizer="sgd",
                     momentum=0.9, label_smoothing=0.1, clip_grad_norm=1.0, max_norm=3.0, dtype="float64",
                     gradient_flow=False)
     plain = run.metrics["engines"]["torch"]["plain_torch"]
     assert plain["steps"] == plain["twin_steps"] == 4 and plain["recorded_steps"] == 0
-    report = (tmp_path / "run" / "report.md").read_text()
+    report = render_report(run.metrics, [])
     note = next(line for line in report.splitlines() if line.startswith("PyTorch's own loop:"))
     assert "the run's dropout masks applied" in note and "gradient flow" not in note
     assert "in turn" not in note                   # the twin trained alone
@@ -119,10 +119,13 @@ def test_runs_whose_time_is_not_comparable_get_no_figure(mnist, tmp_path, monkey
     from nnscratch import api
     from nnscratch.torch_engine import plain_loop
 
-    first = api.train(engine="torch", epochs=1, train_subset=256, data=mnist, out=tmp_path / "first",
+    first = api.train(engine="torch", epochs=1, train_subset=256, data=mnist,
+                      out=tmp_path / "first" if why == "resumed" else None,
                       augment="shift=1" if why == "augmented" else "none")
     assert ("plain_torch" in first.metrics["engines"]["torch"]) == (why == "resumed")
-    if why == "resumed":
+    if why == "resumed":  # the first run's figure is in its metrics.json; the resumed run gets none
+        saved = json.loads((tmp_path / "first" / "metrics.json").read_text())
+        assert saved["engines"]["torch"]["plain_torch"] == first.metrics["engines"]["torch"]["plain_torch"]
         calls = []
         monkeypatch.setattr(plain_loop, "time_plain_loop", lambda *a, **k: calls.append(1))
         again = api.train(engine="torch", epochs=2, data=mnist, resume=tmp_path / "first", out=tmp_path / "again")
@@ -151,6 +154,7 @@ def test_a_failed_or_stopped_timing_never_loses_the_run(mnist, tmp_path, monkeyp
     run = api.train(engine="torch", epochs=1, train_subset=256, data=mnist, out=tmp_path / "run")
     assert "plain_torch" not in run.metrics["engines"]["torch"]
     assert (tmp_path / "run" / "report.md").exists() and (tmp_path / "run" / "torch_model.safetensors").exists()
+    assert "plain_torch" not in json.loads((tmp_path / "run" / "metrics.json").read_text())["engines"]["torch"]
     assert not (tmp_path / "run" / "INTERRUPTED.md").exists()
     err = capsys.readouterr().err
     assert ("could not be timed beside the twin (MemoryError: no room for the rows)" in err
