@@ -123,6 +123,10 @@ def test_runs_whose_time_is_not_comparable_get_no_figure(mnist, tmp_path, monkey
                       out=tmp_path / "first" if why == "resumed" else None,
                       augment="shift=1" if why == "augmented" else "none")
     assert ("plain_torch" in first.metrics["engines"]["torch"]) == (why == "resumed")
+    if why == "augmented":
+        reason = first.metrics["engines"]["torch"]["plain_torch_skipped"]
+        assert reason == "an augmented run (the plain loop does not augment)"
+        assert f"PyTorch's own loop was not timed beside the twin: {reason}." in render_report(first.metrics, [])
     if why == "resumed":  # the first run's figure is in its metrics.json; the resumed run gets none
         saved = json.loads((tmp_path / "first" / "metrics.json").read_text())
         assert saved["engines"]["torch"]["plain_torch"] == first.metrics["engines"]["torch"]["plain_torch"]
@@ -130,6 +134,7 @@ def test_runs_whose_time_is_not_comparable_get_no_figure(mnist, tmp_path, monkey
         monkeypatch.setattr(plain_loop, "time_plain_loop", lambda *a, **k: calls.append(1))
         again = api.train(engine="torch", epochs=2, data=mnist, resume=tmp_path / "first", out=tmp_path / "again")
         assert calls == [] and "plain_torch" not in again.metrics["engines"]["torch"]
+        assert again.metrics["engines"]["torch"]["plain_torch_skipped"] == "a resumed run (its time spans sessions)"
 
 
 def test_a_numpy_run_never_times_pytorch(mnist, monkeypatch):

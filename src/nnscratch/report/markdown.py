@@ -213,8 +213,10 @@ def _results(metrics: Mapping[str, Any]) -> list[str]:
                        for e in engines)])
     title = "## Results" + (f" (seed {seed})" if seed is not None else "")
     dropout = any(layer.get("kind") == "dropout" for layer in metrics.get("architecture", []))
+    skipped = engines.get("torch", {}).get("plain_torch_skipped")
     return [title, "", *_table(["Metric", *map(engine_label, engines)], rows), "",
-            *_plain_torch_note(plain, dropout, in_turn="numpy" in engines)]
+            *_plain_torch_note(plain, dropout, in_turn="numpy" in engines),
+            *([f"PyTorch's own loop was not timed beside the twin: {skipped}.", ""] if skipped else [])]
 
 
 def _plain_torch_note(plain: Mapping[str, Any] | None, dropout: bool, in_turn: bool = False) -> list[str]:

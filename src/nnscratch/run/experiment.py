@@ -365,10 +365,15 @@ def plain_torch_figure(cfg: RunConfig, plan: RunPlan, arrays: SplitArrays, twin:
 def add_plain_torch(metrics: dict, cfg: RunConfig, plan: RunPlan, arrays: SplitArrays,
                     results: dict[str, EngineResult], resume: dict | None) -> None:
     """``metrics["engines"]["torch"]["plain_torch"]`` (:func:`plain_torch_figure`) when the run
-    trained the twin and nothing in :func:`plain_torch_skipped` applies. The run is trained
+    trained the twin and nothing in :func:`plain_torch_skipped` applies (else, with the twin,
+    ``plain_torch_skipped``: the reason). The run is trained
     already: a failure here, or Ctrl-C / SIGTERM during it, only leaves the figure out (one note
     on stderr), the outputs are written all the same."""
-    if "torch" not in results or plain_torch_skipped(cfg, resume):
+    if "torch" not in results:
+        return
+    skipped = plain_torch_skipped(cfg, resume)
+    if skipped:  # said in the report, beside the twin's time
+        metrics["engines"]["torch"]["plain_torch_skipped"] = skipped
         return
     try:
         metrics["engines"]["torch"]["plain_torch"] = plain_torch_figure(cfg, plan, arrays, results["torch"])
