@@ -28,6 +28,7 @@ engine moves them with ``to_device``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import threading
 from typing import Any, Callable
 
 import numpy
@@ -293,7 +294,7 @@ def _compile_erf32():
     p, q = (numpy.array(c, numpy.float32) for c in (_ERF32_P, _ERF32_Q))
 
     @numba.njit(cache=True, fastmath=False, error_model="numpy")
-    def erf32(x, out, p, q):  # x, out: 1-D views of one memory layout
+    def erf32(x, out, p, q):  # x, out: 1-D views of one memory layout (the same one, or not overlapping)
         for i in range(x.size):
             v = min(max(x[i], numpy.float32(-4.0)), numpy.float32(4.0))
             v2 = v * v
@@ -305,7 +306,22 @@ def _compile_erf32():
                 den = den * v2 + q[k]
             out[i] = min(max(v * num / den, numpy.float32(-1.0)), numpy.float32(1.0))  # |erf| <= 1
 
-    return lambda x, out: erf32(x, out, p, q)
+    # In place, the loop is given its output as input: LLVM's overlap check then picks the loop's
+    # scalar version over the vectorised one (124 against 14 us for a 64x512 batch); a scratch
+    # array in between keeps it vectorised at the cost of one copy (3 us); one per thread and size.
+    local = threading.local()
+
+    def kernel(x, out):
+        if x.ctypes.data == out.ctypes.data:
+            scratch = local.__dict__.setdefault("arrays", {})
+            tmp = scratch.get(x.size)
+            if tmp is None:
+                tmp = scratch[x.size] = numpy.empty(x.size, numpy.float32)
+            numpy.copyto(tmp, x)
+            x = tmp
+        erf32(x, out, p, q)
+
+    return kernel
 
 
 def numpy_erf(x: numpy.ndarray, out: numpy.ndarray | None = None) -> numpy.ndarray:
