@@ -180,7 +180,8 @@ def test_the_data_parallel_numpy_engine_of_one_rank_is_the_plain_engine():
     initial = initial_state(spec, init_rng(0), "he_normal")
     comm = OneRank()
     options = dict(optimizer="sgd", optimizer_options={"momentum": 0.9}, l2=1e-4)
-    plain = NumpyEngine(spec, initial, np.float64, fuse=False, **options)
+    # batch norm's NumPy reference (GlobalBatchNorm1d's formulas), not its compiled twin (jit.py)
+    plain = NumpyEngine(spec, initial, np.float64, fuse=False, compiled_layers=False, **options)
     parallel = DataParallelNumpyEngine(spec, initial, np.float64, communicator=comm, **options)
     assert sum(isinstance(layer, GlobalBatchNorm1d) for layer in parallel.model.layers) == 2
     for g in parallel.model.trainable_grads().values():

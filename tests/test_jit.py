@@ -9,9 +9,10 @@ from optimizer_cases import CASES, IDS
 optional_import("numba")
 
 from nnscratch.numpy_engine import NumpyEngine, ReLU, SoftmaxCrossEntropy  # noqa: E402
+from nnscratch.numpy_engine.layers import BatchNorm1d, GradientSink  # noqa: E402
 from nnscratch.model.registry import initial_state  # noqa: E402
-from nnscratch.numpy_engine.jit import (JIT_OPTIMIZERS, JitAdam, JitAdamW, JitReLU, JitRMSprop,  # noqa: E402
-                                        JitSGD, JitSoftmaxCrossEntropy, make_jit_optimizer)
+from nnscratch.numpy_engine.jit import (JIT_OPTIMIZERS, JitAdam, JitAdamW, JitBatchNorm1d, JitReLU,  # noqa: E402
+                                        JitRMSprop, JitSGD, JitSoftmaxCrossEntropy, make_jit_optimizer)
 from nnscratch.numpy_engine.optimizers import OPTIMIZERS, make_optimizer  # noqa: E402
 from nnscratch.model.spec import mlp_spec  # noqa: E402
 from nnscratch.training.trainer import fit  # noqa: E402
@@ -37,6 +38,102 @@ def test_jit_softmax_cross_entropy_equals_numpy():
     loss2, dz2 = JitSoftmaxCrossEntropy(np.float64).forward_backward(z, y)
     assert loss2 == pytest.approx(loss1, rel=1e-14)
     np.testing.assert_allclose(dz2, dz1, rtol=1e-12, atol=1e-17)
+
+
+def _batch_norm_pair(dtype, d):
+    rng = np.random.default_rng(20)
+    layers = BatchNorm1d(d, dtype, momentum=0.2), JitBatchNorm1d(d, dtype, momentum=0.2)
+    gamma, beta = 1 + 0.3 * rng.standard_normal(d), 0.5 * rng.standard_normal(d)
+    for layer in layers:
+        layer.params["weight"][:], layer.params["bias"][:] = gamma, beta
+    return layers
+
+
+def _run_batch_norm(layer, x, dout, need_dx=True):
+    """Two training steps (forward, backward) and an evaluation pass; copies of what comes out."""
+    out = {}
+    for step in range(2):
+        out[f"y{step}"] = layer.forward(x + step, train=True).copy()
+        dx = layer.backward(dout * (step + 1), need_dx=need_dx)
+        out[f"dx{step}"] = None if dx is None else dx.copy()
+        out[f"dgamma{step}"], out[f"dbeta{step}"] = layer.grads["weight"].copy(), layer.grads["bias"].copy()
+    out.update({name: np.array(b) for name, b in layer.buffers.items()})
+    out["eval"] = layer.forward(x, train=False).copy()
+    return out
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-11), (np.float32, 2e-5)])
+@pytest.mark.parametrize("order", ["F", "C"])
+def test_jit_batch_norm_equals_batch_norm(dtype, rtol, order):
+    """The compiled training passes (column-major batches; a row-major one takes the reference)
+    give the reference's outputs, input gradients, dgamma, dbeta and running statistics."""
+    rng = np.random.default_rng(21)
+    x = np.asarray((3 + 2 * rng.standard_normal((48, 37))).astype(dtype), order=order)
+    dout = np.asarray(rng.standard_normal((48, 37)).astype(dtype), order=order)
+    plain, jit = _batch_norm_pair(dtype, 37)
+    expected, got = _run_batch_norm(plain, x, dout), _run_batch_norm(jit, x, dout)
+    for name, value in expected.items():
+        assert got[name].dtype == value.dtype, name
+        scale = np.abs(value).max() if value.ndim else 1.0
+        np.testing.assert_allclose(got[name], value, rtol=rtol, atol=rtol * scale, err_msg=name)
+    assert got["num_batches_tracked"] == 2
+    if order == "C":  # the reference's own code path: the same bits
+        for name, value in expected.items():
+            np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+def test_jit_batch_norm_input_gradient_matches_finite_differences():
+    """An oracle of its own for the compiled backward: central differences of sum(y * w)."""
+    rng = np.random.default_rng(22)
+    x, w = np.asfortranarray(rng.standard_normal((6, 4))), np.asfortranarray(rng.standard_normal((6, 4)))
+    _, layer = _batch_norm_pair(np.float64, 4)
+
+    def loss(xs):
+        return float((layer.forward(np.asfortranarray(xs), train=True) * w).sum())
+
+    loss(x)
+    dx = layer.backward(w).copy()
+    numeric, h = np.zeros_like(x), 1e-6
+    for idx in np.ndindex(*x.shape):
+        xp, xm = x.copy(), x.copy()
+        xp[idx] += h
+        xm[idx] -= h
+        numeric[idx] = (loss(xp) - loss(xm)) / (2 * h)
+    np.testing.assert_allclose(dx, numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_jit_batch_norm_without_dx_and_through_a_scaling_sink():
+    """``need_dx=False`` returns nothing and still hands over dgamma and dbeta; a sink with
+    ``alpha``/``beta`` (the fused update's) receives what the reference's does."""
+    rng = np.random.default_rng(23)
+    x = np.asfortranarray(rng.standard_normal((16, 5)))
+    dout = np.asfortranarray(rng.standard_normal((16, 5)))
+    plain, jit = _batch_norm_pair(np.float64, 5)
+    targets = []
+    for layer in (plain, jit):
+        target = {name: np.full_like(p, 0.5) for name, p in layer.params.items()}
+        layer.sink = GradientSink(target, alpha=-0.1, beta=0.9)
+        layer.forward(x, train=True)
+        assert layer.backward(dout, need_dx=False) is None
+        targets.append(target)
+    for name in ("weight", "bias"):
+        np.testing.assert_allclose(targets[1][name], targets[0][name], rtol=1e-12)
+        assert not np.allclose(targets[1][name], 0.5)
+
+
+def test_jit_batch_norm_refuses_a_batch_of_one_as_the_reference_does():
+    _, jit = _batch_norm_pair(np.float64, 3)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        jit.forward(np.asfortranarray(np.ones((1, 3))), train=True)
+
+
+def test_engine_builds_the_compiled_batch_norm_by_default():
+    spec = mlp_spec(input_dim=12, hidden=(8,), num_classes=3, batch_norm=True)
+    initial = initial_state(spec, np.random.default_rng(24))
+    kinds = [{type(layer) for layer in NumpyEngine(spec, initial, np.float64, compiled_layers=compiled).model.layers}
+             for compiled in (True, False)]
+    assert JitBatchNorm1d in kinds[0] and BatchNorm1d not in kinds[0]
+    assert BatchNorm1d in kinds[1] and JitBatchNorm1d not in kinds[1]
 
 
 def test_jit_engine_trains_like_the_plain_engine():

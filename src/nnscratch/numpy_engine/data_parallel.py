@@ -150,7 +150,7 @@ class DataParallelNumpyEngine(NumpyEngine):
         layers = self.model.layers
         self._global_norms = []
         for i, layer in enumerate(layers):
-            if type(layer) is BatchNorm1d and i not in self.model.frozen:
+            if isinstance(layer, BatchNorm1d) and i not in self.model.frozen:  # the compiled twin too
                 layers[i] = GlobalBatchNorm1d.taking_over(layer, communicator)
                 self._global_norms.append(layers[i])
         # [every trainable gradient..., share * loss, correct]: what one all-reduce per step sums

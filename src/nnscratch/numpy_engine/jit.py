@@ -10,6 +10,13 @@ momentum, 1.86M parameters, 2-core AMD EPYC): 6.0 s an epoch with the NumPy upda
 this one, the same losses to the last bit. What they gain per update is in docs/performance.md
 ("Optimizer updates", ``benchmarks/optimizers.py``).
 
+Batch norm's training passes (:class:`JitBatchNorm1d`) are compiled by default too
+(``NumpyEngine(compiled_layers=True)``): each feature's mean, variance, ``xhat`` and ``y`` in one
+loop, its ``dgamma``, ``dbeta`` and ``dx`` in another, for the column-major batches the engine
+uses; :class:`~nnscratch.numpy_engine.layers.BatchNorm1d` stays the reference. The sums run in
+float64, so in float32 the numbers differ from NumPy's in the last bits (float64: to ~1e-14).
+On a 64x512 float32 batch: forward 101 -> 51 us, backward 129 -> 34 us (docs/performance.md).
+
 ``--jit``, an experiment: the reference project's roadmap lists "Numba/JIT compilation for the
 NumPy model". The matrix products are already BLAS, so only the element-wise parts can gain: the
 ReLU mask and its backward, and the softmax-cross-entropy gradient, each done in one compiled loop
@@ -27,7 +34,7 @@ import math
 
 from nnscratch.numpy_engine.backend import np  # numba compiles CPU code: NumPy arrays only
 
-from nnscratch.numpy_engine.layers import ReLU
+from nnscratch.numpy_engine.layers import BatchNorm1d, ReLU
 from nnscratch.numpy_engine.losses import SoftmaxCrossEntropy
 from nnscratch.numpy_engine.optimizers import OPTIMIZERS, SGD, Adam, AdamW, Optimizer, RMSprop, make_optimizer
 
@@ -99,6 +106,91 @@ class JitSoftmaxCrossEntropy(SoftmaxCrossEntropy):
     def forward_backward(self, z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         p = self._scratch.get("dz", z.shape)
         return float(_softmax_xent(z, y, p)), p
+
+
+# -- batch norm in training: each feature's statistics and outputs in one compiled loop ---------
+#
+# The formulas are :class:`~nnscratch.numpy_engine.layers.BatchNorm1d`'s (its docstring), which
+# stays the reference the tests compare against; here the arrays are taken transposed, ``(D, N)``
+# with each feature's ``N`` values contiguous (a column-major ``(N, D)`` activation buffer, the
+# engine's layout for batches up to ``COLUMN_MAJOR_MAX_ROWS``), so each feature's sums, its ``xhat``
+# and its ``y`` are one short loop over memory in the cache. The sums run in float64 (in any order:
+# ``reassoc`` lets LLVM vectorise them), so in float32 they are closer to exact than NumPy's.
+
+_bn_kernel = numba.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
+
+
+@_bn_kernel
+def _batch_norm_forward(x, gamma, beta, eps, xhat, y, mean, var, inv_std):  # x, xhat, y: (D, N)
+    d, n = x.shape
+    for j in range(d):
+        s = 0.0
+        for i in range(n):
+            s += x[j, i]
+        mu = s / n                                   # mu = x.mean(0)
+        ss = 0.0
+        for i in range(n):
+            c = x[j, i] - mu
+            ss += c * c
+        v = ss / n                                   # var = ((x - mu)^2).mean(0), biased
+        r = 1.0 / math.sqrt(v + eps)                 # 1 / sqrt(var + eps)
+        mean[j], var[j], inv_std[j] = mu, v, r
+        g, b = gamma[j], beta[j]
+        for i in range(n):
+            h = (x[j, i] - mu) * r                   # xhat = (x - mu) / sqrt(var + eps)
+            xhat[j, i] = h
+            y[j, i] = h * g + b                      # y = gamma xhat + beta
+
+
+@_bn_kernel
+def _batch_norm_backward(dout, xhat, gamma, inv_std, dx, dgamma, dbeta, need_dx):  # dout, xhat, dx: (D, N)
+    d, n = dout.shape
+    for j in range(d):
+        sd = 0.0
+        sdx = 0.0
+        for i in range(n):
+            sd += dout[j, i]
+            sdx += dout[j, i] * xhat[j, i]
+        dbeta[j], dgamma[j] = sd, sdx                # dbeta = dout.sum(0), dgamma = (dout xhat).sum(0)
+        if need_dx:                                  # g = dout gamma: g.sum(0) = gamma dbeta, (g xhat).sum(0) = gamma dgamma
+            g = gamma[j]
+            sum_g, sum_gx = g * sd, g * sdx
+            scale = inv_std[j] / n
+            for i in range(n):                       # dx = (N g - g.sum(0) - xhat (g xhat).sum(0)) / (N sqrt(var + eps))
+                dx[j, i] = (n * (dout[j, i] * g) - sum_g - xhat[j, i] * sum_gx) * scale
+
+
+class JitBatchNorm1d(BatchNorm1d):
+    """:class:`BatchNorm1d` whose training forward and backward are one compiled loop each
+    (:func:`_batch_norm_forward`, :func:`_batch_norm_backward`), for column-major batches (the
+    engine's layout up to ``COLUMN_MAJOR_MAX_ROWS`` rows). Other layouts, evaluation and the GPU
+    take the NumPy reference. Same formulas; sums in float64."""
+
+    def _compiled(self, *arrays) -> bool:
+        return not self.backend.is_gpu and all(a.ndim == 2 and a.flags.f_contiguous for a in arrays)
+
+    def forward(self, x: np.ndarray, train: bool = True, keep: bool | None = None) -> np.ndarray:
+        n = x.shape[0]
+        xhat, y = self._scratch.get("xhat", x.shape), self._scratch.get("y", x.shape)  # as the reference's
+        if not (train and n >= 2 and self._compiled(x, xhat, y)):
+            return super().forward(x, train, keep)
+        self._batch_stats = True
+        mean, var, inv_std = (self._scratch.get(name, x.shape[1:]) for name in ("mean", "var", "inv_std"))
+        _batch_norm_forward(x.T, self.params["weight"], self.params["bias"], self.eps, xhat.T, y.T,
+                            mean, var, inv_std)
+        self._track(mean, var, n)
+        self._inv_std = inv_std
+        return y
+
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        xhat, dx = self._scratch.get("xhat", dout.shape), self._scratch.get("dx", dout.shape)
+        if not (self._batch_stats and self._compiled(dout, xhat, dx)):
+            return super().backward(dout, need_dx)
+        dgamma, dbeta = self._scratch.get("dgamma", dout.shape[1:]), self._scratch.get("dbeta", dout.shape[1:])
+        _batch_norm_backward(dout.T, xhat.T, self.params["weight"], self._inv_std, dx.T, dgamma, dbeta, need_dx)
+        self.sink.put("weight", dgamma)
+        self.sink.put("bias", dbeta)
+        return dx if need_dx else None
 
 
 # -- optimizer updates: one compiled pass over memory per parameter ----------------------------

@@ -498,6 +498,9 @@ class BatchNorm1d(Layer):
     are constants, so the layer is the per-feature affine map it looks like::
 
         dx = dout * gamma / sqrt(running_var + eps)         (dgamma, dbeta as in training)
+
+    This class is the reference; the engine trains with its compiled twin by default
+    (:class:`nnscratch.numpy_engine.jit.JitBatchNorm1d`: the same formulas, one loop per pass).
     """
 
     def __init__(self, in_features: int, dtype=np.float32, *, eps: float = 1e-5, momentum: float = 0.1) -> None:

@@ -163,6 +163,19 @@ def compiled_optimizer(name: str, params: dict, **hyperparameters):
     return make_jit_optimizer(name, params, **hyperparameters)
 
 
+def compiled_layer_twins(layers: list) -> list:
+    """``layers`` with each :class:`~nnscratch.numpy_engine.layers.BatchNorm1d` replaced by its
+    compiled twin (:class:`~nnscratch.numpy_engine.jit.JitBatchNorm1d`: the same formulas, each
+    training pass one loop; new layers, so call it before loading the weights), or as they are
+    where Numba cannot be imported."""
+    try:
+        from nnscratch.numpy_engine.jit import JitBatchNorm1d
+    except ImportError:
+        return layers
+    return [JitBatchNorm1d(layer.in_features, layer.dtype, eps=layer.eps, momentum=layer.momentum)
+            if type(layer) is layer_classes.BatchNorm1d else layer for layer in layers]
+
+
 class NumpyEngine:
     """The hand-written engine behind the engine contract (:class:`nnscratch.engines.Engine`).
 
@@ -204,7 +217,7 @@ class NumpyEngine:
                  label_smoothing: float = 0.0, l1: float = 0.0, l2: float = 0.0,
                  clip_grad_norm: float | None = None, fuse: bool = True, jit: bool = False,
                  freeze: int = 0, max_norm: float | None = None, device: str = "cpu",
-                 precision: str = "fp32", compiled_updates: bool = True) -> None:
+                 precision: str = "fp32", compiled_updates: bool = True, compiled_layers: bool = True) -> None:
         from nnscratch.model.registry import dense_layers  # here: the registry imports this package's layers
 
         if precision not in PRECISIONS:
@@ -217,6 +230,8 @@ class NumpyEngine:
                              "and --max-norm (their code is CPU-only); leave them out or use --device cpu")
         self.precision = precision
         self.model = Sequential(spec, dtype, freeze, self.backend)
+        if compiled_layers and not self.backend.is_gpu:  # batch norm's training passes compiled (jit.py)
+            self.model.layers = compiled_layer_twins(self.model.layers)
         self.model.load_state_dict(initial)
         self.loss = SoftmaxCrossEntropy(dtype, label_smoothing, self.backend)
         if precision != "fp32":  # every dense layer's products in the low format (the only products there are)
