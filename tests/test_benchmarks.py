@@ -24,6 +24,7 @@ TINY = {
     "gradient_flow.py": ["20", "1", "640"],
     "augment.py": ["1", "--train-subset", "512", "--repeats", "2"],
     "precision.py": ["256", "1", "numpy"],
+    "products.py": ["--small", "--repeats", "1"],
     "twin_overhead.py": ["--rounds", "1", "--train-subset", "640", "--dropout", "0.2"],
 }
 
@@ -58,6 +59,8 @@ def test_the_script_runs(script, tmp_path, request):
         assert "one checkpoint write: median" in proc.stdout and "with/without:" in proc.stdout, proc.stdout
     elif script == "precision.py":
         assert "median numpy fp16:" in proc.stdout and "median numpy bf16:" in proc.stdout, proc.stdout
+    elif script == "products.py":  # both dense layers' products recorded and replayed
+        assert "20-8-10, batch   16:" in proc.stdout and "(2 dense layers, 3 steps)" in proc.stdout, proc.stdout
     elif script == "augment.py":
         assert "elastic recipe (scipy)" in proc.stdout and "augmented (default)" in proc.stdout, proc.stdout
     elif script == "twin_overhead.py":
