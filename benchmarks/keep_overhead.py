@@ -30,7 +30,8 @@ spec = mlp_spec() if kind == "seed" else mlp_spec(hidden=(256, 128), batch_norm=
 rng = np.random.default_rng(0)
 x, y = rng.random((64 * steps, 784), dtype=np.float32), rng.integers(0, 10, 64 * steps)
 start = initial_state(spec, rng)
-A, B = make_engine("numpy", spec, start, np.float32), make_engine("numpy", spec, start, np.float32)
+# both with layers.py's classes (batch norm's reference, not its compiled twin): it is layers.py that is compared
+A, B = (make_engine("numpy", spec, start, np.float32, compiled_layers=False) for _ in range(2))
 for layer in B.model.layers:
     layer.__class__ = getattr(before, type(layer).__name__)
 masks = [dropout_keeps(0, 0, s, dropout_layers(spec), 64) if dropout_layers(spec) else None for s in range(steps)]
