@@ -163,17 +163,25 @@ def compiled_optimizer(name: str, params: dict, **hyperparameters):
     return make_jit_optimizer(name, params, **hyperparameters)
 
 
-def compiled_layer_twins(layers: list) -> list:
-    """``layers`` with each :class:`~nnscratch.numpy_engine.layers.BatchNorm1d` replaced by its
-    compiled twin (:class:`~nnscratch.numpy_engine.jit.JitBatchNorm1d`: the same formulas, each
-    training pass one loop; new layers, so call it before loading the weights), or as they are
-    where Numba cannot be imported."""
+def compiled_layer_twins(layers: list, batch_norm: bool = True, relu: bool = False) -> list:
+    """``layers`` with their compiled twins (:mod:`nnscratch.numpy_engine.jit`: the same formulas,
+    each pass one loop) in place of the NumPy classes: with ``batch_norm`` (the default path) every
+    :class:`~nnscratch.numpy_engine.layers.BatchNorm1d`, with ``relu`` (the ``--jit`` experiment)
+    every :class:`~nnscratch.numpy_engine.layers.ReLU`. New layers, so call it before loading the
+    weights. Where Numba cannot be imported, the layers as they are (``--jit`` needs it: it raises)."""
     try:
-        from nnscratch.numpy_engine.jit import JitBatchNorm1d
+        from nnscratch.numpy_engine.jit import JitBatchNorm1d, JitReLU
     except ImportError:
+        if relu:
+            raise
         return layers
-    return [JitBatchNorm1d(layer.in_features, layer.dtype, eps=layer.eps, momentum=layer.momentum)
-            if type(layer) is layer_classes.BatchNorm1d else layer for layer in layers]
+    twins = {}
+    if batch_norm:
+        twins[layer_classes.BatchNorm1d] = lambda layer: JitBatchNorm1d(layer.in_features, layer.dtype,
+                                                                         eps=layer.eps, momentum=layer.momentum)
+    if relu:
+        twins[layer_classes.ReLU] = lambda layer: JitReLU(dtype=layer.dtype)
+    return [twins[type(layer)](layer) if type(layer) in twins else layer for layer in layers]
 
 
 class NumpyEngine:
@@ -230,8 +238,8 @@ class NumpyEngine:
                              "and --max-norm (their code is CPU-only); leave them out or use --device cpu")
         self.precision = precision
         self.model = Sequential(spec, dtype, freeze, self.backend)
-        if compiled_layers and not self.backend.is_gpu:  # batch norm's training passes compiled (jit.py)
-            self.model.layers = compiled_layer_twins(self.model.layers)
+        if (compiled_layers or jit) and not self.backend.is_gpu:  # compiled training passes (jit.py)
+            self.model.layers = compiled_layer_twins(self.model.layers, batch_norm=compiled_layers, relu=jit)
         self.model.load_state_dict(initial)
         self.loss = SoftmaxCrossEntropy(dtype, label_smoothing, self.backend)
         if precision != "fp32":  # every dense layer's products in the low format (the only products there are)
@@ -241,10 +249,8 @@ class NumpyEngine:
                 layer.backend = low
         self.scaler = LossScaler() if precision == "fp16" else None
         if jit:  # the Numba experiment (see numpy_engine/jit.py): same math, compiled element-wise loops
-            from nnscratch.numpy_engine.jit import JitReLU, JitSoftmaxCrossEntropy
+            from nnscratch.numpy_engine.jit import JitSoftmaxCrossEntropy
 
-            self.model.layers = [JitReLU(dtype=dtype) if type(layer) is layer_classes.ReLU else layer
-                                 for layer in self.model.layers]
             if not label_smoothing:
                 self.loss = JitSoftmaxCrossEntropy(dtype)
         self.optimizer = make_optimizer(optimizer, self.model.trainable_params(), **(optimizer_options or {}))
