@@ -112,8 +112,10 @@ class Run:
         ----------
         x : numpy.ndarray
             uint8 images ``(N, H, W, C)`` (or ``(N, H, W)``) as the dataset gives them
-            (``Dataset.test_images``): scaled and standardised as in training. Or float model
-            inputs ``(N, D)``, already scaled as the engine sees them, used as they are.
+            (``Dataset.test_images``): scaled and standardised as in training (a run with
+            ``deskew=True`` loads them deskewed; deskew images of your own first:
+            :func:`nnscratch.data.deskew.deskew`). Or float model inputs ``(N, D)``, already
+            scaled as the engine sees them, used as they are.
         engine : str, optional
             ``"numpy"`` or ``"torch"``; default: the run's first engine.
 

@@ -215,6 +215,9 @@ def _add_data_flags(p: argparse.ArgumentParser, evaluate: bool = False) -> None:
                    help="validation images (default: 10,000, or a sixth of the training part when smaller)")
     g.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None,
                    help="standardise each channel with the training split's mean and std (default: off)")
+    g.add_argument("--deskew", action=argparse.BooleanOptionalAction, default=None,
+                   help="shear every greyscale image upright and centre it by its moments, training, validation "
+                        "and test alike; saved models remember it (default: off; docs/datasets.md#deskewing)")
     g.add_argument("--image-size", metavar="HxW", help="resize every image, e.g. 28x28 (any dataset)")
     colour = g.add_mutually_exclusive_group()
     colour.add_argument("--grayscale", dest="color", action="store_const", const="grayscale",

@@ -30,6 +30,7 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from nnscratch.data.deskew import deskew
     from nnscratch.data.handwriting import image_files, input_shape, prepare_for_model, read_image
     from nnscratch.data.preprocess import model_inputs
     from nnscratch.engines import make_engine
@@ -45,6 +46,8 @@ def run_predict(args: argparse.Namespace) -> int:
     shape = input_shape(spec.input_dim, dataset, info.get("data_options"), info.get("standardization"))
     names = class_names(args.model, dataset, spec.num_classes, (info.get("data_options") or {}).get("classes"))
     prepared = [prepare_for_model(image, dataset, shape, str(path)) for path, image in zip(files, originals)]
+    if (info.get("data_options") or {}).get("deskew"):   # as its training images were (data/deskew.py)
+        prepared = list(deskew(np.stack(prepared)))
     dtype = np.dtype(info.get("dtype", "float32"))
     x = model_inputs(np.stack(prepared), dtype.type, info.get("standardization"), str(args.model))
     set_threads(None)

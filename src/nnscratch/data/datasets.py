@@ -169,6 +169,7 @@ def load_dataset(
     label_column: str | int | None = None,
     image_shape: tuple[int, ...] | str | None = None,
     classes: str | None = None,
+    deskew: bool = False,
 ) -> Dataset:
     """Find, read, check, convert and split a dataset.
 
@@ -206,6 +207,9 @@ def load_dataset(
         Keep only these classes, ``"0-4"`` or ``"0,2,5-9"`` (``--classes``; any dataset): in each of
         the three sets, after the split (each set keeps those of its images), relabelled
         ``0..k-1`` in increasing order of the original labels, their class names kept.
+    deskew
+        Shear every image upright and centre it by its own moments (``--deskew``; greyscale
+        images only): the three sets alike (:mod:`~nnscratch.data.deskew`).
 
     Returns
     -------
@@ -226,7 +230,8 @@ def load_dataset(
     data = _load(name, data_dir, download=download, progress=progress, verify=verify, val_size=val_size, seed=seed,
                  image_size=image_size, color=color, strict=strict, label_column=label_column,
                  image_shape=image_shape)
-    return data if wanted is None else keep_classes(data, wanted, classes)
+    data = data if wanted is None else keep_classes(data, wanted, classes)
+    return deskewed(data) if deskew else data
 
 
 def _load(name, data_dir, *, download, progress, verify, val_size, seed, image_size, color, strict, label_column,
@@ -288,6 +293,19 @@ def keep_classes(data: Dataset, classes: tuple[int, ...], text: str) -> Dataset:
         val_images=va_x, val_labels=va_y, test_images=te_x, test_labels=te_y, title=f"{data.title} classes {text}",
         notes=(*data.notes, f"{kept}: {len(tr_y):,} train / {len(va_y):,} validation / {len(te_y):,} test images"),
         split_rule=f"{data.split_rule}; then {kept}")
+
+
+def deskewed(data: Dataset) -> Dataset:
+    """``data`` with every image of the three sets deskewed (:func:`nnscratch.data.deskew.deskew`)."""
+    from nnscratch.data.deskew import deskew
+
+    if data.image_shape[-1] != 1:
+        raise UsageError(f"--deskew needs greyscale images; {data.title} has {data.image_shape[-1]} channels "
+                         "(add --grayscale, or leave --deskew out)")
+    return dataclasses.replace(
+        data, train_images=frozen(deskew(data.train_images)), val_images=frozen(deskew(data.val_images)),
+        test_images=frozen(deskew(data.test_images)),
+        notes=(*data.notes, "deskewed: each image sheared upright and centred by its own moments"))
 
 
 def _name_known_file(exc: ChecksumError, wanted: BuiltinSpec) -> ChecksumError:

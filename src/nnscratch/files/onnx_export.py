@@ -29,7 +29,9 @@ that the graph is the network alone. ``metadata_props`` (strings; JSON where str
 
 * ``class_names``: JSON list, the name of each output index;
 * ``preprocessing``: JSON ``{"image_shape": [H, W, C] or null, "feature_order": ..., "divide_by": 255,
-  "scale": 1/255, "standardization": {"mean": [...], "std": [...]} or null}``;
+  "scale": 1/255, "standardization": {"mean": [...], "std": [...]} or null, "deskew": true or false}``
+  (``deskew``: each image is first deskewed, :func:`nnscratch.data.deskew.deskew`, as the model's
+  training images were);
 * ``output`` (``logits`` or ``probabilities``), ``dataset``, ``model`` (``784-533-10 (relu)``) and
   ``nnscratch_spec`` (the spec's JSON, :meth:`~nnscratch.model.spec.ModelSpec.to_json`).
 
@@ -157,9 +159,9 @@ def check_exportable(spec: ModelSpec) -> None:
                              f"{', '.join(EXPORTERS)}")
 
 
-def preprocessing(standardization: dict | None, image_shape: Sequence[int] | None) -> dict:
+def preprocessing(standardization: dict | None, image_shape: Sequence[int] | None, deskew: bool = False) -> dict:
     """What the ``preprocessing`` metadata says: how uint8 images become the graph's ``input``."""
-    return {"image_shape": None if image_shape is None else [int(v) for v in image_shape],
+    return {"deskew": bool(deskew), "image_shape": None if image_shape is None else [int(v) for v in image_shape],
             "feature_order": FEATURE_ORDER, "divide_by": DIVIDE_BY, "scale": 1.0 / DIVIDE_BY,
             "standardization": None if not standardization else
             {"mean": [float(v) for v in standardization["mean"]], "std": [float(v) for v in standardization["std"]]}}
@@ -203,7 +205,8 @@ def to_onnx(state: dict[str, np.ndarray], spec: ModelSpec, info: dict, probabili
     model.ir_version = 8  # what opset 17 came with: loadable by ONNX Runtime >= 1.13, not only the newest
     helper.set_model_props(model, {
         "class_names": json.dumps(names),
-        "preprocessing": json.dumps(preprocessing(info.get("standardization"), image_shape)),
+        "preprocessing": json.dumps(preprocessing(info.get("standardization"), image_shape,
+                                                     (info.get("data_options") or {}).get("deskew", False))),
         "output": output, "dataset": str(info.get("dataset") or ""), "model": spec.describe(),
         "nnscratch_spec": spec.to_json()})
     onnx.checker.check_model(model, full_check=True)

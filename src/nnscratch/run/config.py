@@ -64,7 +64,7 @@ _OPTIMIZER_FLAGS = {"name": "optimizer"}
 _SCHEDULE_FLAGS = {"name": "lr_schedule", "base_lr": "lr"} | {
     parameter: key for key, parameters in SCHEDULE_PARAMETERS.items() for parameter in parameters}
 #: Settings left out of the echoed command line while they have their default value.
-_QUIET_DEFAULTS = ("jit", "precision", "augment", "val_size", "standardize", "verify", "image_size", "color", "strict", "label_column",
+_QUIET_DEFAULTS = ("jit", "precision", "augment", "val_size", "standardize", "deskew", "verify", "image_size", "color", "strict", "label_column",
                    "image_shape", "classes", "freeze", "reset_head", "momentum", "dampening", "nesterov", "betas", "eps", "alpha", "centered",
                    "amsgrad", "weight_decay", "lr_schedule_unit", "warmup_steps", "warmup_start_factor",
                    "lr_step_size", "lr_gamma", "lr_milestones", "t_max", "min_lr", "max_lr", "step_size_up",
@@ -86,6 +86,7 @@ class RunConfig:
     dataset: str = "mnist"
     val_size: int | None = None       # None: 10,000, or a sixth of the pool when that is smaller
     standardize: bool = False         # per-channel (x - mean) / std, statistics of the training split
+    deskew: bool = False              # shear each greyscale image upright by its moments (data/deskew.py)
     verify: bool = True               # check built-in dataset files against their SHA-256
     image_size: str | None = None     # "HxW": resize folder images
     color: str | None = None          # "grayscale" | "rgb": convert folder images
@@ -266,7 +267,7 @@ class RunConfig:
         """The keyword arguments of :func:`nnscratch.data.load_dataset` these settings give."""
         return {"verify": self.verify, "val_size": self.val_size, "seed": self.seed, "image_size": self.image_size,
                 "color": self.color, "strict": self.strict, "label_column": self.label_column,
-                "image_shape": self.image_shape, "classes": self.classes}
+                "image_shape": self.image_shape, "classes": self.classes, "deskew": self.deskew}
 
     def model_spec(self, input_dim: int, num_classes: int):
         """The network these settings describe, for ``input_dim`` features and ``num_classes``."""
@@ -414,6 +415,7 @@ def check_value(key: str, value: Any) -> str | None:
         "dataset": lambda: None if isinstance(value, str) and value else f"must be a dataset name, got {value!r}",
         "val_size": lambda: integer(1, optional=True),
         "standardize": lambda: boolean(),
+        "deskew": lambda: boolean(),
         "verify": lambda: boolean(),
         "image_size": lambda: size((2,)),
         "color": lambda: None if value is None else choice(("grayscale", "rgb")),
