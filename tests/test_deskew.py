@@ -174,3 +174,14 @@ def test_deskew_without_greyscale_images_is_one_line(tmp_path):
                     "--out", str(tmp_path / "run")], tmp_path)
     assert done.returncode == 2
     assert "--grayscale" in assert_one_line_error(done.stderr, done.stdout)
+
+
+def test_deskewing_in_chunks_is_deskewing_each_image_alone(monkeypatch):
+    import nnscratch.data.deskew as module
+
+    rng = np.random.default_rng(1)
+    images = np.stack([slanted_bar(s, x0) for s, x0 in zip(rng.uniform(-0.6, 0.6, 7), rng.uniform(9, 18, 7))])
+    whole = deskew(images)
+    monkeypatch.setattr(module, "CHUNK_PIXELS", 2 * H * W + 5)   # chunks of 2 images, the last of 1
+    np.testing.assert_array_equal(deskew(images), whole)
+    np.testing.assert_array_equal(np.concatenate([deskew(img[None]) for img in images]), whole)

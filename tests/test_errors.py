@@ -114,6 +114,7 @@ CASES = [
     ("an NPZ whose x declares 10^12 images", "compare --dataset npz:DIR/huge_x.npz"),
     ("an NPZ whose images have a side of 0", "compare --dataset npz:DIR/zero_side.npz"),
     ("class names that repeat", "compare --dataset npz:DIR/dup_names.npz"),
+    ("deskewing colour images", "compare --dataset npz:DIR/rgb.npz --deskew"),
     ("a CSV label with a NUL byte", "compare --dataset csv:DIR/nul_label.csv"),
     ("an image size beyond the maximum", "compare --image-size 100000x100000"),
     ("a model with NaN weights", "evaluate --model DIR/nan.safetensors"),
@@ -234,6 +235,7 @@ def _hostile_scratch(folder: Path, spec) -> None:
         with zipfile.ZipFile(folder / f"{name}.npz", "w") as z:
             z.writestr("x.npy", x)
             z.writestr("y.npy", y.getvalue())
+    np.savez(folder / "rgb.npz", x=np.zeros((24, 4, 4, 3), np.uint8), y=np.arange(24) % 2)
     np.savez(folder / "dup_names.npz", x=np.zeros((6, 2, 2), np.uint8), y=np.arange(6) % 2,
              class_names=np.array(["cat", "cat"]))
     (folder / "nul_label.csv").write_text("".join(f"{label},1,2,3,4\n" for label in
