@@ -67,12 +67,14 @@ def run_augment_preview(args: argparse.Namespace, cfg, folder_flags: Mapping[str
 
     spec = augmentation.spec()
     more = f" (the first {len(shown)} of {data.num_classes} classes)" if len(shown) < data.num_classes else ""
+    more += ", deskewed" if cfg.deskew else ""
     with folder:
         plot_augment_grid(*grid, [data.class_names[c] for c in shown], folder.staging / "augment_preview.png",
                           title=f"{data.title}{more}: --augment {spec}\n"
                                 f"each training image (framed), then {args.versions} augmented versions (seed {cfg.seed})")
         plot_augment_transforms(image, rows, folder.staging / "augment_transforms.png",
-                                title=f"{data.title}: each transform of --augment {spec} alone, then all together")
+                                title=f"{data.title}{', deskewed' if cfg.deskew else ''}: each transform of --augment {spec} "
+                                      "alone, then all together")
         write_json(folder.staging / "metrics.json", {"config": cfg.to_dict(), "engines": {},
                                                      "augment_preview": {"augment": spec, "classes": shown,
                                                                          "per_class": args.per_class,
