@@ -185,3 +185,54 @@ def test_deskewing_in_chunks_is_deskewing_each_image_alone(monkeypatch):
     monkeypatch.setattr(module, "CHUNK_PIXELS", 2 * H * W + 5)   # chunks of 2 images, the last of 1
     np.testing.assert_array_equal(deskew(images), whole)
     np.testing.assert_array_equal(np.concatenate([deskew(img[None]) for img in images]), whole)
+
+
+def test_degenerate_ink_is_sheared_at_most_the_bound_and_wide_images_work():
+    from nnscratch.data.deskew import MAX_SKEW
+
+    line = np.zeros((1, 12, 40), np.uint8)
+    line[0, 6, 5:35] = 255                     # ink along one row, and a faint pixel below its end
+    line[0, 7, 34] = 5
+    alpha, _ = skew(line)
+    assert abs(alpha[0]) == MAX_SKEW
+    wide = np.zeros((3, 20, 44), np.uint8)
+    for b, slope in enumerate((0.5, -0.4, 0.0)):
+        for r in range(3, 17):
+            wide[b, r, int(round(21.5 + slope * (r - 9.5)))] = 255
+    out = deskew(wide)
+    assert out.shape == wide.shape
+    assert np.abs(skew(out)[0]).max() < 0.02
+    expected = np.stack([scipy_deskew_hw(img, a, c) for img, a, c in zip(wide, *skew(wide))])
+    assert np.abs(expected - out).max() <= 1
+
+
+def scipy_deskew_hw(img: np.ndarray, alpha: float, centroid: np.ndarray) -> np.ndarray:
+    h, w = img.shape
+    A = np.array([[1.0, 0.0], [alpha, 1.0]])
+    offset = centroid[::-1] - A @ np.array([(h - 1) / 2, (w - 1) / 2])
+    value = ndimage.affine_transform(img.astype(np.float64), A, offset=offset, order=1, mode="grid-constant")
+    return np.floor(value + 0.5)
+
+
+def test_a_given_dataset_must_be_loaded_as_the_settings_say(mnist):
+    from nnscratch import api
+
+    with pytest.raises(UsageError, match="deskew"):
+        api.train(engine="numpy", data=mnist, deskew=True, epochs=1, train_subset=200, hidden=(8,))
+
+
+def test_finetuning_a_deskewed_model_deskews_unless_told_not_to(tmp_path):
+    from nnscratch.files.model_files import save_model
+    from nnscratch.model.registry import initial_state
+    from nnscratch.model.spec import mlp_spec
+    from nnscratch.run.config import resolve_config
+
+    spec = mlp_spec(784, (8,), 10)
+    state = initial_state(spec, np.random.default_rng(0))
+    for name, deskewed in (("plain", False), ("deskewed", True)):
+        save_model(tmp_path / f"{name}.safetensors", state, spec, engine="numpy", dtype="float32", dataset="mnist",
+                   data_options={"deskew": True} if deskewed else {})
+    assert resolve_config(None, {"finetune_from": str(tmp_path / "deskewed.safetensors")}, ("numpy",)).deskew
+    assert not resolve_config(None, {"finetune_from": str(tmp_path / "plain.safetensors")}, ("numpy",)).deskew
+    assert not resolve_config(None, {"finetune_from": str(tmp_path / "deskewed.safetensors"), "deskew": False},
+                              ("numpy",)).deskew

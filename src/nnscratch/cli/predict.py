@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnscratch.errors import UsageError
+from nnscratch.errors import DataError, UsageError
 
 TOP = 3  #: classes printed per image
 
@@ -47,6 +47,9 @@ def run_predict(args: argparse.Namespace) -> int:
     names = class_names(args.model, dataset, spec.num_classes, (info.get("data_options") or {}).get("classes"))
     prepared = [prepare_for_model(image, dataset, shape, str(path)) for path, image in zip(files, originals)]
     if (info.get("data_options") or {}).get("deskew"):   # as its training images were (data/deskew.py)
+        if shape[-1] != 1:
+            raise DataError(f"{args.model}: its metadata asks for deskewed inputs, but the model reads "
+                            f"{shape[-1]}-channel images, and deskewing takes greyscale ones; the file is damaged")
         prepared = list(deskew(np.stack(prepared)))
     dtype = np.dtype(info.get("dtype", "float32"))
     x = model_inputs(np.stack(prepared), dtype.type, info.get("standardization"), str(args.model))

@@ -250,8 +250,8 @@ class Warper:
     pixel differs by at most one grey level; ``tests/test_augment.py``):
 
     * ``compiled=True`` (the default, where numba is installed): :func:`_warp_gray`, one
-      compiled loop over the rows of every image, steps 1-4 for one output row at a time in a
-      few row-long scratch arrays. Channels (CIFAR-10) are warped as gray planes, each with its
+      compiled loop over the images, steps 1-4 for one image at a time in a few image-long
+      scratch arrays. Channels (CIFAR-10) are warped as gray planes, each with its
       image's transform.
     * ``compiled=False`` (and without numba): whole-batch NumPy, the reference (:meth:`_source`,
       :meth:`_bilinear`): the coordinates as small matrix products, ``floor``, four ``take``
@@ -315,8 +315,8 @@ class Warper:
             self.gray_padded = np.zeros((planes, H + 3, W + 3), np.uint8)  # 1 row and column of zeros before, 2 after
             self.no_field = np.zeros((planes, 2, H, W), np.float32)
             self.gray_out = np.empty((planes, H, W), np.uint8)
-            self.centred_u = np.arange(W, dtype=np.float32) - np.float32((W - 1) / 2)
-            self.centred_v = np.arange(H, dtype=np.float32) - np.float32((H - 1) / 2)
+            self.centred_u = np.tile(np.arange(W, dtype=np.float32) - np.float32((W - 1) / 2), H)    # (H W,)
+            self.centred_v = np.repeat(np.arange(H, dtype=np.float32) - np.float32((H - 1) / 2), W)
         padded = self.gray_padded[:planes]
         planes_view = padded.reshape(n, C, H + 3, W + 3)[:, :, 1:H + 1, 1:W + 1]
         planes_view[...] = images.transpose(0, 3, 1, 2)    # (n, H, W, C) -> n C planes, in one copy
@@ -422,45 +422,47 @@ def _compiled_warp():
 
 
 def _warp_gray(padded, m, field, u, v, out):  # pragma: no cover - runs compiled (numba does not trace coverage)
-    """:class:`Warper`'s steps 1-4 for gray images, one output row at a time; numba compiles it.
+    """:class:`Warper`'s steps 1-4 for gray images, one image at a time; numba compiles it.
 
     ``padded`` ``(n (H + 3) (W + 3),)`` uint8: the images with 1 row and column of zeros before and 2
     after, flat; ``m`` ``(n, 2, 3)`` float32: :meth:`Warper.affine` in padded coordinates (+1);
-    ``field`` ``(n, 2, H, W)`` float32 (zeros without elastic); ``u``, ``v``: the centred columns and
-    rows; ``out`` ``(n, H, W)`` uint8. Per row: the coordinates ``x = m00 u + (m01 v + m02) +
-    Delta_x`` (and y), clipped to the padded image, ``[0, W + 1]`` and ``[0, H + 1]`` (so that
-    ``x0 = int(x)`` is the floor; NaN becomes 0), their flat index and fractions; then the four
-    neighbours' gathers; then the blend. Three loops rather than one: fused, it took 291 against
-    221 us per batch (docs/augmentation.md#cost).
+    ``field`` ``(n, 2, H, W)`` float32 (zeros without elastic); ``u``, ``v`` ``(H W,)``: each
+    pixel's centred column and row; ``out`` ``(n, H, W)`` uint8. Per image: the coordinates
+    ``x = m00 u + (m01 v + m02) + Delta_x`` (and y), clipped to the padded image, ``[0, W + 1]``
+    and ``[0, H + 1]`` (so that ``x0 = int(x)`` is the floor; NaN becomes 0), their flat index and
+    fractions; then the four neighbours' gathers; then the blend. Three loops rather than one
+    (fused, it took 291 against 221 us per batch), each over the whole image rather than row by
+    row (150 against 170 us: loops of 784 instead of 28 keep the vector units busy;
+    docs/augmentation.md#cost).
     """
     n, H, W = out.shape
-    Wp = W + 3
-    index = np.empty(W, np.int32)       # int32: numba's float -> int64 conversion is 2.5x slower
-    wx, wy = np.empty(W, np.float32), np.empty(W, np.float32)
-    a, b, c, d = np.empty(W, np.float32), np.empty(W, np.float32), np.empty(W, np.float32), np.empty(W, np.float32)
+    P, Wp = H * W, W + 3
+    index = np.empty(P, np.int32)       # int32: numba's float -> int64 conversion is 2.5x slower
+    wx, wy = np.empty(P, np.float32), np.empty(P, np.float32)
+    a, b, c, d = np.empty(P, np.float32), np.empty(P, np.float32), np.empty(P, np.float32), np.empty(P, np.float32)
     x_max, y_max, zero, half = np.float32(W + 1), np.float32(H + 1), np.float32(0.0), np.float32(0.5)
+    fields = field.reshape(n, 2, P)
+    pixels = out.reshape(n, P)
     for i in range(n):
         base = i * (H + 3) * Wp
-        for r in range(H):
-            x_row = m[i, 0, 1] * v[r] + m[i, 0, 2]
-            y_row = m[i, 1, 1] * v[r] + m[i, 1, 2]
-            for k in range(W):                                   # steps 1 and 2
-                x = m[i, 0, 0] * u[k] + x_row + field[i, 0, r, k]
-                y = m[i, 1, 0] * u[k] + y_row + field[i, 1, r, k]
-                x = x if x > zero else zero              # NaN too (a comparison with NaN is false):
-                y = y if y > zero else zero              # never an index outside the padded copy
-                x = x if x < x_max else x_max
-                y = y if y < y_max else y_max
-                x0, y0 = np.int32(x), np.int32(y)
-                wx[k], wy[k] = x - x0, y - y0
-                index[k] = y0 * Wp + x0                      # within the image: int32 suffices
-            for k in range(W):                                   # step 3
-                j = base + index[k]
-                a[k], b[k], c[k], d[k] = padded[j], padded[j + 1], padded[j + Wp], padded[j + Wp + 1]
-            for k in range(W):                                   # step 4
-                top = a[k] + wx[k] * (b[k] - a[k])
-                bottom = c[k] + wx[k] * (d[k] - c[k])
-                out[i, r, k] = np.uint8(top + wy[k] * (bottom - top) + half)
+        m00, m01, m02, m10, m11, m12 = m[i, 0, 0], m[i, 0, 1], m[i, 0, 2], m[i, 1, 0], m[i, 1, 1], m[i, 1, 2]
+        for k in range(P):                                       # steps 1 and 2
+            x = m00 * u[k] + (m01 * v[k] + m02) + fields[i, 0, k]
+            y = m10 * u[k] + (m11 * v[k] + m12) + fields[i, 1, k]
+            x = x if x > zero else zero              # NaN too (a comparison with NaN is false):
+            y = y if y > zero else zero              # never an index outside the padded copy
+            x = x if x < x_max else x_max
+            y = y if y < y_max else y_max
+            x0, y0 = np.int32(x), np.int32(y)
+            wx[k], wy[k] = x - x0, y - y0
+            index[k] = y0 * Wp + x0                      # within the image: int32 suffices
+        for k in range(P):                                       # step 3
+            j = base + index[k]
+            a[k], b[k], c[k], d[k] = padded[j], padded[j + 1], padded[j + Wp], padded[j + Wp + 1]
+        for k in range(P):                                       # step 4
+            top = a[k] + wx[k] * (b[k] - a[k])
+            bottom = c[k] + wx[k] * (d[k] - c[k])
+            pixels[i, k] = np.uint8(top + wy[k] * (bottom - top) + half)
 
 
 def transform_label(name: str, augmentation: Augmentation) -> str:

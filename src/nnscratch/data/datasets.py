@@ -112,6 +112,8 @@ class Dataset:
         What was done to the data on the way (pixel scaling, skipped images), one line each.
     split_rule
         How the three sets were made, one line (see :mod:`nnscratch.data.split`).
+    deskewed
+        Every image was deskewed when loaded (``load_dataset(..., deskew=True)``).
     """
 
     name: str
@@ -127,6 +129,7 @@ class Dataset:
     title: str = ""
     notes: tuple[str, ...] = ()
     split_rule: str = ""
+    deskewed: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -300,11 +303,13 @@ def deskewed(data: Dataset) -> Dataset:
     from nnscratch.data.deskew import deskew
 
     if data.image_shape[-1] != 1:
-        raise UsageError(f"--deskew needs greyscale images; {data.title} has {data.image_shape[-1]} channels "
-                         "(add --grayscale, or leave --deskew out)")
+        raise UsageError(f"deskewing (--deskew) takes greyscale images; {data.title} has {data.image_shape[-1]} "
+                         "channels: convert them with --grayscale, or do without --deskew")
+    if data.deskewed:
+        return data
     return dataclasses.replace(
         data, train_images=frozen(deskew(data.train_images)), val_images=frozen(deskew(data.val_images)),
-        test_images=frozen(deskew(data.test_images)),
+        test_images=frozen(deskew(data.test_images)), deskewed=True,
         notes=(*data.notes, "deskewed: each image sheared upright and centred by its own moments"))
 
 

@@ -149,6 +149,8 @@ def info_problem(info: dict) -> str | None:
     unknown = sorted(set(options) - set(_data_option_names()))
     if unknown:
         return f"unknown data option(s) {', '.join(map(repr, unknown))} (known: {', '.join(_data_option_names())})"
+    if not isinstance(options.get("deskew", False), bool):
+        return f"data option deskew is {options['deskew']!r}, not true or false"
     return _standardization_problem(info.get("standardization"))
 
 

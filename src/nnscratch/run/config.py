@@ -264,10 +264,12 @@ class RunConfig:
         return np.dtype(DTYPES[self.dtype])
 
     def data_options(self) -> dict:
-        """The keyword arguments of :func:`nnscratch.data.load_dataset` these settings give."""
+        """The keyword arguments of :func:`nnscratch.data.load_dataset` these settings give (also what
+        model files record; ``deskew`` only when on, so that files without it stay readable by
+        versions before it)."""
         return {"verify": self.verify, "val_size": self.val_size, "seed": self.seed, "image_size": self.image_size,
                 "color": self.color, "strict": self.strict, "label_column": self.label_column,
-                "image_shape": self.image_shape, "classes": self.classes, "deskew": self.deskew}
+                "image_shape": self.image_shape, "classes": self.classes, **({"deskew": True} if self.deskew else {})}
 
     def model_spec(self, input_dim: int, num_classes: int):
         """The network these settings describe, for ``input_dim`` features and ``num_classes``."""

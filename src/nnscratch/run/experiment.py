@@ -601,6 +601,9 @@ def run_experiment(cfg: RunConfig, out_dir: str | os.PathLike | RunFolder | None
             check_engines(cfg)
             check_tensorboard(cfg, folder.out if folder is not None else None)
             data = data or load_dataset(cfg.dataset, cfg.data_dir, progress=progress, **cfg.data_options())
+            if data.deskewed != cfg.deskew:   # a Dataset given by the caller, loaded with other options
+                raise UsageError(f"the dataset given was loaded {'with' if data.deskewed else 'without'} deskew=True "
+                                 f"and the settings say deskew={cfg.deskew}: load it as the settings say")
             arrays = prepare_arrays(data, cfg)
             check_augment(cfg, arrays.image_shape)
             plan = plan_run(cfg, len(arrays.y_train), arrays.x_train.shape[1], len(data.class_names))

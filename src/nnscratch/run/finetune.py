@@ -9,7 +9,8 @@ usual, then the source's tensors are put over it).
 
 Apart from the head the network must be the source's: the network settings (``hidden``,
 ``activation``, ``dropout``, ``batch_norm``, ``input_dropout``) default to the source's (:func:`with_source_network`)
-and any other difference is a one-line error naming the first layer that differs.
+and any other difference is a one-line error naming the first layer that differs. So does
+``deskew``: a source trained on deskewed images fine-tunes on deskewed images unless ``--no-deskew``.
 
 What was kept, replaced and dropped is a :class:`Transfer`, printed as one line when the run
 starts and recorded in ``metrics.json`` (``finetune``).
@@ -94,12 +95,15 @@ def network_settings(spec: ModelSpec) -> dict[str, Any]:
 
 def with_source_network(values: dict[str, Any]) -> dict[str, Any]:
     """``values`` (the settings given) with the network settings the source model has for those
-    not given, when ``values`` has a ``finetune_from``; else ``values`` as they are."""
+    not given (and its ``deskew``), when ``values`` has a ``finetune_from``; else ``values`` as they are."""
     path = values.get("finetune_from")
     if not path:
         return values
-    _, spec, _ = load_source(path)
-    return {**{k: v for k, v in network_settings(spec).items() if k not in values}, **values}
+    _, spec, info = load_source(path)
+    inherited = {k: v for k, v in network_settings(spec).items() if k not in values}
+    if "deskew" not in values and (info.get("data_options") or {}).get("deskew"):
+        inherited["deskew"] = True   # its first layer learned deskewed images: so do the new run's (--no-deskew: not)
+    return {**inherited, **values}
 
 
 def head_layer(spec: ModelSpec) -> int:
