@@ -162,3 +162,13 @@ def test_the_package_exports_the_api_lazily():
     assert {"api", "Run", "RunConfig", "UsageError", "DataError", "load_dataset"} <= set(dir(nnscratch))
     with pytest.raises(AttributeError):
         nnscratch.no_such_name
+
+
+def test_a_numpy_run_never_imports_torch_and_torch_gets_the_runs_threads_when_it_comes():
+    """``set_threads`` leaves torch unimported (its import is 3 s of a NumPy-only run's start); the
+    torch engine's package, imported later, takes the run's count."""
+    code = ("import sys; import nnscratch.threads as t; t.set_threads(1); assert 'torch' not in sys.modules; "
+            "import nnscratch.torch_engine, torch; assert torch.get_num_threads() == 1, torch.get_num_threads(); "
+            "t.set_threads(2); assert torch.get_num_threads() == min(2, t.usable_cores()); print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

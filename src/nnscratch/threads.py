@@ -34,20 +34,31 @@ def thread_count(threads: int | None) -> int:
     return threads
 
 
+_torch_threads: int | None = None   # the count of the last set_threads, for torch once it is imported
+
+
 def set_threads(threads: int | None) -> int:
     """Use ``threads`` (default: every usable core; at most those, see :func:`thread_count`) in
-    every BLAS pool and in torch; return the count."""
+    every BLAS pool and in torch; return the count.
+
+    Torch is not imported for it (3 s of a NumPy-only run's start): if it is not imported yet,
+    :func:`sync_torch_threads` gives it the count when :mod:`nnscratch.torch_engine` imports it."""
+    global _torch_threads
     n = thread_count(threads)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(n)
-    try:
-        import torch
-
-        torch.set_num_threads(n)
-    except ImportError:
-        pass
+    _torch_threads = n
+    sync_torch_threads()
     return n
+
+
+def sync_torch_threads() -> None:
+    """Torch's thread count set to the last :func:`set_threads` count, if torch is imported and a
+    count was set (else nothing)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and _torch_threads is not None:
+        torch.set_num_threads(_torch_threads)
 
 
 @contextlib.contextmanager

@@ -70,6 +70,9 @@ def start_data_parallel(timeout_s: float, backend: str = "gloo", environ=os.envi
         import torch.distributed as dist
     except ImportError:
         raise UsageError(f"--distributed needs PyTorch (torch.distributed): {INSTALL_TORCH}") from None
+    from nnscratch.threads import sync_torch_threads
+
+    sync_torch_threads()  # torch may be imported only now: the run's thread count (set_threads)
     if not dist.is_available():
         raise UsageError("--distributed: this PyTorch build has no torch.distributed")
     if backend == "nccl":  # one GPU per process: the LOCAL_RANK-th of this machine
