@@ -595,3 +595,21 @@ def test_an_augmented_epoch_leaves_a_core_to_its_thread_and_gives_it_back(pixels
         with source.epoch(0, order) as rows:   # the twin's, from the memo: no thread, the same threads
             twin = [rows(s) is not None and blas() for s in range(5)]
     assert inside == twin == [{1}] * 5 and after == {2}  # (another count might round products otherwise)
+
+
+def test_batches_made_in_blocks_are_the_ones_made_one_by_one(pixels):
+    """In the training thread the batches are augmented several at a time (one warp): each the
+    batch drawn directly for its step, the epoch's short last batch too, whatever step it starts at."""
+    from nnscratch.training import augmented
+
+    order = np.random.default_rng(2).permutation(300)          # 5 batches of 64, the last of 44
+    source = AugmentedBatches(pixels, (28, 28, 1), AUG, seed=4, batch_size=64, prefetch=0)
+    assert augmented.BLOCK_BATCHES >= 3
+    with source.epoch(3, order, start=1) as rows:
+        made = [rows(s).copy() for s in range(1, 5)]
+    assert source.computed == 4 and made[-1].shape == (44, 784)
+    for s, batch in zip(range(1, 5), made):
+        np.testing.assert_array_equal(batch, source.batch(3, s, order[s * 64:(s + 1) * 64]))
+    block = source.block(3, range(0, 5), order, Warper(compiled=False))   # the NumPy warp: to a grey level
+    assert all(np.abs(b.astype(int) - source.batch(3, s, order[s * 64:(s + 1) * 64]).astype(int)).max() <= 1
+               for s, b in zip(range(5), block))
