@@ -51,7 +51,8 @@ THREAD_NAME = "nnscratch-augment"
 
 #: Made in the training thread, this many batches (at most, and at most :data:`BLOCK_ROWS` rows)
 #: are augmented together, in one warp: the seed network's augmented epoch 1.50x the plain one
-#: against 1.65x batch by batch (2-core AMD EPYC VM, 15 rounds taking turns, docs/augmentation.md#cost).
+#: against 1.65x batch by batch (2-core AMD EPYC VM, its host busy, 15 rounds taking turns;
+#: docs/augmentation.md#cost).
 #: Each batch is still drawn from its own keyed generator: the same bytes.
 BLOCK_BATCHES = 8
 BLOCK_ROWS = 4096
