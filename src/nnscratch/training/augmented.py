@@ -50,9 +50,9 @@ THREAD_NAME = "nnscratch-augment"
 
 
 #: Made in the training thread, this many batches (at most, and at most :data:`BLOCK_ROWS` rows)
-#: are augmented together, in one warp: the seed network's augmented epoch 1.50x the plain one
-#: against 1.65x batch by batch (2-core AMD EPYC VM, its host busy, 15 rounds taking turns;
-#: docs/augmentation.md#cost).
+#: are augmented together, in one warp: on the seed network a little quicker than batch by batch
+#: (the augmented epoch 1.36-1.50x the plain one against 1.54-1.65x; paired, 2-10 % less time;
+#: 2-core AMD EPYC VM, its host busy: docs/augmentation.md#cost).
 #: Each batch is still drawn from its own keyed generator: the same bytes.
 BLOCK_BATCHES = 8
 BLOCK_ROWS = 4096
