@@ -250,8 +250,8 @@ class Warper:
     pixel differs by at most one grey level; ``tests/test_augment.py``):
 
     * ``compiled=True`` (the default, where numba is installed): :func:`_warp_gray`, one
-      compiled loop over the images, steps 1-4 for one image at a time in a few image-long
-      scratch arrays. Channels (CIFAR-10) are warped as gray planes, each with its
+      compiled loop over the images, steps 1-4 for up to 4,096 pixels of an image at a time in a
+      few scratch arrays of that length. Channels (CIFAR-10) are warped as gray planes, each with its
       image's transform.
     * ``compiled=False`` (and without numba): whole-batch NumPy, the reference (:meth:`_source`,
       :meth:`_bilinear`): the coordinates as small matrix products, ``floor``, four ``take``
@@ -454,7 +454,7 @@ def _warp_gray(padded, m, field, u, v, out):  # pragma: no cover - runs compiled
         for first in range(0, P, L):
             count = min(L, P - first)
             uk, vk, fx, fy = u[first:first + count], v[first:first + count], fields[i, 0, first:], fields[i, 1, first:]
-            row = pixels[i, first:first + count]
+            block = pixels[i, first:first + count]
             for k in range(count):                               # steps 1 and 2
                 x = m00 * uk[k] + (m01 * vk[k] + m02) + fx[k]
                 y = m10 * uk[k] + (m11 * vk[k] + m12) + fy[k]
@@ -471,7 +471,7 @@ def _warp_gray(padded, m, field, u, v, out):  # pragma: no cover - runs compiled
             for k in range(count):                               # step 4
                 top = a[k] + wx[k] * (b[k] - a[k])
                 bottom = c[k] + wx[k] * (d[k] - c[k])
-                row[k] = np.uint8(top + wy[k] * (bottom - top) + half)
+                block[k] = np.uint8(top + wy[k] * (bottom - top) + half)
 
 
 def transform_label(name: str, augmentation: Augmentation) -> str:

@@ -200,13 +200,13 @@ class AugmentedBatches:
         per_block = max(1, min(BLOCK_BATCHES, BLOCK_ROWS // B))
 
         def produce(s: int) -> np.ndarray:
-            idx = order[s * B:(s + 1) * B]
             if memo is None and self.prefetch <= 0:
                 if s not in made:
                     made.clear()
                     steps = range(s, min(s + per_block, self.steps_per_epoch))
                     made.update(zip(steps, self.block(epoch, steps, order, warper)))
                 return made.pop(s)
+            idx = order[s * B:(s + 1) * B]
             if memo is None:
                 return self.batch(epoch, s, idx, warper)
             rows = memo[s * B:s * B + len(idx)]
