@@ -113,10 +113,19 @@ _DRIVER = """
 import importlib, json, os, sys
 import matplotlib, numpy, PIL.Image, safetensors.numpy, scipy.linalg, threadpoolctl, tqdm
 assert not any(m.startswith(("nnscratch", "torch", "matplotlib.pyplot")) for m in sys.modules)
-results = {}
-for name in sys.argv[1:]:
+results, running = {}, []
+
+
+def collect(name, r, pid):
+    with os.fdopen(r) as f:
+        results[name] = json.loads(f.read() or '{"ok": false, "error": "the child died"}')
+    os.waitpid(pid, 0)
+
+
+for name in sys.argv[1:]:  # two children at a time (each forked from this clean process), collected in order
     r, w = os.pipe()
-    if os.fork() == 0:
+    pid = os.fork()
+    if pid == 0:
         os.close(r)
         try:
             importlib.import_module(name)
@@ -126,9 +135,11 @@ for name in sys.argv[1:]:
         os.write(w, json.dumps(report).encode())
         os._exit(0)
     os.close(w)
-    with os.fdopen(r) as f:
-        results[name] = json.loads(f.read() or '{"ok": false, "error": "the child died"}')
-    os.wait()
+    running.append((name, r, pid))
+    if len(running) == 2:
+        collect(*running.pop(0))
+for child in running:
+    collect(*child)
 print(json.dumps(results))
 """
 
