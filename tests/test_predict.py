@@ -137,6 +137,24 @@ def test_a_blank_page_has_no_ink():
             mnist_style(page, source="page.png")
 
 
+def test_a_thin_pen_on_a_photo_sized_canvas_fits_in_memory(tmp_path):
+    """A 3-pixel pen on 4032x3024 (a phone photo) needs a disc of radius ~100 to thicken: the ink is
+    max-pooled first (module docstring, step 4), so it is prepared in seconds and under a 1 GB cap
+    (a 401x401 dilation of the full crop took 14 GB and a minute), and still reads as a ring."""
+    from memcap import run_capped
+
+    path, out = tmp_path / "photo.png", tmp_path / "prepared.npy"
+    draw("0", size=(4032, 3024), width=3).save(path)
+    error, message = run_capped(f"numpy.save({str(out)!r}, mnist_style(read_image({str(path)!r})))",
+                                "import numpy\nfrom nnscratch.data.handwriting import mnist_style, read_image",
+                                tmp_path)
+    assert error is None, message
+    ring = np.load(out)
+    assert ring.shape == (28, 28) and max(ink_box(ring)) == 20
+    assert abs(ink_box(ring)[1] - 14) <= 1  # the ring's aspect ratio, 0.7 : 1
+    assert ring[12:17, 12:17].max() == 0 and (ring >= 128).sum() >= 40  # hollow, strokes MNIST-thick
+
+
 def test_input_shape_from_what_a_model_stores():
     assert input_shape(784, "mnist") == (28, 28, 1)
     assert input_shape(3072, "cifar10") == (32, 32, 3)
