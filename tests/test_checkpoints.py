@@ -321,6 +321,9 @@ def test_weight_files_written_before_checkpoints_still_load(tmp_path):
 # ------------------------------------------------------------------- lies and edge cases (review)
 
 
+DEEP = "[" * 100_000 + "]" * 100_000  #: 200 KB of JSON nested deeper than Python's parser recurses
+
+
 def _rewrite(src: Path, dst: Path, change) -> Path:
     """``src`` with its metadata changed by ``change(meta)``; ``rehash`` keeps the metadata digest
     consistent (a deliberate forgery), else the file is a damaged one."""
@@ -355,11 +358,23 @@ def _trainer_meta(**changes):
     (_trainer_meta(finished="banana"), "finished must be one of"),
     (_trainer_meta(history="x"), "history must hold"),
     (_trainer_meta(step=10**12, epoch=10**12), "does not give step|within"),
+    (lambda m: m.update(trainer=DEEP) or True, "metadata is damaged .*nested deeper than"),
+    (lambda m: m.update(spec=DEEP) or True, "nested deeper than"),
 ])
 def test_a_checkpoint_whose_metadata_lies_is_refused(one_checkpoint, tmp_path, change, message):
     path = _rewrite(one_checkpoint, tmp_path / "lie.safetensors", change)
     with pytest.raises(DataError, match=message):
         read_checkpoint(path)
+
+
+def test_a_sibling_nested_too_deep_is_not_taken_for_an_earlier_checkpoint(one_checkpoint, tmp_path):
+    """Resume copies the checkpoints written before the one it starts from; a sibling whose trainer
+    metadata would crash Python's parser is simply not one of them."""
+    from nnscratch.run.resume import _not_after
+
+    assert _not_after(one_checkpoint, 10**9)
+    assert not _not_after(_rewrite(one_checkpoint, tmp_path / "deep.safetensors",
+                                   lambda m: m.update(trainer=DEEP) or True), 10**9)
 
 
 def test_a_checkpoint_without_its_optimizer_state_is_refused(mnist, tmp_path):

@@ -3,6 +3,7 @@ file is one line naming the key (and the closest valid key for a typo), exit 2, 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,8 @@ def test_every_config_key_is_a_flag():
     ('init = "orthogonal"\n', ["init", "he_normal"]),
     ("epochs = \n", ["not valid TOML"]),
     ("[model\nhidden = 3\n", ["not valid TOML"]),
+    ("epochs = " + "[" * 5000 + "1" + "]" * 5000 + "\n", ["nested deeper than"]),
+    ("# " + "x" * (1 << 20) + "\n", ["larger than 1,048,576 bytes"]),
 ])
 def test_bad_config_files_name_the_key(tmp_path, text, words):
     path = _write(tmp_path, text)
@@ -102,7 +105,8 @@ def test_bad_config_files_name_the_key(tmp_path, text, words):
 
 
 def test_config_that_is_not_a_file(tmp_path):
-    for path, words in ((tmp_path / "missing.toml", "does not exist"), (tmp_path, "folder")):
+    for path, words in ((tmp_path / "missing.toml", "does not exist"), (tmp_path, "folder"),
+                        (Path(os.devnull), "not a regular file")):
         with pytest.raises(UsageError, match=words):
             read_config_file(path)
 

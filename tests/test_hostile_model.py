@@ -63,6 +63,9 @@ BAD_INFO = [
     ("a dtype the engines lack", {"info": json.dumps({**INFO, "dtype": "int8"})}, "dtype 'int8' is not one of"),
     ("a spec that is not layers", {"spec": json.dumps({"input_dim": 16, "layers": [1, 2]})}, "model spec is damaged"),
     ("no spec", {"spec": None}, "has no nnscratch model spec"),
+    ("info nested too deep", {"info": "[" * 100_000 + "]" * 100_000}, "info metadata is not JSON (it is nested deeper"),
+    ("spec nested too deep", {"spec": '{"layers": ' + "[" * 100_000 + "]" * 100_000 + "}"},
+     "model spec is damaged (it is nested deeper"),
 ]
 
 

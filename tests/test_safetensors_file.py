@@ -115,6 +115,8 @@ BAD_HEADERS = [
     ("overlap", {"x": F32, "y": F32}, None, "overlap"),
     ("gap", {"x": {**F32, "data_offsets": [4, 12]}}, None, "4 bytes before tensor 'x' belong to no tensor"),
     ("duplicate key", None, _DUPLICATE, "occurs twice"),
+    ("nested too deep", None, struct.pack("<Q", 200_000) + b"[" * 100_000 + b"]" * 100_000,
+     "not UTF-8 JSON (it is nested deeper"),
 ]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from nnscratch.errors import DataError, UsageError
+from nnscratch.files.json_text import parse_json
 
 TOP = 3  #: classes printed per image
 
@@ -94,7 +95,7 @@ def class_names(model: str | Path, dataset: str | None, num_classes: int, classe
             return names
     for folder in list(Path(model).resolve().parents)[:3]:  # OUT/, OUT/checkpoints/, OUT/checkpoints/numpy/
         try:
-            recorded = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["dataset"]
+            recorded = parse_json((folder / "metrics.json").read_text(encoding="utf-8"))["dataset"]
             if recorded["name"] == dataset and len(recorded["class_names"]) == num_classes:
                 return [str(n) for n in recorded["class_names"]]
         except (OSError, ValueError, KeyError, TypeError):

@@ -47,6 +47,9 @@ DEFAULT_MAX_IMAGE_SIDE = 4096
 #: is far above what a model's header needs (a few KB). Fixed: no honest file comes near it.
 MAX_SAFETENSORS_HEADER = 16 << 20
 
+#: The most bytes a TOML config may have: ours are a few hundred. Fixed, like the header's cap.
+MAX_CONFIG_BYTES = 1 << 20
+
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 

@@ -42,6 +42,7 @@ from safetensors import SafetensorError
 
 from nnscratch.errors import DataError, OutputError, UsageError
 from nnscratch.files.atomic import atomic_path
+from nnscratch.files.json_text import parse_json
 from nnscratch.files.safetensors_file import read_header, read_tensors, write_safetensors
 from nnscratch.model.registry import state_shapes
 from nnscratch.model.spec import ModelSpec
@@ -167,7 +168,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
                         "SHA-256 recorded with it; use another checkpoint")
     try:
         spec = ModelSpec.from_json(meta["spec"])
-        config, data, trainer = (json.loads(meta[k]) for k in ("config", "data", "trainer"))
+        config, data, trainer = (parse_json(meta[k]) for k in ("config", "data", "trainer"))
         engine = meta["engine"]
     except (KeyError, ValueError, TypeError, UsageError) as exc:
         raise DataError(f"{path}: its checkpoint metadata is damaged ({type(exc).__name__}: {exc})") from None

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from nnscratch.errors import DataError, UsageError
+from nnscratch.files.json_text import parse_json
 from nnscratch.files.safetensors_file import DTYPES, SafetensorsHeader, read_header, read_tensors, write_safetensors
 from nnscratch.model.registry import INTEGER_BUFFERS, state_shapes
 from nnscratch.model.spec import ModelSpec
@@ -126,7 +127,7 @@ def _check_info(path: Path, text: str) -> dict:
     """``info`` parsed and checked: an object whose ``dtype``, ``dataset``, ``data_options`` and
     ``standardization`` (where present) are what the evaluation can use."""
     try:
-        info = json.loads(text)
+        info = parse_json(text)
     except ValueError as exc:
         raise DataError(f"{path}: its info metadata is not JSON ({exc})") from None
     if not isinstance(info, dict):

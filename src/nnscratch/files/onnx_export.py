@@ -52,6 +52,7 @@ import numpy as np
 
 from nnscratch import __version__
 from nnscratch.errors import INSTALL_ONNX, UsageError
+from nnscratch.files.json_text import parse_json
 from nnscratch.model.spec import LayerSpec, ModelSpec
 
 #: The ONNX operator set the graph is written in (ONNX Runtime >= 1.13 runs it).
@@ -236,7 +237,7 @@ def data_facts(model_path: str | Path, spec: ModelSpec, info: dict) -> tuple[lis
 def _from_run_folder(path: Path, dataset: str | None, classes: int) -> tuple[list | None, list | None]:
     for folder in list(path.resolve().parents)[:3]:
         try:
-            described = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["dataset"]
+            described = parse_json((folder / "metrics.json").read_text(encoding="utf-8"))["dataset"]
             names, shape = [str(c) for c in described["class_names"]], [int(v) for v in described["image_shape"]]
         except (OSError, ValueError, KeyError, TypeError):
             continue

@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import json
 import os
 import secrets
 import shutil
@@ -49,6 +48,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from nnscratch.errors import UsageError
 from nnscratch.files.atomic import _current_umask, _fsync_dir, atomic_write_text
+from nnscratch.files.json_text import parse_json
 
 #: What makes a folder a finished run of ours: this file, a JSON object holding :data:`METRICS_KEYS`.
 METRICS = "metrics.json"
@@ -93,7 +93,7 @@ def folder_state(path: Path) -> str:
         if INTERRUPTED in names and (path / INTERRUPTED).read_text(encoding="utf-8").startswith(INTERRUPTED_TITLE):
             return "interrupted"
         if METRICS in names:
-            metrics = json.loads((path / METRICS).read_text(encoding="utf-8"))
+            metrics = parse_json((path / METRICS).read_text(encoding="utf-8"))
             if isinstance(metrics, dict) and all(key in metrics for key in METRICS_KEYS):
                 return "finished"
     except (OSError, ValueError):  # unreadable, not UTF-8, not JSON: not something we wrote

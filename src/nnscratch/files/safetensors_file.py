@@ -25,7 +25,6 @@ gives the digest a file of given tensors will have.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ import numpy as np
 from nnscratch.errors import DataError
 from nnscratch.files.atomic import atomic_path
 from nnscratch.data.limits import MAX_SAFETENSORS_HEADER, check_input_bytes
+from nnscratch.files.json_text import parse_json
 
 __all__ = ["DTYPES", "TensorEntry", "SafetensorsHeader", "read_header", "read_tensors", "payload_sha256_of",
            "write_safetensors"]
@@ -120,7 +120,7 @@ def read_header(path: str | os.PathLike, what: str = "model file") -> Safetensor
     if len(raw) < length:
         raise DataError(f"{path} is not a {what}: it was cut short while being read")
     try:
-        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+        obj = parse_json(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
     except (UnicodeDecodeError, ValueError) as exc:
         raise DataError(f"{path} is not a {what}: its header is not UTF-8 JSON ({exc})") from None
     if not isinstance(obj, dict):

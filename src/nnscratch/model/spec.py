@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from nnscratch.errors import ParameterError, UsageError
+from nnscratch.files.json_text import parse_json
 
 #: Version of the spec's JSON form. Version 1 was ``{input_dim, hidden, num_classes, activation}``.
 SPEC_VERSION = 2
@@ -120,7 +121,7 @@ class ModelSpec:
     @classmethod
     def from_json(cls, text: str) -> "ModelSpec":
         """Read a spec written by :meth:`to_json`, or by version 1 (``hidden`` + ``activation``)."""
-        d = json.loads(text)
+        d = parse_json(text)
         if not isinstance(d, dict):
             raise ValueError("a model spec is a JSON object")
         if "layers" not in d:  # version 1, written before layers had their own specs

@@ -20,6 +20,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from nnscratch.errors import ParameterError, UsageError
+from nnscratch.files.json_text import TOO_DEEP
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -523,14 +524,24 @@ _FLOAT_KEYS = tuple(f.name for f in fields(RunConfig) if "float" in str(f.type) 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The settings of a TOML file, checked key by key; any problem is one line naming the key."""
+    from nnscratch.data.limits import MAX_CONFIG_BYTES
+
     path = Path(path)
     if not path.is_file():
-        problem = "is a folder, not a file" if path.is_dir() else "does not exist"
+        problem = ("is a folder, not a file" if path.is_dir() else
+                   "is not a regular file (a device or a pipe)" if path.exists() else "does not exist")
         raise UsageError(f"--config {path} {problem}; pass a .toml file such as configs/seed.toml")
     try:
-        values = tomllib.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise UsageError(f"--config {path} is larger than {MAX_CONFIG_BYTES:,} bytes, too large to be a config; "
+                             "pass a .toml file such as configs/seed.toml")
+        values = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path} is not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses per level of nesting: [[[[... in a hostile file
+        raise UsageError(f"{path} is not a config: {TOO_DEEP}; pass a .toml file such as configs/seed.toml") from None
     except OSError as exc:
         raise UsageError(f"--config {path} cannot be read: {exc.strerror or exc}") from None
     for key, value in values.items():

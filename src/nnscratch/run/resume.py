@@ -141,12 +141,11 @@ def carry_over(checkpoints: dict[str, Checkpoint | None], checkpoint_dir: Path, 
 
 def _not_after(path: Path, step: int) -> bool:
     """Whether the checkpoint ``path`` was written at or before global step ``step`` (unreadable: no)."""
-    import json
-
     from nnscratch.files.checkpoint import read_header
+    from nnscratch.files.json_text import parse_json
 
     try:
-        trainer = json.loads(read_header(path, "checkpoint").metadata.get("trainer", "{}"))
+        trainer = parse_json(read_header(path, "checkpoint").metadata.get("trainer", "{}"))
         return isinstance(trainer, dict) and isinstance(trainer.get("step"), int) and trainer["step"] <= step
     except (DataError, ValueError):
         return False

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from nnscratch.files.atomic import finite_json
+from nnscratch.files.json_text import parse_json
 
 
 class ProgressBar:
@@ -168,8 +169,8 @@ def read_jsonl_chunk(path: str | Path, offset: int = 0,
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            obj = parse_json(line)
+        except ValueError:  # not JSON, not UTF-8, nested too deep
             problems.append(f"byte {start}: not JSON ({line[:40].decode('utf-8', 'replace')!r})")
             continue
         if isinstance(obj, dict):
