@@ -94,6 +94,34 @@ def test_a_network_with_every_option_passes_and_a_broken_layer_is_named(monkeypa
     assert first_failing_dx.layer == "6 gelu"
 
 
+def test_a_large_tensor_is_checked_on_a_random_sample_of_its_entries(monkeypatch):
+    """``max_entries``: a tensor with more entries is checked on that many, drawn at random; the
+    sampled row's worst entry is an index of the whole tensor, and a wrong gradient still fails."""
+    rng = np.random.default_rng(5)
+    spec = mlp_spec(10, (30,), 3)
+    x, y = rng.normal(size=(4, 10)), rng.integers(0, 3, size=4)
+    full = {(c.layer, c.name): c for c in gc.check_network(spec, x, y, rng=np.random.default_rng(0))}
+    sampled = gc.check_network(spec, x, y, rng=np.random.default_rng(0), max_entries=30)
+    assert [(c.layer, c.name) for c in sampled] == list(full)
+    weight = next(c for c in sampled if c.name == "weight" and c.layer == "0 dense")
+    assert weight.note == "30 of 300 entries, at random" and weight.shape == (30, 10) and weight.passed()
+    assert len(weight.worst) == 2 and weight.worst[0] < 30 and weight.worst[1] < 10  # (row, column) of W
+    bias = next(c for c in sampled if c.name == "bias" and c.layer == "0 dense")
+    assert bias.note == "" and bias.error == full[("0 dense", "bias")].error  # 30 entries: all of them
+    # a dense backward whose weight gradient is off by 1 %: caught on the sample too
+    from nnscratch.numpy_engine import layers
+
+    original = layers.Dense.backward
+
+    def off(self, dout, need_dx=True):
+        dx = original(self, dout, need_dx)
+        self.grads["weight"] *= 1.01
+        return dx
+    monkeypatch.setattr(layers.Dense, "backward", off)
+    broken = gc.check_network(spec, x, y, rng=np.random.default_rng(0), max_entries=30)
+    assert not next(c for c in broken if c.name == "weight" and c.layer == "0 dense").passed()
+
+
 def test_cli_network_with_every_option_passes(tmp_path):
     config = tmp_path / "net.toml"
     config.write_text("hidden = [16, 8]\nactivation = 'tanh'\nl2 = 0.01\n")

@@ -20,7 +20,8 @@ entry* is where ``|a_i - n_i|`` is largest.
   (so ``dL/dy = g``): its ``dx`` and every ``grads`` entry.
 * :func:`check_network`: a whole spec with its loss (label smoothing), the L1/L2 penalty, batch norm
   in training mode and dropout with a fixed mask: every layer's ``dx`` (``dL/d(its input)``: a
-  wrong backward shows up first at the layer that has it) and every parameter's gradient.
+  wrong backward shows up first at the layer that has it) and every parameter's gradient; a
+  large tensor on a random sample of its entries (``max_entries``).
 * :func:`compare_with_torch`: one layer's output, ``dx`` and parameter gradients against torch's
   autograd on a module of its own (torch imported only there).
 
@@ -31,7 +32,7 @@ The analytic side is always the engine's own code: the layers' ``backward``, the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -47,21 +48,32 @@ DEFAULT_TOL = 1e-6
 TINY = 1e-300
 
 
-def numerical_gradient(f: Callable[[], float], x: np.ndarray, h: float = DEFAULT_H) -> np.ndarray:
+def numerical_gradient(f: Callable[[], float], x: np.ndarray, h: float = DEFAULT_H,
+                       entries: np.ndarray | None = None) -> np.ndarray:
     """Central finite differences ``(f(x + h e_i) - f(x - h e_i)) / 2h`` of the scalar ``f()`` with
-    respect to every entry of ``x`` (perturbed in place and restored); ``x`` must be float64."""
+    respect to every entry of ``x`` (perturbed in place and restored); ``x`` must be float64.
+
+    With ``entries`` (flat indices into ``x``), only those: a 1-D array of their differences, in
+    that order (two calls of ``f`` per entry, so a large tensor is checked on a sample of it)."""
     if x.dtype != np.float64:
         raise ParameterError("x", f"must be float64 for finite differences, got {x.dtype}")
+    if entries is not None:
+        return np.array([_central_difference(f, x, np.unravel_index(int(k), x.shape), h) for k in entries],
+                        dtype=np.float64)
     grad = np.zeros(x.shape, dtype=np.float64)
     for idx in np.ndindex(x.shape):
-        old = x[idx]
-        x[idx] = old + h
-        f_plus = f()
-        x[idx] = old - h
-        f_minus = f()
-        x[idx] = old
-        grad[idx] = (f_plus - f_minus) / (2 * h)
+        grad[idx] = _central_difference(f, x, idx, h)
     return grad
+
+
+def _central_difference(f: Callable[[], float], x: np.ndarray, idx: tuple, h: float) -> float:
+    old = x[idx]
+    x[idx] = old + h
+    f_plus = f()
+    x[idx] = old - h
+    f_minus = f()
+    x[idx] = old
+    return (f_plus - f_minus) / (2 * h)
 
 
 def rel_error(a, b) -> float:
@@ -192,7 +204,7 @@ def check_state(spec, rng: np.random.Generator, init: str = "he_normal") -> dict
 def check_network(spec, x: np.ndarray, y: np.ndarray, state: dict[str, np.ndarray] | None = None, *,
                   label_smoothing: float = 0.0, l1: float = 0.0, l2: float = 0.0,
                   keep: dict[int, np.ndarray] | None = None, h: float = DEFAULT_H,
-                  rng: np.random.Generator | None = None) -> list[Check]:
+                  rng: np.random.Generator | None = None, max_entries: int | None = None) -> list[Check]:
     """Every gradient of one training step of ``spec`` against finite differences of its loss.
 
     The loss is the engine's: softmax cross-entropy of the logits (with ``label_smoothing``) plus
@@ -202,6 +214,10 @@ def check_network(spec, x: np.ndarray, y: np.ndarray, state: dict[str, np.ndarra
     (the gradient of its input, as its ``backward`` returns it) and each parameter's gradient (with
     the penalty's gradient added, as ``NumpyEngine.train_step`` does). ``state`` defaults to
     :func:`check_state`; ``x (N, input_dim)`` float64, ``y (N,)`` class indices.
+
+    Each entry costs two forward passes, so a large network takes hours entry by entry: with
+    ``max_entries``, a tensor with more entries is checked on that many of them, drawn at random
+    without replacement (from a generator of their own, seeded by ``rng``), and its row says so.
     """
     from nnscratch.model.registry import LAYER_KINDS
     from nnscratch.numpy_engine.model import Sequential
@@ -239,14 +255,23 @@ def check_network(spec, x: np.ndarray, y: np.ndarray, state: dict[str, np.ndarra
             h_in = layer.forward(h_in, train=True)
         return loss_fn.forward_backward(h_in, y)[0] + penalty(params, l1, l2)
 
-    checks = [compare("loss", "dlogits", checks_dz, numerical_gradient(lambda: loss_from(len(model.layers), logits.copy()),
-                                                                        logits, h))]
+    sampler = None if max_entries is None else np.random.default_rng(rng.integers(2**63))
+
+    def check(layer: str, name: str, analytic, f: Callable[[], float], x: np.ndarray) -> Check:
+        if max_entries is None or x.size <= max_entries or np.shape(analytic) != x.shape:
+            return compare(layer, name, analytic, numerical_gradient(f, x, h))
+        entries = np.sort(sampler.choice(x.size, size=max_entries, replace=False))
+        sample = compare(layer, name, np.asarray(analytic).reshape(-1)[entries], numerical_gradient(f, x, h, entries),
+                         f"{max_entries:,} of {x.size:,} entries, at random")
+        worst = tuple(int(v) for v in np.unravel_index(int(entries[sample.worst[0]]), x.shape)) if sample.worst else ()
+        return replace(sample, shape=tuple(x.shape), worst=worst)
+
+    checks = [check("loss", "dlogits", checks_dz, lambda: loss_from(len(model.layers), logits.copy()), logits)]
     for i in range(len(model.layers) - 1, -1, -1):
         point = inputs[i].copy()
-        checks.append(compare(labels[i], "dx", dxs[i], numerical_gradient(lambda: loss_from(i, point.copy()), point, h)))
+        checks.append(check(labels[i], "dx", dxs[i], lambda: loss_from(i, point.copy()), point))
         for k, p in model.layers[i].params.items():
-            num = numerical_gradient(lambda: loss_from(i, inputs[i].copy()), p, h)
-            checks.append(compare(labels[i], k, grads[f"{i}.{k}"], num))
+            checks.append(check(labels[i], k, grads[f"{i}.{k}"], lambda: loss_from(i, inputs[i].copy()), p))
     model.load_state_dict(saved)
     return checks
 

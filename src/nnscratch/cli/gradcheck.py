@@ -17,6 +17,9 @@ import numpy as np
 from nnscratch.errors import NNScratchError, UsageError
 
 #: The flags that describe a network (each a --config key too); --layer takes none of them.
+#: --entries by default: the reference network (12-533-4) is checked whole, a larger one on a sample.
+DEFAULT_ENTRIES = 10_000
+
 NETWORK_KEYS = ("hidden", "activation", "dropout", "input_dropout", "batch_norm", "label_smoothing", "l1", "l2",
                 "init")
 
@@ -51,6 +54,9 @@ def add_gradcheck_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--classes", type=int, default=4, metavar="C", help="classes of the network (default: 4)")
     b.add_argument("--batch", type=int, default=8, metavar="N", help="rows of the random batch (default: 8)")
     b.add_argument("--seed", type=int, default=0, help="seed of the batch, weights and masks (default: 0)")
+    b.add_argument("--entries", type=int, default=DEFAULT_ENTRIES, metavar="N",
+                   help=f"check at most N entries of each tensor of a network, drawn at random (two forward "
+                        f"passes each); 0: every entry (default: {DEFAULT_ENTRIES:,})")
     b.add_argument("--tol", type=float, default=DEFAULT_TOL,
                    help=f"largest relative error that passes (default: {DEFAULT_TOL:g})")
 
@@ -63,6 +69,8 @@ def _check_numbers(args: argparse.Namespace) -> None:
             raise UsageError(f"--{name} must be an integer >= {low}, got {getattr(args, name)}")
     if not 0 <= args.seed < 2**63:
         raise UsageError(f"--seed must be a whole number from 0 to 2**63 - 1, got {args.seed}")
+    if args.entries < 0:
+        raise UsageError(f"--entries must be a whole number >= 0 (0: every entry), got {args.entries}")
 
 
 def run_gradcheck(args: argparse.Namespace) -> int:
@@ -107,7 +115,8 @@ def _check_network(args: argparse.Namespace) -> int:
                        if getattr(cfg, k))
     print(f"nnscratch gradcheck: {spec.describe()}" + (f", {extras}" if extras else "")
           + f", batch {args.batch}, seed {args.seed}, float64, central differences h = 1e-06")
-    checks = check_network(spec, x, y, state, label_smoothing=cfg.label_smoothing, l1=cfg.l1, l2=cfg.l2, rng=rng)
+    checks = check_network(spec, x, y, state, label_smoothing=cfg.label_smoothing, l1=cfg.l1, l2=cfg.l2, rng=rng,
+                           max_entries=args.entries or None)
     print(format_table(checks, args.tol))
     return _verdict(checks, args.tol)
 
