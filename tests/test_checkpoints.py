@@ -367,6 +367,23 @@ def test_a_checkpoint_whose_metadata_lies_is_refused(one_checkpoint, tmp_path, c
         read_checkpoint(path)
 
 
+def test_a_checkpoint_whose_settings_claim_a_huge_network_is_refused_before_it_is_built(one_checkpoint, tmp_path):
+    """Its settings say hidden [10**9], its spec 8 units: the two are compared before the settings'
+    network is allocated (in a child capped 1 GiB above its baseline)."""
+    from memcap import run_cli_capped
+
+    def huge(meta):
+        config = json.loads(meta["config"])
+        config["hidden"] = [10**9]
+        meta["config"] = json.dumps(config)
+        return True
+    lie = _rewrite(one_checkpoint, tmp_path / "lie.safetensors", huge)
+    proc = run_cli_capped(["train", "--resume", str(lie), "--out", str(tmp_path / "run")], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = assert_one_line_error(proc.stderr, proc.stdout)
+    assert "its network is 784-8-10" in line and "784-1000000000-10" in line, line
+
+
 def test_a_sibling_nested_too_deep_is_not_taken_for_an_earlier_checkpoint(one_checkpoint, tmp_path):
     """Resume copies the checkpoints written before the one it starts from; a sibling whose trainer
     metadata would crash Python's parser is simply not one of them."""

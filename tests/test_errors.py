@@ -37,6 +37,7 @@ CASES = [
     ("a test image beyond the test set", "inspect --model DIR/mnist16.safetensors --images 10000"),
     ("too many test images to draw", "inspect --model DIR/mnist16.safetensors --images 0-99"),
     ("a negative SmoothGrad sample count", "inspect --model DIR/mnist16.safetensors --smooth -1"),
+    ("more SmoothGrad samples than memory should hold", "inspect --model DIR/mnist16.safetensors --smooth 1000000000"),
     ("SmoothGrad noise below 0", "inspect --model DIR/mnist16.safetensors --noise -0.1"),
     ("no top losses asked for", "inspect --model DIR/mnist16.safetensors --top 0"),
     ("an inspection that would replace the run holding its model",

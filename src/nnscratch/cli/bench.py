@@ -69,6 +69,25 @@ def command_line(args: argparse.Namespace) -> str:
     return " ".join(p.strip() for p in parts)
 
 
+def _check_sizes(args: argparse.Namespace, configs: list) -> None:
+    """Every network measured, and the GEMM probe's three ``--peak-size`` squares, fit in memory."""
+    from nnscratch.model.footprint import check_memory, physical_memory
+    from nnscratch.model.spec import mlp_spec
+
+    if args.deep and any(h < 1 for h in args.deep):
+        raise UsageError(f"--deep takes positive layer sizes, got {args.deep}")
+    engines = len(args.engines) + 2  # the twins of each row, the JIT and the augmented runner alike
+    for name, spec, batch in ([("--deep", mlp_spec(784, tuple(args.deep), 10), max(args.batch_sizes))]
+                              if args.deep else []) + [
+            (f"--config {path}", cfg.model_spec(784, 10), cfg.batch_size) for path, cfg in configs]:
+        check_memory(spec, 8, batch, engines, fix=f"choose a smaller network ({name})")
+    memory = physical_memory()
+    if memory is not None and 3 * 8 * args.peak_size ** 2 > memory:
+        raise UsageError(f"--peak-size {args.peak_size:,}: the GEMM probe's three {args.peak_size:,}x{args.peak_size:,} "
+                         f"float64 matrices need {24 * args.peak_size ** 2 / 1e9:,.1f} GB, more than this machine's "
+                         f"{memory / 1e9:,.1f} GB of memory; the default 4096 is enough to reach the peak")
+
+
 def run_bench(args: argparse.Namespace) -> int:
     from nnscratch.threads import set_threads
     from nnscratch.data import load_dataset
@@ -95,6 +114,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     # checked before any data is read
     configs = [(Path(path).name, resolve_config(path, {}, ("numpy", "torch"))) for path in args.config]
+    _check_sizes(args, configs)
     if args.distributed:
         return run_distributed_bench(args)
     threads = set_threads(args.threads)

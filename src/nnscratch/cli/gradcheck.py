@@ -19,6 +19,8 @@ from nnscratch.errors import NNScratchError, UsageError
 #: The flags that describe a network (each a --config key too); --layer takes none of them.
 #: --entries by default: the reference network (12-533-4) is checked whole, a larger one on a sample.
 DEFAULT_ENTRIES = 10_000
+#: The most entries a --layer batch may have (--inputs x --batch): each is two forward passes.
+MAX_LAYER_ENTRIES = 100_000
 
 NETWORK_KEYS = ("hidden", "activation", "dropout", "input_dropout", "batch_norm", "label_smoothing", "l1", "l2",
                 "init")
@@ -100,6 +102,7 @@ def _verdict(checks, tol: float) -> int:
 
 def _check_network(args: argparse.Namespace) -> int:
     from nnscratch.analysis.gradcheck import check_network, check_state, format_table
+    from nnscratch.model.footprint import check_memory
     from nnscratch.run.config import resolve_config
 
     flags = {k: getattr(args, k) for k in NETWORK_KEYS}
@@ -107,6 +110,7 @@ def _check_network(args: argparse.Namespace) -> int:
     if cfg.batch_norm and args.batch < 2:
         raise UsageError(f"--batch-norm needs batches of at least 2 samples (batch statistics); got --batch {args.batch}")
     spec = cfg.model_spec(args.inputs, args.classes)
+    check_memory(spec, 8, args.batch, fix="choose smaller --hidden layers, fewer --inputs or a smaller --batch")
     rng = np.random.default_rng(args.seed)
     x = rng.normal(size=(args.batch, args.inputs))
     y = rng.integers(0, args.classes, size=args.batch)
@@ -128,6 +132,9 @@ def _check_layer_file(args: argparse.Namespace) -> int:
     path, sep, class_name = args.layer.rpartition(":")
     if not sep or not path or not class_name:
         raise UsageError(f"--layer takes FILE.py:CLASS, such as examples/swish_layer.py:Swish; got {args.layer!r}")
+    if args.inputs * args.batch > MAX_LAYER_ENTRIES:
+        raise UsageError(f"gradcheck --layer differentiates every entry of its batch: keep --inputs x --batch at most "
+                         f"{MAX_LAYER_ENTRIES:,} (got {args.inputs * args.batch:,})")
     cls, module = load_layer_class(path, class_name)
     rng = np.random.default_rng(args.seed)
 

@@ -23,6 +23,7 @@ from nnscratch.errors import UsageError
 DEFAULT_IMAGES, DEFAULT_SMOOTH, DEFAULT_TOP, DEFAULT_UNITS = "0-5", 50, 16, 6
 #: At most this many chosen images (rows of activations.png and saliency.png) and top losses.
 MAX_IMAGES, MAX_TOP, MAX_UNITS = 16, 64, 16
+MAX_SMOOTH = 10_000  #: noisy copies per image: SmoothGrad needs ~50; each is a row of the batch held in memory
 #: First-layer units drawn in first_layer_weights.png (the ones of largest weight norm beyond it).
 SHOW_UNITS = 64
 
@@ -72,8 +73,8 @@ def parse_images(text: str) -> list[int]:
 
 def _check_flags(args: argparse.Namespace) -> list[int]:
     images = parse_images(DEFAULT_IMAGES if args.images is None else args.images)
-    if args.smooth < 0:
-        raise UsageError(f"--smooth must be a whole number >= 0 (0: no SmoothGrad), got {args.smooth}")
+    if not 0 <= args.smooth <= MAX_SMOOTH:
+        raise UsageError(f"--smooth must be a whole number from 0 (no SmoothGrad) to {MAX_SMOOTH:,}, got {args.smooth}")
     if not (math.isfinite(args.noise) and args.noise >= 0):
         raise UsageError(f"--noise must be a finite number >= 0 (a fraction of the pixel range), got {args.noise}")
     for flag, value, high in (("--top", args.top, MAX_TOP), ("--units", args.units, MAX_UNITS)):

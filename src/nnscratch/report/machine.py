@@ -32,7 +32,9 @@ def machine_info() -> dict[str, Any]:
         ``{"user_api", "internal_api", "version", "num_threads", "architecture"}`` dicts, one
         per BLAS/OpenMP library loaded in this process (from ``threadpoolctl``).
     """
-    memory = _memory_bytes()
+    from nnscratch.model.footprint import physical_memory
+
+    memory = physical_memory()
     info: dict[str, Any] = {
         "cpu_model": _cpu_model(),
         "logical_cores": os.cpu_count() or 1,
@@ -59,20 +61,6 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
-
-
-def _memory_bytes() -> int | None:
-    """Total physical memory in bytes, from psutil or ``sysconf``; ``None`` if neither works."""
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().total)
-    except Exception:  # noqa: BLE001 - psutil missing or unsupported platform
-        pass
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 def _version(dist: str, module: str) -> str | None:

@@ -37,6 +37,7 @@ from nnscratch.files.atomic import write_json
 from nnscratch.files.run_folder import RunFolder
 from nnscratch.training.metrics import classification_report, softmax
 from nnscratch.files.model_files import save_model
+from nnscratch.model.footprint import check_memory
 from nnscratch.model.registry import dropout_layers, initial_state
 from nnscratch.model.spec import ModelSpec
 from nnscratch.training.loop import EpochRecord, History, ScheduleCursor
@@ -108,6 +109,8 @@ def plan_run(cfg: RunConfig, n_train: int, input_dim: int, num_classes: int) -> 
     """The spec and initial state (drawn from ``cfg.seed``'s init stream; with ``cfg.finetune_from``,
     the source model's tensors put over it: :func:`nnscratch.run.finetune.start_from`)."""
     spec = cfg.model_spec(input_dim, num_classes)
+    check_memory(spec, cfg.np_dtype.itemsize, min(cfg.batch_size, n_train), len(cfg.engines),
+                 fix="choose smaller --hidden layers or a smaller --batch-size")
     if cfg.batch_norm and n_train % cfg.batch_size == 1:
         raise UsageError(f"--batch-norm needs at least 2 samples per batch, but {n_train:,} training images in "
                          f"batches of {cfg.batch_size} leave a last batch of 1: change --batch-size or --train-subset")
@@ -606,13 +609,13 @@ def run_experiment(cfg: RunConfig, out_dir: str | os.PathLike | RunFolder | None
                                  f"and the settings say deskew={cfg.deskew}: load it as the settings say")
             arrays = prepare_arrays(data, cfg)
             check_augment(cfg, arrays.image_shape)
+            facts = data_facts(data, arrays)
+            for checkpoint in (resume or {}).values():  # before the settings' network is built
+                if checkpoint is not None:
+                    check_fits(checkpoint, cfg.model_spec(arrays.x_train.shape[1], len(data.class_names)), facts)
             plan = plan_run(cfg, len(arrays.y_train), arrays.x_train.shape[1], len(data.class_names))
             if plan.transfer is not None:
                 note(plan.transfer.line())
-            facts = data_facts(data, arrays)
-            for checkpoint in (resume or {}).values():
-                if checkpoint is not None:
-                    check_fits(checkpoint, plan.spec, facts)
             engines = build_engines(cfg, plan)
             if resume and folder is not None:  # the run so far comes along into the new folder
                 carry_over(resume, folder.checkpoint_dir, folder.staging, cfg.engines)
