@@ -28,7 +28,7 @@ from nnscratch.files.run_folder import INTERRUPTED, RunFolder, folder_state
 from nnscratch.threads import usable_cores
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import assert_one_line_error, cli_env, one_line  # noqa: E402
+from helpers import assert_one_line_error, cli_env, one_line, run_python  # noqa: E402
 
 TINY = ["--train-subset", "200", "--epochs", "1", "--hidden", "8", "--quiet"]
 
@@ -383,3 +383,41 @@ def test_a_signal_during_start_up_is_one_line(mnist, tmp_path, signum, code, wor
     said = [line.rstrip() for line in lines if line.strip() and not line.startswith("import time:")]
     assert said == [f"nnscratch: {word}"], "".join(lines)
     assert not out.exists() and _hidden_beside(out) == []
+
+
+_SWALLOWED_CTRL_C = """
+import signal, sys
+import nnscratch.run.experiment as experiment
+from nnscratch.cli.main import main
+
+write_outputs = experiment.write_outputs
+
+class Collected:
+    def __del__(self):  # Python ignores what a __del__ raises: the KeyboardInterrupt is swallowed
+        signal.raise_signal(signal.SIGINT)
+
+def writing_figures(*args, **kwargs):
+    written = write_outputs(*args, **kwargs)
+    Collected()  # collected at once: Ctrl-C "while the figures are drawn"
+    print("still running after the Ctrl-C", flush=True)
+    return written
+
+experiment.write_outputs = writing_figures
+sys.argv = ["nnscratch", *sys.argv[1:]]
+sys.exit(main())
+"""
+
+
+def test_a_ctrl_c_python_swallows_while_the_figures_are_drawn_still_stops_the_run(mnist, tmp_path):
+    """A Ctrl-C that lands in a ``__del__`` or a weakref callback (the garbage collector runs them
+    while matplotlib draws) is ignored by Python, which prints "Exception ignored in ..." and goes
+    on: the run used to finish with exit 0. The command line remembers it and raises it again
+    before the run folder is put in place: exit 130, one line, the run kept as interrupted."""
+    out = tmp_path / "run"
+    proc = run_python(_SWALLOWED_CTRL_C, ["train", "--data-dir", mnist.source, "--train-subset", "200",
+                                          "--epochs", "1", "--hidden", "8", "--out", str(out), "--quiet"], cwd=tmp_path)
+    assert "still running after the Ctrl-C" in proc.stdout  # it was swallowed, as Python does
+    assert proc.returncode == 130, proc.stderr
+    line = assert_one_line_error(proc.stderr.replace("nnscratch: interrupted", "nnscratch: error: interrupted"))
+    assert "interrupted" in line and "Exception ignored" not in proc.stderr
+    assert folder_state(out) != "finished" and not (out / "report.md").exists()

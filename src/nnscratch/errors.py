@@ -6,6 +6,7 @@ exits with :attr:`NNScratchError.exit_code`: 2 for bad usage or input, 1 for fai
 :class:`Terminated` is not an error but SIGTERM, raised like Ctrl-C's ``KeyboardInterrupt``.
 """
 
+import signal
 
 #: How to install what an optional feature needs: the one place each install line is spelt.
 INSTALL_TORCH = "pip install torch==2.13.0 then pip install 'nnscratch[torch]'"
@@ -71,3 +72,32 @@ class RunInterrupted(BaseException):
 
 #: What the command line says, and its exit status, when Ctrl-C or SIGTERM stops it (128 + signal).
 STOPPED = {KeyboardInterrupt: ("interrupted", 130), Terminated: ("terminated", 143)}
+
+#: Stop signals the command line's handler has seen and no one has yet acted on (see :func:`on_stop_signal`).
+_pending_stops: list[int] = []
+
+
+def on_stop_signal(signum: int, frame) -> None:
+    """The command line's handler for SIGINT and SIGTERM: remember the signal, then raise
+    ``KeyboardInterrupt`` (SIGINT) or :class:`Terminated` in the main thread, as Python would.
+
+    Python *ignores* an exception raised while a weakref callback or a ``__del__`` runs (it prints
+    "Exception ignored in ..." and goes on), and the garbage collector runs those at any moment: a
+    Ctrl-C that lands in one would be lost and the run would finish as if never stopped.
+    Remembered, it is raised again by :func:`raise_pending_stop` at the next safe point (before a
+    run folder is put in place, and before the command returns)."""
+    _pending_stops.append(signum)
+    raise KeyboardInterrupt if signum == signal.SIGINT else Terminated()
+
+
+def raise_pending_stop() -> None:
+    """Raise the stop :func:`on_stop_signal` saw and Python swallowed, if any (else nothing)."""
+    if _pending_stops:
+        signum = _pending_stops[0]
+        _pending_stops.clear()
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated()
+
+
+def clear_pending_stops() -> None:
+    """Forget the stops seen so far: the command line has acted on them (it reported the stop)."""
+    _pending_stops.clear()

@@ -54,7 +54,10 @@ def run_dashboard(args: argparse.Namespace) -> int:
         webbrowser.open(server.url)
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # the way to stop it: exit 0, the stop acted on
+        from nnscratch.errors import clear_pending_stops
+
+        clear_pending_stops()
         print("nnscratch dashboard: stopped")
     finally:
         server.server_close()

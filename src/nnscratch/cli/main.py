@@ -25,7 +25,8 @@ from pathlib import Path
 from nnscratch import __version__
 from nnscratch.cli import data_parallel
 from nnscratch.cli.data_parallel import add_distributed_flags
-from nnscratch.errors import STOPPED, NNScratchError, RunInterrupted, Terminated, UsageError
+from nnscratch.errors import (STOPPED, NNScratchError, RunInterrupted, Terminated, UsageError, clear_pending_stops,
+                              on_stop_signal, raise_pending_stop)
 
 #: How this command line names the settings of a run folder (the library says ``out``, ``overwrite=True``).
 _FOLDER_FLAGS = {"out": "--out", "overwrite": "--overwrite"}
@@ -544,19 +545,33 @@ def _with_flags(exc: NNScratchError) -> str:
     return str(exc)
 
 
-def _on_sigterm(signum, frame):
-    """SIGTERM, turned into an exception so that every write in flight cleans up (see :class:`Terminated`)."""
-    raise Terminated()
+def _quiet_stops(hook):
+    """``sys.unraisablehook`` that keeps quiet about a stop Python swallowed (it is raised again,
+    :func:`~nnscratch.errors.raise_pending_stop`) and hands every other unraisable to ``hook``."""
+    def quiet(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, (KeyboardInterrupt, Terminated)):
+            hook(unraisable)
+    return quiet
 
 
 def main(argv: list[str] | None = None) -> int:
     """The command line: exit status 0, 1 (a failure), 2 (bad input), 130 (Ctrl-C), 143 (SIGTERM);
-    every error, and every stop, one line on stderr, from the first instant (imports included)."""
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    every error, and every stop, one line on stderr, from the first instant (imports included).
+
+    Ctrl-C and SIGTERM go through :func:`~nnscratch.errors.on_stop_signal`, so a stop that Python
+    swallowed (one landing in a weakref callback while the figures are drawn) is raised again
+    before the command returns. Run as the program (``argv`` None), both signals are ignored once
+    the command is done: one arriving while the interpreter shuts down would otherwise kill it
+    (exit -2) after every file was written and its status decided."""
+    clear_pending_stops()
+    previous = {signum: signal.signal(signum, on_stop_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    unraisable, sys.unraisablehook = sys.unraisablehook, _quiet_stops(sys.unraisablehook)
     try:
         parser = build_parser()  # imports the library: seconds, during which Ctrl-C is one line too
         args = parser.parse_args(argv)
-        return _dispatch(args, parser)
+        code = _dispatch(args, parser)
+        raise_pending_stop()
+        return code
     except NNScratchError as exc:
         print(f"nnscratch: error: {_with_flags(exc)}", file=sys.stderr)
         return exc.exit_code
@@ -568,7 +583,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nnscratch: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        clear_pending_stops()
+        sys.unraisablehook = unraisable
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_IGN if argv is None else handler)
 
 
 def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from nnscratch.errors import UsageError
+from nnscratch.errors import UsageError, raise_pending_stop
 from nnscratch.files.atomic import _current_umask, _fsync_dir, atomic_write_text
 from nnscratch.files.json_text import parse_json
 
@@ -277,7 +277,10 @@ class RunFolder:
     @_uninterrupted
     def commit(self) -> Path:
         """Put the staging folder in place as ``out`` (a previous run there is replaced in one
-        step: renamed aside, staging renamed to ``out``, the old one removed). Returns ``out``."""
+        step: renamed aside, staging renamed to ``out``, the old one removed). Returns ``out``.
+        A Ctrl-C that Python swallowed while the outputs were written is raised here, before
+        anything is put in place (:func:`~nnscratch.errors.raise_pending_stop`)."""
+        raise_pending_stop()
         self._require_open()
         if not (self.staging / METRICS).is_file():
             raise RuntimeError(f"RunFolder.commit(): a finished run holds its {METRICS}; write it first")

@@ -32,7 +32,7 @@ from nnscratch.data import Dataset, load_dataset
 from nnscratch.data.common import note
 from nnscratch.data.preprocess import ChannelStats, channel_stats, scale_pixels, standardize, to_features
 from nnscratch.engines import make_engine
-from nnscratch.errors import DataError, OutputError, RunInterrupted, Terminated, UsageError
+from nnscratch.errors import DataError, OutputError, RunInterrupted, Terminated, UsageError, clear_pending_stops
 from nnscratch.files.atomic import write_json
 from nnscratch.files.run_folder import RunFolder
 from nnscratch.training.metrics import classification_report, softmax
@@ -381,6 +381,7 @@ def add_plain_torch(metrics: dict, cfg: RunConfig, plan: RunPlan, arrays: SplitA
     try:
         metrics["engines"]["torch"]["plain_torch"] = plain_torch_figure(cfg, plan, arrays, results["torch"])
     except (KeyboardInterrupt, Terminated):
+        clear_pending_stops()  # acted on: the run goes on to write its outputs
         note("stopped while timing PyTorch's own loop beside the twin: the report leaves it out; "
              "writing the trained run")
     except Exception as exc:  # noqa: BLE001 - a figure for the report: never lose the trained run
