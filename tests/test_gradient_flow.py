@@ -374,9 +374,10 @@ def test_a_comparison_gives_both_twins_the_same_gradient_flow_in_float64(mnist):
                     _close(a["layers"][name][stat], stats[stat], f"layer {name} {stat}", rtol=1e-9, atol=1e-12)
 
 
-def test_the_figure_of_a_net_without_relu_and_an_epoch_without_samples(tmp_path):
+def test_the_figure_of_a_net_without_relu_an_epoch_without_samples_and_a_diverged_run(tmp_path):
     """Drawn without a warning (a warning would reach the user as a line on stderr), also for a
-    single epoch whose figures are all one number."""
+    single epoch whose figures are all one number, a diverged run (no finite value: the log axes
+    used to fail the whole report) and norms from 1e-300 to 1e300."""
     import warnings
 
     from nnscratch.report.plots import plot_gradient_flow
@@ -390,9 +391,15 @@ def test_the_figure_of_a_net_without_relu_and_an_epoch_without_samples(tmp_path)
     history = [{"epoch": 1, "gradient_flow": flow(1.0)}, {"epoch": 2}, {"epoch": 3, "gradient_flow": flow(2.0)}]
     single = {"0.weight": {"grad_norm": 1.0, "update_ratio": 1e-3}}  # every figure one number
     one = [{"epoch": 1, "gradient_flow": {**flow(1.0), "params": single}}]
+    # a diverged run (--lr 1e30): every norm NaN or infinite, or spanning the whole float range
+    diverged = [{"epoch": e, "gradient_flow": {**flow(float("nan")), "params": {
+        "0.weight": {"grad_norm": float("nan"), "update_ratio": None},
+        "2.weight": {"grad_norm": float("inf"), "update_ratio": float("nan")}}}} for e in (1, 2)]
+    extreme = [{"epoch": 1, "gradient_flow": {**flow(1.0), "params": {
+        "0.weight": {"grad_norm": 1e-300, "update_ratio": 1e300}, "2.weight": {"grad_norm": 1e300, "update_ratio": 0.0}}}}]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for k, h in enumerate((history, one)):
+        for k, h in enumerate((history, one, diverged, extreme)):
             path = plot_gradient_flow(h, tmp_path / f"gf{k}.png", "numpy", dataset="MNIST")
             assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

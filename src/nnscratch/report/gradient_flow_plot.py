@@ -49,13 +49,20 @@ def _lines(ax, epochs, history, part: str, names: list[str], labels: list[str], 
 
 def _log_axis(ax, series: list) -> None:
     """A log y axis spanning the positive finite values of ``series`` with a margin (set by hand:
-    matplotlib warns when all the values are one number, e.g. a one-epoch run)."""
+    matplotlib warns when all the values are one number, e.g. a one-epoch run). The margin is
+    reckoned in decades, and the limits kept within 1e-200..1e200 (matplotlib's log ticks overflow
+    beyond), so norms from 1e-300 to 1e300 still make an axis (the most extreme clipped); with no positive finite value at all (a diverged run: every gradient
+    NaN or infinite) the axis stays linear and says so."""
     values = np.concatenate([np.asarray(v, dtype=float) for v in series])
     values = values[np.isfinite(values) & (values > 0)]
-    if values.size:  # the limits first: they turn off the autoscaling that set_yscale would run
-        lo, hi = float(values.min()), float(values.max())
-        pad = max((hi / lo) ** 0.06, 1.5)
-        ax.set_ylim(lo / pad, hi * pad)
+    if not values.size:
+        ax.text(0.5, 0.5, "no finite value to draw\n(the run diverged: NaN or infinite)", transform=ax.transAxes,
+                ha="center", va="center", fontsize=9, color="0.35")
+        ax.set_yticks([])
+        return
+    lo, hi = np.log10(values.min()), np.log10(values.max())  # the limits first: they turn off the
+    pad = max(0.06 * (hi - lo), np.log10(1.5))                # autoscaling that set_yscale would run
+    ax.set_ylim(10.0 ** max(lo - pad, -200.0), 10.0 ** min(hi + pad, 200.0))
     ax.set_yscale("log")
 
 
