@@ -38,6 +38,7 @@ CASES = [
     ("too many test images to draw", "inspect --model DIR/mnist16.safetensors --images 0-99"),
     ("a negative SmoothGrad sample count", "inspect --model DIR/mnist16.safetensors --smooth -1"),
     ("more SmoothGrad samples than memory should hold", "inspect --model DIR/mnist16.safetensors --smooth 1000000000"),
+    ("a negative SmoothGrad seed", "inspect --model DIR/mnist16.safetensors --seed -1"),
     ("SmoothGrad noise below 0", "inspect --model DIR/mnist16.safetensors --noise -0.1"),
     ("no top losses asked for", "inspect --model DIR/mnist16.safetensors --top 0"),
     ("an inspection that would replace the run holding its model",
@@ -63,6 +64,7 @@ CASES = [
     ("data-parallel training not started by torchrun", "train --distributed"),
     ("a data-parallel timeout of 0 seconds", "compare --distributed --dist-timeout 0"),
     ("a config file that does not exist", "compare --config DIR/missing.toml"),
+    ("a config file that is a device", "compare --config /dev/null"),
     ("a config file that is not TOML", "compare --config DIR/broken.toml"),
     ("a misspelt config key", "compare --config DIR/typo.toml"),
     ("a config value of the wrong type", "compare --config DIR/wrong_type.toml"),
@@ -109,6 +111,12 @@ CASES = [
     # issue 21: export
     ("an export to a format nnscratch does not write", "export --model DIR/digits8x8.safetensors --to tflite DIR/m.tflite"),
     ("an export to a folder", "export --model DIR/digits8x8.safetensors --to onnx DIR"),
+    ("an export over the model it reads", "export --model DIR/digits8x8.safetensors --to onnx DIR/digits8x8.safetensors"),
+    ("an evaluation's JSON over the model it reads",
+     "evaluate --model DIR/digits8x8.safetensors --json DIR/digits8x8.safetensors"),
+    ("a benchmark JSON path that is a folder", "bench --json DIR"),
+    ("a benchmark chart that cannot be written", "bench --plot /proc/x/benchmark.png"),
+    ("a benchmark on no training images", "bench --train-subset 0"),
     ("an export of a file that is not a model", "export --model DIR/not_a_model.safetensors --to onnx DIR/m.onnx"),
     # issue 19: hostile inputs, each refused from what it declares, before it costs memory or disk
     ("an IDX file whose header declares terabytes", "compare --data-dir DIR/idx_huge"),

@@ -69,6 +69,14 @@ def command_line(args: argparse.Namespace) -> str:
     return " ".join(p.strip() for p in parts)
 
 
+def _subset(args: argparse.Namespace, data) -> int:
+    """``--train-subset``, within the training images (all of them when not given)."""
+    if args.train_subset is not None and args.train_subset > len(data.train_labels):
+        raise UsageError(f"--train-subset {args.train_subset} is larger than the {len(data.train_labels):,} "
+                         "training images")
+    return args.train_subset or len(data.train_labels)
+
+
 def _check_sizes(args: argparse.Namespace, configs: list) -> None:
     """Every network measured, and the GEMM probe's three ``--peak-size`` squares, fit in memory."""
     from nnscratch.model.footprint import check_memory, physical_memory
@@ -102,6 +110,13 @@ def run_bench(args: argparse.Namespace) -> int:
         raise UsageError(f"--peak-size must be at least 64, got {args.peak_size}")
     if any(b < 1 for b in args.batch_sizes):
         raise UsageError(f"--batch-sizes must be positive, got {args.batch_sizes}")
+    if args.train_subset is not None and args.train_subset < 1:
+        raise UsageError(f"--train-subset must be a whole number >= 1, got {args.train_subset}")
+    from nnscratch.run.experiment import check_output_file
+
+    for flag, path, example in (("--json", args.json, "bench.json"), ("--plot", args.plot, "benchmark.png")):
+        if path:  # before the benchmark's minutes, not after them
+            check_output_file(path, flag, example)
     from nnscratch.data.augment import parse_augment
     from nnscratch.errors import ParameterError
     from nnscratch.training.augmented import prefetch_plan
@@ -119,7 +134,7 @@ def run_bench(args: argparse.Namespace) -> int:
         return run_distributed_bench(args)
     threads = set_threads(args.threads)
     data = load_dataset("mnist", args.data_dir, progress=True)
-    n = args.train_subset or len(data.train_labels)
+    n = _subset(args, data)
     pixels = data.train_images[:n].reshape(n, -1)
     y = data.train_labels[:n].astype(np.int64)
     print(f"nnscratch bench: {n:,} MNIST training images, {threads} threads, {args.epochs} measured epochs "
@@ -161,7 +176,7 @@ def run_distributed_bench(args: argparse.Namespace) -> int:
         raise UsageError(f"--nproc {args.nproc}: this process may use {usable_cores()} cores; the comparison needs "
                          "one core per process")
     data = load_dataset("mnist", args.data_dir, progress=True)
-    n = args.train_subset or len(data.train_labels)
+    n = _subset(args, data)
     batch = args.batch_sizes[0]
     print(f"nnscratch bench --distributed: {n:,} MNIST training images, batch {batch}, 784-533-10 float32, "
           f"{args.nproc} processes x 1 thread against 1 process x {args.nproc} threads, {args.epochs} measured "

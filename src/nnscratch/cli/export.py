@@ -7,7 +7,6 @@ made before any work (the output's folder, the onnx package) and the line that s
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from nnscratch.errors import UsageError
 
@@ -25,15 +24,10 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from nnscratch.files.atomic import write_target
     from nnscratch.files.onnx_export import OPSET, export_onnx, require_onnx
-    from nnscratch.run.experiment import check_out_dir
+    from nnscratch.run.experiment import check_output_file
 
-    target, in_place = write_target(args.out)  # a link is followed, /dev/stdout written into
-    if target.is_dir():
-        raise UsageError(f"OUT {args.out} is a folder; pass a file name such as {Path(args.out) / 'model.onnx'}")
-    if not in_place:
-        check_out_dir(target.parent, flag="OUT")
+    check_output_file(args.out, "OUT", "model.onnx", inputs=(args.model,))  # a link followed, /dev/stdout written into
     require_onnx()  # before the model is read: a missing package is said at once
     export_onnx(args.model, args.out, probabilities=args.probabilities)
     print(f"wrote {args.out} (ONNX opset {OPSET}, output "

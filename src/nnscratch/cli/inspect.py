@@ -72,11 +72,15 @@ def parse_images(text: str) -> list[int]:
 
 
 def _check_flags(args: argparse.Namespace) -> list[int]:
+    from nnscratch.run.config import MAX_SEED
+
     images = parse_images(DEFAULT_IMAGES if args.images is None else args.images)
     if not 0 <= args.smooth <= MAX_SMOOTH:
         raise UsageError(f"--smooth must be a whole number from 0 (no SmoothGrad) to {MAX_SMOOTH:,}, got {args.smooth}")
     if not (math.isfinite(args.noise) and args.noise >= 0):
         raise UsageError(f"--noise must be a finite number >= 0 (a fraction of the pixel range), got {args.noise}")
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"--seed must be a whole number from 0 to 2**63 - 1 ({MAX_SEED}), got {args.seed}")
     for flag, value, high in (("--top", args.top, MAX_TOP), ("--units", args.units, MAX_UNITS)):
         if not 1 <= value <= high:
             raise UsageError(f"{flag} must be a whole number from 1 to {high}, got {value}")

@@ -507,19 +507,14 @@ def _kept(folder) -> str:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from nnscratch.engines import make_engine
-    from nnscratch.files.atomic import write_json, write_target
-    from nnscratch.run.experiment import check_out_dir
+    from nnscratch.files.atomic import write_json
+    from nnscratch.run.experiment import check_output_file
     from nnscratch.run.saved_model import load_model_and_test_set
     from nnscratch.training.metrics import classification_report
     from nnscratch.threads import set_threads
 
     if args.json:  # checked before any work, like --out; a link is followed, /dev/stdout written into
-        json_path, in_place = write_target(args.json)
-        if json_path.is_dir():
-            raise UsageError(f"--json {args.json} is a folder; pass a file name such as "
-                             f"{Path(args.json) / 'metrics.json'}")
-        if not in_place:
-            check_out_dir(json_path.parent, flag="--json")
+        check_output_file(args.json, "--json", "metrics.json", inputs=(args.model,))
     # the model's data options (split seed and size, resizing, colour, CSV layout) apply to whatever
     # --dataset is evaluated: the images are converted to what the model was trained on
     loaded = load_model_and_test_set(args.model, args.dataset, args.data_dir, verify=args.verify, dtype=args.dtype)

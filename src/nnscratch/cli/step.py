@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 
@@ -33,14 +32,9 @@ def _markdown_target(path: str | None) -> None:
     """``--markdown FILE``, checked before any work (like ``--json`` of evaluate)."""
     if path is None:
         return
-    from nnscratch.files.atomic import write_target
-    from nnscratch.run.experiment import check_out_dir
+    from nnscratch.run.experiment import check_output_file
 
-    target, in_place = write_target(path)
-    if target.is_dir():
-        raise UsageError(f"--markdown {path} is a folder; pass a file name such as {Path(path) / 'step.md'}")
-    if not in_place:
-        check_out_dir(target.parent, flag="--markdown")
+    check_output_file(path, "--markdown", "step.md")
 
 
 def run_step(args: argparse.Namespace) -> int:

@@ -515,6 +515,31 @@ def check_out_dir(out_dir: Path, flag: str = "--out") -> None:
                          "choose a folder you can write to") from None
 
 
+def check_output_file(path: str | os.PathLike, flag: str, example: str, inputs: tuple = ()) -> None:
+    """An output file named by ``flag`` (``--json``, ``OUT``...), checked before any work: not a
+    folder (the line suggests ``path/example``), its folder writable (:func:`check_out_dir`), and
+    not one of ``inputs`` (the files the command reads: writing the result over its own input
+    would destroy it). A link is followed; a stream (``/dev/stdout``, a pipe) is written into."""
+    from nnscratch.files.atomic import write_target
+
+    target, in_place = write_target(path)
+    if target.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; pass a file name such as {Path(path) / example}")
+    for given in inputs:
+        if not in_place and given is not None and _same_file(target, Path(given)):
+            raise UsageError(f"{flag} {path} is the file this command reads ({given}); write the output to "
+                             "another file")
+    if not in_place:
+        check_out_dir(target.parent, flag=flag)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
 def check_tensorboard(cfg: RunConfig, out: str | os.PathLike | None = None) -> None:
     """``--tensorboard DIR`` can be used, checked before any work: tensorboardX is installed, DIR
     (created if needed) can be written and is not a file, nor inside the run folder ``out``
