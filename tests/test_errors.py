@@ -131,6 +131,7 @@ CASES = [
     ("a model file whose header claims more than the file", "evaluate --model DIR/short_header.safetensors"),
     # issue 21: predict on your own images
     ("an image to predict that is not an image", "predict DIR/a_file --model DIR/digits8x8.safetensors"),
+    ("an image to predict that is a device", "predict /dev/null --model DIR/digits8x8.safetensors"),
     ("an image to predict that does not exist", "predict DIR/missing.png --model DIR/digits8x8.safetensors"),
     ("a folder to predict with no images", "predict DIR/empty --model DIR/digits8x8.safetensors"),
     ("a model to predict with that is not a model", "predict DIR/one_class/cat/a.png --model DIR/not_a_model.safetensors"),

@@ -87,7 +87,8 @@ class NoInkError(DataError):
 def image_files(paths) -> list[Path]:
     """The image files that ``paths`` name: each file as given, each folder's image files (not its
     sub-folders; ``.png``, ``.jpg``, ``.jpeg``, ``.bmp``, ``.gif``, any case; hidden ones skipped),
-    sorted by name. A missing path or a folder without images is a :class:`DataError`."""
+    sorted by name. A missing path, a pipe or a device, or a folder without images is a
+    :class:`DataError`."""
     from nnscratch.data.folder import IMAGE_EXTENSIONS
 
     files: list[Path] = []
@@ -99,8 +100,10 @@ def image_files(paths) -> list[Path]:
                 raise DataError(f"{path}: a folder with no images ({', '.join(IMAGE_EXTENSIONS)}); "
                                 "pass image files or a folder holding some")
             files.extend(found)
-        elif path.exists():
+        elif path.is_file():
             files.append(path)
+        elif path.exists():  # a pipe or a device: reading it could block forever, or never end
+            raise DataError(f"{path}: not a regular file (a pipe or a device); pass image files or a folder")
         else:
             raise DataError(f"{path}: no such file or folder")
     return files
