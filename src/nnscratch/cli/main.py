@@ -465,6 +465,7 @@ def _run(args: argparse.Namespace, engines: tuple[str, ...], label: str) -> int:
             else:
                 run = api.train(base, engine=engines[0], **kwargs)
     except RunInterrupted as stop:
+        clear_pending_stops()  # said once, here
         _say_interrupted(stop, folder)
         return STOPPED[Terminated if stop.signum == signal.SIGTERM else KeyboardInterrupt][1]
     except (KeyboardInterrupt, Terminated) as exc:
